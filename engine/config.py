@@ -1,0 +1,285 @@
+"""The one schema of a job's config.
+
+Each field carries its help text, group and constraints once, in `field(metadata=...)`. The same
+schema validates submissions, labels the UI's widgets and is what the trainer reads. Field names
+follow TRL/transformers where one exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+AUTO = "auto"
+FORMATS = ("messages", "instruction", "prompt_completion", "text", "preference")
+METHOD_FORMATS = {
+    "sft": ("messages", "instruction", "prompt_completion", "text"),
+    "dpo": ("preference",),
+}
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+              "adafactor", "sgd")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay")
+
+
+class ConfigError(ValueError):
+    """One or more problems with a submitted config; str() lists them all, one per line."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def spec(help: str, group: str, *, choices: tuple | None = None, minimum: float | None = None,
+         above: float | None = None, maximum: float | None = None, auto: bool = False,
+         none: bool = False, advanced: bool = False) -> dict[str, Any]:
+    """Field metadata. `minimum` is inclusive, `above` exclusive; `auto` admits the string "auto",
+    `none` admits null; `advanced` puts the widget in the UI's advanced section."""
+    return {"help": help, "group": group, "choices": choices, "minimum": minimum, "above": above,
+            "maximum": maximum, "auto": auto, "none": none, "advanced": advanced}
+
+
+@dataclass
+class JobConfig:
+    # ---- Job ------------------------------------------------------------------------------------
+    name: str = field(default="", metadata=spec(
+        "A label for the job. Empty: the preset's name and the submit time.", "job"))
+    priority: int = field(default=0, metadata=spec(
+        "Higher starts first; equal priorities start in submit order.", "job"))
+    timeout_minutes: float = field(default=10.0, metadata=spec(
+        "Kill the trainer and mark the job failed (resumable) after this long without progress.",
+        "job", above=0, advanced=True))
+    max_retries: int = field(default=0, metadata=spec(
+        "Re-queue a crashed job from its last checkpoint up to this many times.", "job",
+        minimum=0, advanced=True))
+    seed: int = field(default=42, metadata=spec(
+        "Seeds weights of new layers, dropout and data order; same seed, same run.", "job",
+        minimum=0, advanced=True))
+
+    # ---- Model and data -------------------------------------------------------------------------
+    method: str = field(default="sft", metadata=spec(
+        "sft: supervised fine-tuning on examples. dpo: preference alignment on chosen/rejected "
+        "pairs.", "data", choices=tuple(METHOD_FORMATS)))
+    model: str = field(default="", metadata=spec(
+        "A local model folder or a Hugging Face Hub id. Empty: the embedded tiny model.", "data"))
+    dataset: str = field(default="", metadata=spec(
+        "A local .jsonl/.json/.csv/.parquet file or a Hub dataset id. Empty: the preset's shipped "
+        "sample.", "data"))
+    dataset_format: str = field(default=AUTO, metadata=spec(
+        "How rows are shaped; auto detects it from the columns.", "data",
+        choices=(AUTO,) + FORMATS))
+    max_length: int = field(default=512, metadata=spec(
+        "Tokens per example; longer examples are truncated.", "data", minimum=8))
+    packing: bool = field(default=False, metadata=spec(
+        "Pack several short examples into each max_length sequence (SFT only).", "data",
+        advanced=True))
+    assistant_only_loss: bool = field(default=False, metadata=spec(
+        "Chat data: learn only from the assistant's turns (SFT only).", "data", advanced=True))
+
+    # ---- Adapter --------------------------------------------------------------------------------
+    adapter: str = field(default="lora", metadata=spec(
+        "lora: small trainable matrices on a frozen model. qlora: the same on a 4-bit frozen "
+        "model. full: train every weight.", "adapter", choices=("lora", "qlora", "full")))
+    lora_r: int = field(default=16, metadata=spec(
+        "LoRA rank: capacity of the adapter.", "adapter", minimum=1))
+    lora_alpha: int = field(default=32, metadata=spec(
+        "LoRA scale numerator; the update is scaled by lora_alpha / lora_r.", "adapter", minimum=1))
+    lora_dropout: float = field(default=0.05, metadata=spec(
+        "Dropout on the adapter's input.", "adapter", minimum=0, maximum=0.9, advanced=True))
+    lora_target_modules: str = field(default="all-linear", metadata=spec(
+        "Layers that get adapters: all-linear, or comma-separated module names (q_proj,v_proj).",
+        "adapter", advanced=True))
+
+    # ---- Training -------------------------------------------------------------------------------
+    learning_rate: float = field(default=2e-4, metadata=spec(
+        "Peak learning rate.", "training", above=0, maximum=1))
+    num_train_epochs: float = field(default=1.0, metadata=spec(
+        "Passes over the dataset (ignored when max_steps > 0).", "training", above=0))
+    max_steps: int = field(default=-1, metadata=spec(
+        "Optimizer steps to run; -1 runs num_train_epochs.", "training", minimum=-1))
+    per_device_train_batch_size: int = field(default=8, metadata=spec(
+        "Examples per forward pass on each device.", "training", minimum=1))
+    gradient_accumulation_steps: int = field(default=1, metadata=spec(
+        "Forward passes per optimizer step; effective batch = batch size x this x devices.",
+        "training", minimum=1))
+    lr_scheduler_type: str = field(default="cosine", metadata=spec(
+        "How the learning rate changes over the run.", "training", choices=SCHEDULERS,
+        advanced=True))
+    warmup_steps: float = field(default=0.03, metadata=spec(
+        "Linear warm-up: a step count, or a fraction of the run when below 1.", "training",
+        minimum=0, advanced=True))
+    weight_decay: float = field(default=0.0, metadata=spec(
+        "AdamW weight decay.", "training", minimum=0, advanced=True))
+    max_grad_norm: float = field(default=1.0, metadata=spec(
+        "Clip gradients to this norm; 0 disables clipping.", "training", minimum=0, advanced=True))
+    optim: str = field(default=AUTO, metadata=spec(
+        "Optimizer; auto picks fused AdamW on CUDA, AdamW elsewhere.", "training",
+        choices=OPTIMIZERS, advanced=True))
+    precision: str = field(default=AUTO, metadata=spec(
+        "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older ones, fp32 on "
+        "the CPU.", "training", choices=(AUTO, "fp32", "bf16", "fp16"), advanced=True))
+    gradient_checkpointing: bool = field(default=False, metadata=spec(
+        "Recompute activations in the backward pass: less memory, about 20% slower.", "training",
+        advanced=True))
+    beta: float = field(default=0.1, metadata=spec(
+        "DPO: how far the policy may move from the reference model (higher = closer).",
+        "training", above=0, advanced=True))
+
+    # ---- Performance ----------------------------------------------------------------------------
+    dataloader_num_workers: Any = field(default=AUTO, metadata=spec(
+        "Processes preparing batches; auto chooses from the CPU count and whether there is a GPU.",
+        "performance", minimum=0, auto=True, advanced=True))
+    dataloader_prefetch_factor: Any = field(default=AUTO, metadata=spec(
+        "Batches each worker prepares ahead; auto: 2 with workers, none without.",
+        "performance", minimum=1, auto=True, none=True, advanced=True))
+    group_by_length: bool = field(default=False, metadata=spec(
+        "Batch examples of similar length together to waste less compute on padding.",
+        "performance", advanced=True))
+
+    # ---- Checkpoints and logging ----------------------------------------------------------------
+    logging_steps: int = field(default=1, metadata=spec(
+        "Record metrics every this many optimizer steps.", "checkpoints", minimum=1,
+        advanced=True))
+    save_steps: int = field(default=100, metadata=spec(
+        "Write a checkpoint every this many optimizer steps (pausing always writes one).",
+        "checkpoints", minimum=1, advanced=True))
+    save_total_limit: int = field(default=3, metadata=spec(
+        "Keep at most this many checkpoints; 0 keeps all.", "checkpoints", minimum=0,
+        advanced=True))
+
+
+SCHEMA = {f.name: f for f in fields(JobConfig)}
+# Keys a submission may carry besides the schema's fields.
+SUBMIT_ONLY_KEYS = ("preset",)
+
+
+def default_config() -> dict[str, Any]:
+    return {name: f.default for name, f in SCHEMA.items() if f.default is not MISSING}
+
+
+def field_type(name: str) -> type:
+    annotation = SCHEMA[name].type
+    return {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, object)
+
+
+def coerce_field(name: str, value: Any) -> Any:
+    """Turn one submitted value into its schema type, or raise ConfigError naming the field."""
+    meta = SCHEMA[name].metadata
+    if value is None and meta["none"]:
+        return None
+    if isinstance(value, str) and meta["auto"] and value.strip().lower() == AUTO:
+        return AUTO
+    kind = field_type(name)
+    if kind is object:  # numeric fields that also admit "auto"
+        kind = int
+    try:
+        value = _coerce(value, kind)
+    except (TypeError, ValueError):
+        allowed = _describe_allowed(name, kind)
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+    _check_range(name, value, meta)
+    return value
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        if value in (0, 1):
+            return bool(value)
+        raise ValueError
+    if isinstance(value, bool):
+        raise TypeError  # True is an int in Python; never a number here
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if not isinstance(number, (int, float)) or not math.isfinite(number) or number != int(number):
+            raise ValueError
+        return int(number)
+    if kind is float:
+        number = float(value) if isinstance(value, (str, int, float)) else None
+        if number is None or not math.isfinite(number):
+            raise ValueError
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError
+        return value.strip()
+    return value
+
+
+def _describe_allowed(name: str, kind: type) -> str:
+    meta = SCHEMA[name].metadata
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
+    if meta["auto"]:
+        words += ' or "auto"'
+    if meta["none"]:
+        words += " or null"
+    return words
+
+
+def _check_range(name: str, value: Any, meta: dict) -> None:
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{name} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if meta["above"] is not None and not value > meta["above"]:
+        raise ConfigError(f"{name} must be > {meta['above']:g}, got {value:g}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"{name} must be >= {meta['minimum']:g}, got {value:g}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"{name} must be <= {meta['maximum']:g}, got {value:g}")
+
+
+def check_keys(config: dict[str, Any], extra: tuple[str, ...] = ()) -> list[str]:
+    """Problems with unknown keys, each with the nearest known name when there is one."""
+    known = list(SCHEMA) + list(SUBMIT_ONLY_KEYS) + list(extra)
+    problems = []
+    for key in config:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        problems.append(f"unknown field {key!r}{hint}")
+    return problems
+
+
+def validate_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Coerce and range-check every schema field present in `config`; collect every problem."""
+    problems = check_keys(config)
+    clean: dict[str, Any] = {}
+    for name, value in config.items():
+        if name not in SCHEMA:
+            continue
+        try:
+            clean[name] = coerce_field(name, value)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return clean
+
+
+def check_combinations(config: dict[str, Any]) -> None:
+    """Rules that involve more than one field."""
+    problems = []
+    method = config["method"]
+    fmt = config["dataset_format"]
+    if fmt != AUTO and fmt not in METHOD_FORMATS[method]:
+        problems.append(f"dataset_format {fmt} does not suit method {method} "
+                        f"(allowed: {', '.join(METHOD_FORMATS[method])})")
+    if method == "dpo" and config["packing"]:
+        problems.append("packing applies to SFT only; set packing: false for dpo")
+    if config["assistant_only_loss"] and method != "sft":
+        problems.append("assistant_only_loss applies to SFT only")
+    if config["max_steps"] == 0:
+        problems.append("max_steps must be -1 (train num_train_epochs) or a positive number")
+    if config["lora_target_modules"] != "all-linear":
+        names = [m.strip() for m in config["lora_target_modules"].split(",")]
+        if not all(names):
+            problems.append("lora_target_modules must be all-linear or comma-separated module names")
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,123 @@
+"""The trainer protocol: the files a job folder holds, control requests, checkpoint markers and the
+trainer's exit codes. The console and the trainer talk only through these files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Exit codes of `python -m engine.train` (documented in the README).
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1  # an error while training: the log's last lines say which
+EXIT_INVALID = 2  # the job file, the model or the dataset is unusable; nothing was trained
+EXIT_PAUSED = 75  # a pause request was honoured: a complete checkpoint was written
+EXIT_CANCELLED = 76  # a cancel request was honoured
+
+EXIT_MEANINGS = {
+    EXIT_COMPLETED: "completed",
+    EXIT_FAILED: "failed",
+    EXIT_INVALID: "invalid job",
+    EXIT_PAUSED: "paused",
+    EXIT_CANCELLED: "cancelled",
+}
+
+CHECKPOINT_PREFIX = "checkpoint-"
+INCOMPLETE_MARKER = ".incomplete"  # inside a checkpoint folder while it is being written
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / "job.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "training.log"
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / "heartbeat.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def final_model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root  # HF Trainer's output_dir: checkpoint-N folders sit in the job folder
+
+    def request_file(self, action: str) -> Path:
+        return self.root / f"{action}.request"
+
+    def checkpoints(self, complete_only: bool = True) -> list[Path]:
+        """checkpoint-N folders, oldest step first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for entry in self.checkpoints_dir.iterdir():
+            match = CHECKPOINT_NAME.match(entry.name)
+            if not match or not entry.is_dir():
+                continue
+            if complete_only and (entry / INCOMPLETE_MARKER).exists():
+                continue
+            found.append((int(match.group(1)), entry))
+        return [path for _, path in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        complete = self.checkpoints()
+        return complete[-1] if complete else None
+
+
+# ---- control requests ------------------------------------------------------------------------
+
+PAUSE, CANCEL = "pause", "cancel"
+
+
+def request(paths: JobPaths, action: str) -> None:
+    paths.request_file(action).write_text(str(time.time()))
+
+
+def clear_requests(paths: JobPaths) -> None:
+    for action in (PAUSE, CANCEL):
+        paths.request_file(action).unlink(missing_ok=True)
+
+
+def requested(paths: JobPaths) -> str | None:
+    """Cancel wins over pause when both were asked."""
+    for action in (CANCEL, PAUSE):
+        if paths.request_file(action).exists():
+            return action
+    return None
+
+
+# ---- heartbeat ---------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

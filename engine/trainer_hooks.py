@@ -1,0 +1,262 @@
+"""What the trainer adds to TRL's trainers: the heartbeat, the metrics stream, pause/cancel at
+optimizer-step boundaries, checkpoint completeness markers and the tokenized-dataset cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from datasets import Dataset, load_from_disk
+from transformers import TrainerCallback
+
+from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, requested, write_json_atomic
+
+try:
+    import pynvml
+except ImportError:
+    pynvml = None
+
+
+_PROCESS = psutil.Process()  # one object: cpu_percent measures since its previous call
+
+
+class Heartbeat:
+    """`heartbeat.json`: time, phase, step. The supervisor kills a trainer whose beat is older
+    than the job's timeout.
+
+    During set-up (loading, tokenizing) a thread beats, since those phases have no step events.
+    From the first training step on, only the training loop beats, so a hung loop (deadlock,
+    stuck I/O) stops the beat even though the process is alive.
+    """
+
+    THREAD_INTERVAL_S = 2.0
+    MIN_INTERVAL_S = 0.5  # the loop beats at most this often: a file write per step is waste
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.phase = "starting"
+        self.step = 0
+        self.total_steps: int | None = None
+        self._last = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self, force: bool = False, **fields: Any) -> None:
+        for key, value in fields.items():
+            setattr(self, key, value)
+        now = time.time()
+        if not force and now - self._last < self.MIN_INTERVAL_S:
+            return
+        self._last = now
+        write_json_atomic(self.path, {"time": now, "pid": os.getpid(), "phase": self.phase,
+                                      "step": self.step, "total_steps": self.total_steps})
+
+    def start_background(self, phase: str) -> None:
+        self.beat(force=True, phase=phase)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop_background(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.THREAD_INTERVAL_S):
+            self.beat(force=True)
+
+
+def device_telemetry() -> dict[str, float]:
+    """Memory and utilization of the device this process trains on."""
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        record = {
+            "gpu_mem_allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "gpu_mem_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+        }
+        record.update(_nvml_telemetry(device))
+        return record
+    return {"cpu_percent": _PROCESS.cpu_percent(None), "rss_mb": _PROCESS.memory_info().rss / 2**20}
+
+
+def _nvml_telemetry(device: int) -> dict[str, float]:
+    if pynvml is None:
+        return {}
+    try:
+        pynvml.nvmlInit()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = [v for v in visible.split(",") if v.strip()]
+        index = int(ids[device]) if device < len(ids) and ids[device].isdigit() else device
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+        return {
+            "gpu_util_percent": float(util.gpu),
+            "gpu_temp_c": float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
+            "gpu_power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        }
+    except pynvml.NVMLError:
+        return {}
+
+
+class MetricsWriter(TrainerCallback):
+    """Appends one JSON object per logged step to metrics.jsonl and a readable line to the log."""
+
+    def __init__(self, paths: JobPaths, heartbeat: Heartbeat, samples_per_step: int):
+        self.paths = paths
+        self.heartbeat = heartbeat
+        self.samples_per_step = samples_per_step
+        self._file = None
+        self._last_time = 0.0
+        self._last_step = 0
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.heartbeat.stop_background()
+        self.heartbeat.beat(force=True, phase="training", step=state.global_step,
+                            total_steps=state.max_steps)
+        if state.is_world_process_zero:
+            self._file = open(self.paths.metrics, "a", encoding="utf-8")
+        self._last_time = time.time()
+        self._last_step = state.global_step
+        self._last_tokens = state.num_input_tokens_seen
+        device_telemetry()  # first psutil cpu_percent call only primes the counter
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self.heartbeat.beat(step=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.heartbeat.beat(step=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if self._file is None:
+            return
+        if "train_loss" in logs:  # the end-of-training summary, not a step
+            write_json_atomic(self.paths.summary, {k: v for k, v in logs.items()
+                                                   if isinstance(v, (int, float))})
+            return
+        now = time.time()
+        elapsed = max(now - self._last_time, 1e-9)
+        steps = state.global_step - self._last_step
+        tokens = state.num_input_tokens_seen - self._last_tokens
+        record: dict[str, Any] = {"step": state.global_step, "time": now,
+                                  "epoch": round(state.epoch or 0.0, 6)}
+        for key, value in logs.items():
+            if key in ("epoch", "num_input_tokens_seen", "train_tokens_per_second", "train_runtime"):
+                continue
+            if isinstance(value, (int, float)):
+                record[key] = value
+        record["samples_per_s"] = steps * self.samples_per_step / elapsed
+        if tokens:
+            record["tokens_per_s"] = tokens / elapsed
+            record["tokens_seen"] = state.num_input_tokens_seen
+        record.update(device_telemetry())
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self._last_time, self._last_step, self._last_tokens = now, state.global_step, \
+            state.num_input_tokens_seen
+        loss = record.get("loss")
+        print(f"step {state.global_step}/{state.max_steps}"
+              + (f" loss {loss:.4f}" if isinstance(loss, float) else "")
+              + f" lr {record.get('learning_rate', 0):.3g}", flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ControlRequests(TrainerCallback):
+    """Honours pause and cancel requests at the end of an optimizer step.
+
+    Pause asks the Trainer to save a checkpoint (optimizer, scheduler, RNG and data position
+    included) and stop; the trainer then exits with the pause code.
+    """
+
+    def __init__(self, paths: JobPaths):
+        self.paths = paths
+        self.stopped_for: str | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        action = requested(self.paths)
+        if action == PAUSE:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_for = PAUSE
+        elif action == CANCEL:
+            control.should_save = False
+            control.should_training_stop = True
+            self.stopped_for = CANCEL
+        return control
+
+
+class TrainDeckTrainerMixin:
+    """Mixed into SFTTrainer and DPOTrainer.
+
+    - A checkpoint folder carries INCOMPLETE_MARKER while it is written, so a trainer killed
+      mid-save leaves a folder that resume skips.
+    - The prepared (tokenized) dataset is cached by a key of its content and every setting that
+      changes tokenization, so a re-run or a resume tokenizes nothing.
+    """
+
+    def __init__(self, *args, tokenized_cache: Path | None = None, heartbeat: Heartbeat | None = None,
+                 **kwargs):
+        self._tokenized_cache = tokenized_cache
+        self._heartbeat = heartbeat
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, *args, **kwargs):
+        dataset_name = kwargs.get("dataset_name", args[-1] if args else "train")
+        if self._tokenized_cache is None or not isinstance(dataset, Dataset):
+            return super()._prepare_dataset(dataset, *args, **kwargs)
+        folder = self._tokenized_cache / str(dataset_name)
+        if (folder / "dataset_info.json").exists():
+            print(f"tokenized {dataset_name} dataset: reusing cache {folder}", flush=True)
+            return load_from_disk(str(folder))
+        if self._heartbeat:
+            self._heartbeat.beat(force=True, phase="tokenizing")
+        prepared = super()._prepare_dataset(dataset, *args, **kwargs)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        prepared.save_to_disk(str(tmp))
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return load_from_disk(str(folder))
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / INCOMPLETE_MARKER).touch()
+        if self._heartbeat:
+            self._heartbeat.beat(force=True, phase="saving")
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            _fsync_tree(folder)
+            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
+        if self._heartbeat:
+            self._heartbeat.beat(force=True, phase="training")
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a checkpoint's files to disk before it is declared complete."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
