@@ -26,6 +26,7 @@ EXIT_MEANINGS = {
     EXIT_CANCELLED: "cancelled",
 }
 
+SUPERVISED_ENV = "TRAINDECK_SUPERVISED"  # set by the console, whose supervisor captures output
 CHECKPOINT_PREFIX = "checkpoint-"
 INCOMPLETE_MARKER = ".incomplete"  # inside a checkpoint folder while it is being written
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -54,6 +55,10 @@ class JobPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def exit_record(self) -> Path:
+        return self.root / "exit.json"
 
     @property
     def final_model(self) -> Path:

@@ -26,10 +26,9 @@ import yaml
 
 from engine.config import ConfigError
 from engine.data import DatasetError, load_local, load_rows
-from engine.jobfiles import (EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
-                             EXIT_PAUSED, CANCEL, PAUSE, JobPaths, requested, write_json_atomic)
-
-SUPERVISED_ENV = "TRAINDECK_SUPERVISED"  # set by the console, whose supervisor captures output
+from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
+                             EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, requested,
+                             write_json_atomic)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,11 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     paths.root.mkdir(parents=True, exist_ok=True)
     if os.environ.get(SUPERVISED_ENV) != "1":
         return run_logged(argv if argv is not None else sys.argv[1:], paths)
+    code = EXIT_FAILED
     try:
-        return train(args, paths)
+        code = train(args, paths)
     except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_INVALID
+        code = EXIT_INVALID
+    finally:
+        # How this process ended, for a console that re-attached to it and cannot wait() on it.
+        write_json_atomic(paths.exit_record, {"pid": os.getpid(), "code": code, "time": time.time()})
+    return code
 
 
 def run_logged(argv: list[str], paths: JobPaths) -> int:

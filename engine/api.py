@@ -1,0 +1,288 @@
+"""The engine's public API: everything the UI and the API endpoints call.
+
+One `Engine` per workspace. It owns the store, the supervisor and the scheduler thread. Errors a
+person can act on are raised as ConfigError, JobNotFound or IllegalTransition, whose messages say
+what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import engine
+from engine import machine as machines
+from engine.config import ConfigError
+from engine.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
+                        change_status, new_job_id)
+from engine.jobfiles import CANCEL, CHECKPOINT_NAME, PAUSE
+from engine.metrics import MetricsLog
+from engine.presets import PresetLibrary
+from engine.resolve import Resolution, resolve_submission
+from engine.scheduler import DevicePool, Scheduler, queue_order
+from engine.store import JobNotFound, JobStore, TinyDBJobStore
+from engine.supervisor import Supervisor, write_job_file
+from engine.workspace import Workspace
+
+log = logging.getLogger("traindeck.engine")
+METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+
+
+class Engine:
+    def __init__(self, workspace: str | Path, presets: PresetLibrary | None = None,
+                 machine: machines.Machine | None = None, store: JobStore | None = None,
+                 gpu_indices: list[int] | None = None):
+        self.workspace = Workspace(workspace)
+        self.presets = presets or PresetLibrary()
+        self.machine = machine or machines.detect()
+        self._store = store
+        if gpu_indices is None:
+            gpu_indices = [g.index for g in self.machine.gpus]
+        self.listeners: list[StatusListener] = []
+        self.supervisor = Supervisor(self.workspace.cache_dir)
+        self.devices = DevicePool(gpu_indices)
+        self.scheduler: Scheduler | None = None
+        self._metrics_cache: OrderedDict[str, MetricsLog] = OrderedDict()
+        self.started_at = time.time()
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def open(self) -> Engine:
+        """Take the workspace and load the jobs; re-attach to trainers still running."""
+        self.workspace.acquire()
+        if self._store is None:
+            self._store = TinyDBJobStore(self.workspace.database)
+        self.scheduler = Scheduler(self.store, self.supervisor, self.workspace, self.devices,
+                                   self.listeners)
+        self.recover()
+        return self
+
+    def start(self) -> Engine:
+        """Open, then run the scheduler thread."""
+        self.open()
+        self.scheduler.start()
+        return self
+
+    def close(self) -> None:
+        """Stop scheduling and let go of the workspace. Running trainers keep running; the next
+        console re-attaches to them."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self._store is not None:
+            self._store.close()
+        self.workspace.release()
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("the engine is not open")
+        return self._store
+
+    def recover(self) -> None:
+        """After a console restart, follow every job the database says is running: a trainer
+        that survived the restart is re-attached; one that ended while no console was watching is
+        reaped by the next scheduler round (its exit record, or "interrupted")."""
+        for job in self.store.all():
+            if job.status != JobStatus.RUNNING:
+                continue
+            trainer = self.supervisor.attach(job, self.workspace.job_paths(job.job_id))
+            slots = (job.attempts[-1].get("devices") if job.attempts else None) or []
+            self.devices.assigned[job.job_id] = slots or self.devices.free()[:1]
+            log.info("job %s: %s", job.job_id,
+                     "re-attached" if trainer.alive_at_attach else "trainer gone, reaping")
+
+    # ---- presets and validation -----------------------------------------------------------------
+
+    def list_presets(self) -> list[dict[str, Any]]:
+        return self.presets.summaries()
+
+    def get_preset(self, name: str | None) -> dict[str, Any]:
+        preset = self.presets.get(name)
+        return {"name": preset.name, "title": preset.title, "description": preset.description,
+                "sample": preset.sample, **preset.config()}
+
+    def validate(self, config: dict[str, Any] | None) -> Resolution:
+        """Resolve a submission without queueing it (the UI's preview uses this)."""
+        return resolve_submission(config, self.presets, self.machine)
+
+    # ---- jobs -----------------------------------------------------------------------------------
+
+    def submit(self, config: dict[str, Any] | None, owner: str = "local") -> dict[str, Any]:
+        resolution = self.validate(config)
+        settings = resolution.config
+        now = time.time()
+        with self.store.lock:
+            job = Job(
+                job_id=new_job_id(now),
+                name=settings["name"] or f"{resolution.preset} {time.strftime('%H:%M:%S')}",
+                config=settings, owner=owner, priority=settings["priority"],
+                seq=self.store.next_seq(), created_at=now, queued_at=now,
+                resolved=resolution.resolved)
+            while self._exists(job.job_id):
+                job.job_id = new_job_id(now)
+            write_job_file(self.workspace.job_paths(job.job_id), job, self.workspace.cache_dir, None)
+            self.store.add(job)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return {"job_id": job.job_id, "status": job.status, "position": self.position(job.job_id)}
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.store.get(job_id)
+            return True
+        except JobNotFound:
+            return False
+
+    def position(self, job_id: str) -> int | None:
+        """1 = next to start; None when the job is not queued."""
+        order = [j.job_id for j in queue_order(self.store.all())]
+        return order.index(job_id) + 1 if job_id in order else None
+
+    def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        if status:
+            try:
+                status = JobStatus(status).value
+            except ValueError:
+                raise ConfigError(f"status must be one of {', '.join(s.value for s in JobStatus)} "
+                                  f"or empty for all; got {status!r}") from None
+        jobs = [j for j in self.store.all() if not status or j.status == status]
+        jobs.sort(key=lambda j: j.seq, reverse=True)
+        return [self._summary(j) for j in jobs]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        job = self._get(job_id)
+        data = job.to_dict()
+        data["progress"] = self._progress(job)
+        data["position"] = self.position(job_id) if job.status == JobStatus.QUEUED else None
+        data["last_metrics"] = self._metrics(job_id).last
+        data["checkpoints"] = self.list_checkpoints(job_id)
+        data["job_dir"] = str(self.workspace.job_paths(job_id).root)
+        data["command"] = f"python -m engine.train {self.workspace.job_paths(job_id).job_file}"
+        return data
+
+    def _get(self, job_id: str) -> Job:
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ConfigError("job_id is required")
+        return self.store.get(job_id.strip())
+
+    def _progress(self, job: Job) -> dict[str, Any]:
+        live = self.supervisor.progress(job.job_id)
+        return {**job.progress, **live} if live else dict(job.progress)
+
+    def _summary(self, job: Job) -> dict[str, Any]:
+        last = self._metrics(job.job_id).last if job.status != JobStatus.QUEUED else None
+        return {
+            "job_id": job.job_id, "name": job.name, "owner": job.owner, "status": job.status,
+            "priority": job.priority, "method": job.config.get("method"),
+            "adapter": job.config.get("adapter"), "model": job.config.get("model"),
+            "dataset": job.config.get("dataset"), "progress": self._progress(job),
+            "loss": (last or {}).get("loss"), "created_at": job.created_at,
+            "started_at": job.started_at, "finished_at": job.finished_at,
+            "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
+        }
+
+    def _metrics(self, job_id: str) -> MetricsLog:
+        live = self.supervisor.metrics_log(job_id)
+        if live is not None:
+            return live
+        cached = self._metrics_cache.pop(job_id, None)
+        if cached is None:
+            cached = MetricsLog(self.workspace.job_paths(job_id).metrics)
+        cached.refresh()
+        self._metrics_cache[job_id] = cached
+        while len(self._metrics_cache) > METRICS_CACHE_SIZE:
+            self._metrics_cache.popitem(last=False)
+        return cached
+
+    def get_metrics(self, job_id: str, since_step: int | None = None) -> list[dict[str, Any]]:
+        self._get(job_id)
+        try:
+            since = -1 if since_step is None else int(since_step)
+        except (TypeError, ValueError):
+            raise ConfigError(f"since_step must be a whole number, got {since_step!r}") from None
+        return self._metrics(job_id).since(since)
+
+    # ---- control --------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._stop(job_id, CANCEL)
+
+    def pause(self, job_id: str) -> dict[str, Any]:
+        return self._stop(job_id, PAUSE)
+
+    def _stop(self, job_id: str, action: str) -> dict[str, Any]:
+        target = JobStatus.CANCELLED if action == CANCEL else JobStatus.PAUSED
+        with self.store.lock:
+            job = self._get(job_id)
+            if job.status == JobStatus.RUNNING and job.job_id in self.supervisor.running:
+                self.supervisor.request_stop(job.job_id, action)
+                if job.requested != CANCEL:
+                    job = self.store.update(job.job_id, requested=action)
+            elif can_transition(job.status, target):
+                job = change_status(self.store, job.job_id, target, self.listeners)
+            else:
+                raise IllegalTransition(job.job_id, job.status, target.value)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return self._summary(job)
+
+    def resume(self, job_id: str, checkpoint: str | None = None) -> dict[str, Any]:
+        with self.store.lock:
+            job = self._get(job_id)
+            if not can_transition(job.status, JobStatus.QUEUED):
+                raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
+            paths = self.workspace.job_paths(job.job_id)
+            if checkpoint:
+                name = self._checkpoint_name(job.job_id, checkpoint)
+            else:
+                latest = paths.latest_checkpoint()
+                name = latest.name if latest else None
+            job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners,
+                                resume_from=name)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return self._summary(job)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoint_name(self, job_id: str, name: str) -> str:
+        """A checkpoint of this job, by its bare folder name; anything else is refused."""
+        available = [c["name"] for c in self.list_checkpoints(job_id)]
+        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
+            raise ConfigError(f"checkpoint must be a name like checkpoint-100 from this job's list "
+                              f"({', '.join(available) or 'none yet'}); got {name!r}")
+        if name not in available:
+            raise ConfigError(f"job {job_id} has no complete checkpoint {name} "
+                              f"(available: {', '.join(available) or 'none yet'})")
+        return name
+
+    def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        self._get(job_id)
+        paths = self.workspace.job_paths(job_id)
+        result = []
+        for folder in paths.checkpoints():
+            if folder.is_symlink():
+                continue
+            files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+            step = int(CHECKPOINT_NAME.match(folder.name).group(1))
+            result.append({"name": folder.name, "step": step,
+                           "size_bytes": sum(p.stat().st_size for p in files),
+                           "created_at": folder.stat().st_mtime})
+        return result
+
+    # ---- status ---------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        jobs = self.store.all()
+        return {
+            "status": "ok",
+            "version": engine.__version__,
+            "device": self.machine.describe(),
+            "gpus": [g.__dict__ | {"compute_capability": list(g.compute_capability)}
+                     for g in self.machine.gpus],
+            "queued": sum(j.status == JobStatus.QUEUED for j in jobs),
+            "running": sum(j.status == JobStatus.RUNNING for j in jobs),
+        }

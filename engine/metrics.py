@@ -1,0 +1,92 @@
+"""A job's metrics.jsonl, read incrementally: each refresh reads only the bytes appended since the
+last one, so following a long run costs the same per tick at step 100 as at step 100,000."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        self._steps: list[int] = []
+        self._offset = 0
+        self._inode: int | None = None
+        self._partial = b""
+        self._lock = threading.Lock()  # the scheduler thread appends while API threads read
+
+    def refresh(self) -> list[dict[str, Any]]:
+        """Read what was appended since the last call; returns the new records."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> list[dict[str, Any]]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            self._reset(stat.st_ino)  # rewritten (a resume from an earlier checkpoint truncates it)
+        if stat.st_size == self._offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read(stat.st_size - self._offset)
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # a line still being written has no newline yet
+        new = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line from a killed trainer: skip it, keep following
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                self._append(record)
+                new.append(record)
+        return new
+
+    def _reset(self, inode: int | None) -> None:
+        self.records, self._steps = [], []
+        self._offset, self._partial, self._inode = 0, b"", inode
+
+    def _append(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if self._steps and step <= self._steps[-1]:
+            # A resumed attempt repeats steps past its checkpoint: the newer values win.
+            cut = bisect.bisect_left(self._steps, step)
+            del self.records[cut:], self._steps[cut:]
+        self.records.append(record)
+        self._steps.append(step)
+
+    def since(self, step: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.records[bisect.bisect_right(self._steps, step):]
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.records[-1] if self.records else None
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Keep only records up to `step`: a resume from checkpoint-`step` redoes the rest."""
+    if not path.exists():
+        return
+    kept = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(b"".join(kept))
+    os.replace(tmp, path)
