@@ -1,0 +1,134 @@
+"""The config schema, presets and submit-time resolution (no training here)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.config import SCHEMA, ConfigError, default_config, validate_fields
+from engine.machine import GPU, Machine, auto_num_workers
+from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
+from engine.resolve import resolve_submission
+from engine.sources import TINY_MODEL, sample_dataset
+
+CPU = Machine(cpu_count=2)
+GPU_BOX = Machine(cpu_count=32, gpus=(GPU(0, "A100", 81920, (8, 0)), GPU(1, "A100", 81920, (8, 0))))
+OLD_GPU_BOX = Machine(cpu_count=8, gpus=(GPU(0, "T4", 15360, (7, 5)),))
+
+
+@pytest.fixture(scope="module")
+def presets():
+    return PresetLibrary()
+
+
+def test_every_field_has_help_and_a_group():
+    for name, f in SCHEMA.items():
+        assert f.metadata["help"].strip(), name
+        assert f.metadata["group"] in {"job", "data", "adapter", "training", "performance",
+                                       "checkpoints"}, name
+
+
+def test_the_nine_presets_load_and_resolve_offline(presets):
+    assert len(presets.names()) == 9
+    assert presets.default_name == "basic-fine-tune"
+    for name in presets.names():
+        resolution = resolve_submission({"preset": name}, presets, CPU)
+        config = resolution.config
+        assert config["model"] == str(TINY_MODEL)
+        assert Path(config["dataset"]).exists()
+        assert config["dataset_format"] in ("messages", "instruction", "prompt_completion", "text",
+                                            "preference")
+        assert resolution.dataset.rows > 50
+    dpo = resolve_submission({"preset": "dpo-preference"}, presets, CPU).config
+    assert dpo["method"] == "dpo" and dpo["dataset"] == str(sample_dataset("preference"))
+
+
+def test_presets_list_only_what_differs_and_explain_it():
+    defaults = default_config()
+    for path in PRESETS_DIR.glob("*.yaml"):
+        text = path.read_text()
+        assert text.lstrip().startswith("#"), f"{path.name} starts without a comment"
+        assert "Suggested model" in text, path.name
+        preset = load_preset(path)
+        for key, value in preset.overrides.items():
+            if key not in ("method", "adapter"):  # a preset always says what it is
+                assert value != defaults[key], f"{path.name} repeats the default {key}: {value}"
+
+
+def test_auto_settings_follow_the_machine(presets):
+    cpu = resolve_submission({}, presets, CPU)
+    assert cpu.config["dataloader_num_workers"] == 0
+    assert cpu.config["dataloader_prefetch_factor"] is None
+    assert cpu.config["precision"] == "fp32" and cpu.config["optim"] == "adamw_torch"
+    assert cpu.resolved["dataloader_num_workers"] == 0  # recorded as chosen automatically
+    gpu = resolve_submission({}, presets, GPU_BOX)
+    assert gpu.config["dataloader_num_workers"] == auto_num_workers(GPU_BOX) == 8
+    assert gpu.config["dataloader_prefetch_factor"] == 2
+    assert gpu.config["precision"] == "bf16" and gpu.config["optim"] == "adamw_torch_fused"
+    assert resolve_submission({}, presets, OLD_GPU_BOX).config["precision"] == "fp16"
+    fixed = resolve_submission({"dataloader_num_workers": 3, "dataloader_prefetch_factor": 4},
+                               presets, GPU_BOX)
+    assert fixed.config["dataloader_num_workers"] == 3
+    assert "dataloader_num_workers" not in fixed.resolved
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"learning_rate": 0}, "learning_rate must be > 0, got 0"),
+    ({"learning_rate": -1e-4}, "learning_rate must be > 0"),
+    ({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
+    ({"lerning_rate": 1e-4}, "unknown field 'lerning_rate' (did you mean learning_rate?)"),
+    ({"adapter": "prefix"}, "adapter must be one of lora, qlora, full; got 'prefix'"),
+    ({"method": "ppo"}, "method must be one of sft, dpo; got 'ppo'"),
+    ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1, got 0"),
+    ({"per_device_train_batch_size": 2.5}, "per_device_train_batch_size must be a whole number"),
+    ({"packing": "maybe"}, "packing must be true or false"),
+    ({"max_steps": 0}, "max_steps must be -1"),
+    ({"method": "dpo", "packing": True}, "packing applies to SFT only"),
+    ({"dataloader_num_workers": "many"}, 'dataloader_num_workers must be a whole number or "auto"'),
+    ({"dataloader_num_workers": 0, "dataloader_prefetch_factor": 2}, "needs dataloader_num_workers > 0"),
+    ({"precision": "fp16"}, "precision fp16 needs a CUDA GPU"),
+    ({"preset": "nope"}, "preset 'nope' does not exist; choose one of: basic-fine-tune"),
+    ({"model": "./no/such/folder"}, "model ./no/such/folder: no such folder"),
+    ({"dataset": "missing.jsonl"}, "dataset missing.jsonl: no such file"),
+    ({"method": "dpo", "dataset_format": "messages"}, "dataset_format messages does not suit method dpo"),
+])
+def test_bad_values_are_refused_with_the_field_named(presets, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_submission(overrides, presets, CPU)
+    assert message in str(err.value)
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(ConfigError) as err:
+        validate_fields({"learning_rate": 0, "lora_r": 0, "bogus": 1})
+    assert len(err.value.problems) == 3
+
+
+def test_values_are_coerced_from_text():
+    clean = validate_fields({"learning_rate": "2e-4", "max_steps": "10", "packing": "true",
+                             "dataloader_num_workers": "AUTO", "num_train_epochs": 2})
+    assert clean == {"learning_rate": 2e-4, "max_steps": 10, "packing": True,
+                     "dataloader_num_workers": "auto", "num_train_epochs": 2.0}
+
+
+def test_a_config_that_is_not_a_mapping_is_refused(presets):
+    with pytest.raises(ConfigError, match="config must be an object"):
+        resolve_submission(["learning_rate", 1], presets, CPU)
+
+
+def test_hub_ids_fail_at_submit_when_offline(presets, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as err:
+        resolve_submission({"model": "Qwen/Qwen2.5-0.5B-Instruct"}, presets, CPU)
+    assert "model Qwen/Qwen2.5-0.5B-Instruct: not in the local Hugging Face cache" in str(err.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ConfigError) as err:  # no network on this machine: refused at once
+        resolve_submission({"dataset": "someone/some-dataset"}, presets, CPU)
+    assert "dataset someone/some-dataset" in str(err.value)
+
+
+def test_broken_preset_file_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"title": "x", "sample": "messages",
+                                                       "learning_rate": -1}))
+    with pytest.raises(ConfigError, match="preset bad.yaml: learning_rate must be > 0"):
+        PresetLibrary(tmp_path)

@@ -1,0 +1,93 @@
+"""Both stores behave alike; the TinyDB store survives kill -9 at any moment."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine.job import Job
+from engine.store import JobNotFound, MemoryJobStore, TinyDBJobStore
+
+from conftest import REPO
+
+
+@pytest.fixture(params=["memory", "tinydb"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryJobStore()
+    else:
+        store = TinyDBJobStore(tmp_path / "jobs.json")
+        yield store
+        store.close()
+
+
+def test_add_get_update_all(store):
+    store.add(Job(job_id="a", name="first", config={"lr": 1}, seq=1))
+    store.add(Job(job_id="b", name="second", config={}, seq=2))
+    job = store.get("a")
+    job.config["lr"] = 999  # a returned copy: the stored job must not change
+    assert store.get("a").config == {"lr": 1}
+    updated = store.update("a", status="running", progress={"step": 3, "total_steps": 9})
+    assert updated.status == "running" and updated.progress["step"] == 3
+    assert sorted(j.job_id for j in store.all()) == ["a", "b"]
+    assert store.next_seq() == 3
+    with pytest.raises(JobNotFound):
+        store.get("missing")
+    with pytest.raises(JobNotFound):
+        store.update("missing", status="queued")
+    with pytest.raises(ValueError):
+        store.add(Job(job_id="a", name="again", config={}))
+
+
+def test_tinydb_store_persists_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "jobs.json"
+    store = TinyDBJobStore(path)
+    store.add(Job(job_id="a", name="first", config={"x": [1, 2]}))
+    store.update("a", status="failed", error="boom")
+    store.close()
+    reopened = TinyDBJobStore(path)
+    assert reopened.get("a").error == "boom"
+    assert reopened.get("a").config == {"x": [1, 2]}
+    assert json.loads(path.read_text())  # plain, valid JSON on disk
+    assert [p.name for p in tmp_path.iterdir()] == ["jobs.json"]
+
+
+WRITER = """
+import sys
+from engine.job import Job
+from engine.store import TinyDBJobStore
+store = TinyDBJobStore(sys.argv[1])
+n = 0
+while True:
+    job_id = f"{sys.argv[2]}-{n}"
+    store.add(Job(job_id=job_id, name=job_id, config={"pad": "x" * 500}, seq=n))
+    print("ack", job_id, flush=True)            # acknowledged: add() returned
+    store.update(job_id, status="running", pid=n)
+    print("ack-update", job_id, flush=True)
+    n += 1
+"""
+
+
+def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
+    path = tmp_path / "jobs.json"
+    rng = random.Random(7)
+    acknowledged, updated = set(), set()
+    for round_number in range(20):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"r{round_number}"],
+                                  cwd=REPO, stdout=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.3, 0.9))
+        writer.send_signal(signal.SIGKILL)
+        out, _ = writer.communicate()
+        for line in out.splitlines():
+            kind, job_id = line.split()
+            (acknowledged if kind == "ack" else updated).add(job_id)
+        store = TinyDBJobStore(path)  # must load after every kill
+        stored = {job.job_id: job for job in store.all()}
+        store.close()
+        assert acknowledged <= set(stored), acknowledged - set(stored)
+        assert all(stored[j].status == "running" for j in updated)
+    assert len(acknowledged) > 40  # the writers really wrote between the kills

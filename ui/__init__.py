@@ -1,0 +1,1 @@
+"""TrainDeck's Gradio console: one module per tab; handlers call the engine and own no state."""
