@@ -15,16 +15,19 @@ from typing import Any
 
 import engine
 from engine import machine as machines
+from engine.analytics import analyze
+from engine.artifacts import Exporter
 from engine.config import ConfigError
 from engine.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
                         change_status, new_job_id)
-from engine.jobfiles import CANCEL, CHECKPOINT_NAME, PAUSE
+from engine.jobfiles import CANCEL, CHECKPOINT_NAME, PAUSE, read_json
 from engine.metrics import MetricsLog
 from engine.presets import PresetLibrary
 from engine.resolve import Resolution, resolve_submission
 from engine.scheduler import DevicePool, Scheduler, queue_order
 from engine.store import JobNotFound, JobStore, TinyDBJobStore
-from engine.supervisor import Supervisor, write_job_file
+from engine.supervisor import Supervisor, log_tail, write_job_file
+from engine.telemetry import SystemHistory
 from engine.workspace import Workspace
 
 log = logging.getLogger("traindeck.engine")
@@ -46,6 +49,8 @@ class Engine:
         self.devices = DevicePool(gpu_indices)
         self.scheduler: Scheduler | None = None
         self._metrics_cache: OrderedDict[str, MetricsLog] = OrderedDict()
+        self.exporter = Exporter(self.workspace.exports_dir)
+        self.system = SystemHistory(self.workspace.root)
         self.started_at = time.time()
 
     # ---- life cycle -----------------------------------------------------------------------------
@@ -61,9 +66,10 @@ class Engine:
         return self
 
     def start(self) -> Engine:
-        """Open, then run the scheduler thread."""
+        """Open, then run the scheduler thread and the telemetry sampler."""
         self.open()
         self.scheduler.start()
+        self.system.start()
         return self
 
     def close(self) -> None:
@@ -71,6 +77,7 @@ class Engine:
         console re-attaches to them."""
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.system.stop()
         if self._store is not None:
             self._store.close()
         self.workspace.release()
@@ -236,7 +243,7 @@ class Engine:
                 raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
             paths = self.workspace.job_paths(job.job_id)
             if checkpoint:
-                name = self._checkpoint_name(job.job_id, checkpoint)
+                name = self.exporter.checkpoint_folder(paths, checkpoint).name
             else:
                 latest = paths.latest_checkpoint()
                 name = latest.name if latest else None
@@ -248,20 +255,10 @@ class Engine:
 
     # ---- checkpoints ----------------------------------------------------------------------------
 
-    def _checkpoint_name(self, job_id: str, name: str) -> str:
-        """A checkpoint of this job, by its bare folder name; anything else is refused."""
-        available = [c["name"] for c in self.list_checkpoints(job_id)]
-        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
-            raise ConfigError(f"checkpoint must be a name like checkpoint-100 from this job's list "
-                              f"({', '.join(available) or 'none yet'}); got {name!r}")
-        if name not in available:
-            raise ConfigError(f"job {job_id} has no complete checkpoint {name} "
-                              f"(available: {', '.join(available) or 'none yet'})")
-        return name
-
     def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         self._get(job_id)
         paths = self.workspace.job_paths(job_id)
+        loss_at = {r["step"]: r.get("loss") for r in self._metrics(job_id).records}
         result = []
         for folder in paths.checkpoints():
             if folder.is_symlink():
@@ -270,8 +267,37 @@ class Engine:
             step = int(CHECKPOINT_NAME.match(folder.name).group(1))
             result.append({"name": folder.name, "step": step,
                            "size_bytes": sum(p.stat().st_size for p in files),
-                           "created_at": folder.stat().st_mtime})
+                           "created_at": folder.stat().st_mtime, "loss": loss_at.get(step)})
         return result
+
+    # ---- artifacts and analytics ----------------------------------------------------------------
+
+    def download_model(self, job_id: str, checkpoint: str | None = None) -> Path:
+        job = self._get(job_id)
+        return self.exporter.model_zip(job.job_id, self.workspace.job_paths(job.job_id),
+                                       checkpoint or None)
+
+    def download_logs(self, job_id: str) -> Path:
+        job = self._get(job_id)
+        return self.exporter.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
+
+    def log_tail(self, job_id: str, lines: int = 40) -> str:
+        job = self._get(job_id)
+        return log_tail(self.workspace.job_paths(job.job_id), lines)
+
+    def job_analytics(self, job_id: str) -> dict[str, Any]:
+        job = self._get(job_id)
+        summary = read_json(self.workspace.job_paths(job.job_id).summary) or {}
+        phases = {k: v for k, v in summary.items() if k.endswith("_s") and k != "train_runtime"}
+        result = analyze(self._metrics(job.job_id).records, self._progress(job), job.status,
+                         job.started_at, job.finished_at, phases)
+        return {"job_id": job.job_id, **result}
+
+    def system_stats(self) -> dict[str, Any]:
+        stats = dict(self.system.latest())
+        jobs = self.store.all()
+        stats["queue"] = {s.value: sum(j.status == s for j in jobs) for s in JobStatus}
+        return stats
 
     # ---- status ---------------------------------------------------------------------------------
 

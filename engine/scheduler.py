@@ -92,7 +92,7 @@ class Scheduler:
             change_status(self.store, job.job_id, JobStatus.FAILED, self.listeners, now,
                           error=f"could not start the trainer: {exc}")
             return True
-        record = {"attempt": attempt, "started_at": now, "resume_from": job.resume_from,
+        record = {"attempt": attempt, "status": JobStatus.RUNNING.value, "started_at": now, "resume_from": job.resume_from,
                   "pid": trainer.pid, "devices": slots}
         change_status(self.store, job.job_id, JobStatus.RUNNING, self.listeners, now,
                       pid=trainer.pid, attempts=job.attempts + [record])

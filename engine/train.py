@@ -113,6 +113,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     print(f"job {job.get('job_id', paths.root.name)}: {config['method']} {config['adapter']} "
           f"on {config['model']} with {config['dataset']}", flush=True)
 
+    import datasets
     import torch
     import transformers
     import trl
@@ -122,6 +123,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     from engine.trainer_hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin
 
     transformers.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()  # bars redraw with carriage returns: noise in a log file
     has_cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -1,0 +1,111 @@
+"""The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
+downloads. Every endpoint calls the same engine methods as the UI."""
+
+from typing import Any, Optional
+
+import gradio as gr
+
+from engine.api import Engine
+from ui.errors import as_gradio_errors
+
+
+def owner_of(request: Optional[gr.Request]) -> str:
+    """The logged-in user, or "local" when the console runs without auth."""
+    return (getattr(request, "username", None) or "local") if request else "local"
+
+
+def register_api(engine: Engine) -> None:
+    """Call inside the Blocks context."""
+
+    @as_gradio_errors
+    def health() -> dict:
+        """Console status: version, device, GPUs, and how many jobs are queued and running."""
+        return engine.health()
+
+    @as_gradio_errors
+    def list_presets() -> list:
+        """The training templates: name, title, description, method."""
+        return engine.list_presets()
+
+    @as_gradio_errors
+    def get_preset(name: str) -> dict:
+        """A preset's full config (schema defaults with the preset's values)."""
+        return engine.get_preset(name)
+
+    @as_gradio_errors
+    def submit_job(config: dict, request: gr.Request = None) -> dict:
+        """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
+        return engine.submit(config, owner=owner_of(request))
+
+    @as_gradio_errors
+    def list_jobs(status: Optional[str] = None) -> list:
+        """Job summaries, newest first; status filters (queued, running, paused, completed,
+        failed, cancelled) or null for all."""
+        return engine.list_jobs(status or None)
+
+    @as_gradio_errors
+    def get_job(job_id: str) -> dict:
+        """The full job: config, status, progress, last metrics, error, checkpoints."""
+        return engine.get_job(job_id)
+
+    @as_gradio_errors
+    def get_metrics(job_id: str, since_step: int = 0) -> list:
+        """Metric records with step > since_step."""
+        return engine.get_metrics(job_id, since_step)
+
+    @as_gradio_errors
+    def pause_job(job_id: str) -> dict:
+        """Pause: a running job writes a checkpoint at its next step and stops; a queued one
+        leaves the queue."""
+        return engine.pause(job_id)
+
+    @as_gradio_errors
+    def resume_job(job_id: str, checkpoint: Optional[str] = None) -> dict:
+        """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest."""
+        return engine.resume(job_id, checkpoint or None)
+
+    @as_gradio_errors
+    def cancel_job(job_id: str) -> dict:
+        """Cancel a queued or running job."""
+        return engine.cancel(job_id)
+
+    @as_gradio_errors
+    def list_checkpoints(job_id: str) -> list:
+        """Complete checkpoints: name, step, size_bytes, created_at, loss."""
+        return engine.list_checkpoints(job_id)
+
+    @as_gradio_errors
+    def job_analytics(job_id: str) -> dict:
+        """Elapsed, ETA, steady-state rates, best loss and step, loss trend, phases."""
+        return engine.job_analytics(job_id)
+
+    @as_gradio_errors
+    def system_stats() -> dict:
+        """CPU, memory, disk and per-GPU telemetry, and the queue's counts."""
+        return engine.system_stats()
+
+    for fn in (health, list_presets, get_preset, submit_job, list_jobs, get_job, get_metrics,
+               pause_job, resume_job, cancel_job, list_checkpoints, job_analytics, system_stats):
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
+
+    # Downloads return files, which need a File output component: hidden ones serve the API.
+    with gr.Column(visible=False):
+        job_id = gr.Textbox(label="job_id")
+        checkpoint = gr.Textbox(label="checkpoint")
+        model_file = gr.File(label="model zip")
+        logs_file = gr.File(label="logs zip")
+        model_trigger = gr.Button("download model")
+        logs_trigger = gr.Button("download logs")
+
+    @as_gradio_errors
+    def download_model(job_id: str, checkpoint: str) -> str:
+        return str(engine.download_model(job_id, checkpoint or None))
+
+    @as_gradio_errors
+    def download_logs(job_id: str) -> str:
+        return str(engine.download_logs(job_id))
+
+    model_trigger.click(download_model, [job_id, checkpoint], model_file,
+                        api_name="download_model", concurrency_limit=None)
+    logs_trigger.click(download_logs, [job_id], logs_file, api_name="download_logs",
+                       concurrency_limit=None)

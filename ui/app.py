@@ -1,0 +1,40 @@
+"""Assembles the console: a header, the New job / Jobs / System tabs and the API endpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from engine.api import Engine
+from ui.api import register_api
+from ui.jobs import create_jobs_tab
+from ui.new_job import create_new_job_tab
+from ui.system import create_system_tab
+
+CSS = """
+.td-progress { width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
+.td-bar { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6); transition: width .5s; }
+.td-progress-text { font-size: .9em; color: #4b5563; margin-top: 4px; }
+.td-status { font-weight: 600; padding: 1px 8px; border-radius: 8px; background: #e5e7eb; }
+.td-running { background: #dbeafe; color: #1d4ed8; }
+.td-completed { background: #dcfce7; color: #15803d; }
+.td-failed { background: #fee2e2; color: #b91c1c; }
+.td-paused { background: #fef9c3; color: #a16207; }
+.td-cancelled { background: #f3f4f6; color: #4b5563; }
+"""
+
+
+def build_console(engine: Engine) -> gr.Blocks:
+    health = engine.health()
+    with gr.Blocks(title="TrainDeck") as console:
+        gr.Markdown(f"# TrainDeck\nFine-tuning console · {health['device']} · "
+                    f"v{health['version']} · workspace `{engine.workspace.root}`")
+        with gr.Tabs():
+            with gr.Tab("New job", id="new"):
+                create_new_job_tab(engine, engine.workspace.root / "uploads")
+            with gr.Tab("Jobs", id="jobs"):
+                create_jobs_tab(engine)
+            with gr.Tab("System", id="system"):
+                create_system_tab(engine)
+        register_api(engine)
+    console.queue(default_concurrency_limit=None)  # polling clients must never wait on each other
+    return console

@@ -1,0 +1,217 @@
+"""The Jobs tab: a self-refreshing job table, and the selected job's view: status, progress with
+ETA, actions enabled only when legal, log tail, config, checkpoints and live charts."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import yaml
+
+from engine.api import Engine
+from engine.job import JobStatus, can_transition
+from ui.charts import job_charts
+from ui.errors import as_gradio_errors
+
+TABLE_COLUMNS = ["name", "status", "method", "model", "progress", "loss", "started", "duration",
+                 "job id"]
+REFRESH_S = 1.0
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_text(progress: dict[str, Any]) -> str:
+    step, total = progress.get("step") or 0, progress.get("total_steps")
+    return f"{step}/{total} ({100 * step / total:.0f}%)" if total else (f"{step}" if step else "")
+
+
+def job_table(jobs: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
+    now = time.time() if now is None else now
+    rows = []
+    for job in jobs:
+        started, finished = job["started_at"], job["finished_at"]
+        status = job["status"] + (f" ({job['requested']}ing)" if job.get("requested") else "")
+        rows.append({
+            "name": job["name"], "status": status, "method": f"{job['method']}/{job['adapter']}",
+            "model": Path(job["model"] or "").name or job["model"],
+            "progress": progress_text(job["progress"]),
+            "loss": f"{job['loss']:.4f}" if isinstance(job.get("loss"), float) else "",
+            "started": time.strftime("%m-%d %H:%M:%S", time.localtime(started)) if started else "",
+            "duration": format_duration(((finished or now) - started) if started else None),
+            "job id": job["job_id"],
+        })
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
+    progress = job["progress"]
+    step, total = progress.get("step") or 0, progress.get("total_steps")
+    percent = 100 * step / total if total else 0
+    eta = analytics.get("eta_s")
+    phase = progress.get("phase")
+    parts = [f"step {step}/{total}" if total else f"step {step}"]
+    if job["status"] == JobStatus.RUNNING and phase and phase != "training":
+        parts.append(html.escape(str(phase)))
+    if eta is not None and job["status"] == JobStatus.RUNNING:
+        parts.append(f"ETA {format_duration(eta)}")
+    parts.append(f"elapsed {format_duration(analytics.get('elapsed_s'))}")
+    return (f'<div class="td-progress"><div class="td-bar" style="width:{percent:.1f}%"></div></div>'
+            f'<div class="td-progress-text">{" · ".join(parts)}</div>')
+
+
+def header(job: dict[str, Any]) -> str:
+    status = job["status"] + (f" — {job['requested']} requested" if job.get("requested") else "")
+    lines = [f"### {html.escape(job['name'])}  ·  `{job['job_id']}`",
+             f"**Status:** <span class='td-status td-{job['status']}'>{status}</span>"
+             f" · owner {job['owner']} · priority {job['priority']} · attempt {job['attempt']}"]
+    if job["status"] == JobStatus.QUEUED and job.get("position"):
+        lines.append(f"Position in queue: **{job['position']}**")
+    if job.get("error"):
+        lines.append(f"**Error:** {html.escape(job['error'].splitlines()[0])}")
+    return "\n\n".join(lines)
+
+
+def actions_state(job: dict[str, Any] | None) -> list[dict]:
+    """Pause, Resume, Cancel, Download model, Download logs: enabled only when legal."""
+    if job is None:
+        return [gr.update(interactive=False)] * 5
+    status, requested = job["status"], job.get("requested")
+    can_pause = status in (JobStatus.QUEUED, JobStatus.RUNNING) and not requested
+    can_resume = can_transition(status, JobStatus.QUEUED)
+    can_cancel = status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED) and requested != "cancel"
+    has_model = status == JobStatus.COMPLETED or bool(job.get("checkpoints"))
+    has_logs = status != JobStatus.QUEUED or job.get("attempt", 0) > 0
+    return [gr.update(interactive=v) for v in (can_pause, can_resume, can_cancel, has_model, has_logs)]
+
+
+def create_jobs_tab(engine: Engine) -> None:
+    table = gr.Dataframe(job_table([]), label="Jobs (newest first) — select a row to open it",
+                         interactive=False, wrap=False, max_height=320, elem_id="job-table")
+    with gr.Row():
+        job_id = gr.Textbox(label="Job id", placeholder="select a row above", scale=3,
+                            elem_id="selected-job")
+        checkpoint = gr.Dropdown([], value=None, label="Checkpoint (for resume and download)",
+                                 allow_custom_value=True, scale=2)
+    title = gr.Markdown("No job selected.", elem_id="job-header")
+    bar = gr.HTML("", elem_id="job-progress")
+    with gr.Row():
+        pause = gr.Button("Pause", interactive=False, elem_id="pause-button")
+        resume = gr.Button("Resume", interactive=False, elem_id="resume-button")
+        cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-button")
+        download_model = gr.Button("Download model", interactive=False)
+        download_logs = gr.Button("Download logs", interactive=False)
+    action_message = gr.Markdown()
+    download = gr.File(label="Download", visible=False, interactive=False)
+    with gr.Row():
+        loss_plot = gr.Plot(label="Loss", elem_id="loss-chart")
+        optimizer_plot = gr.Plot(label="Learning rate / grad norm")
+    with gr.Row():
+        throughput_plot = gr.Plot(label="Throughput")
+        device_plot = gr.Plot(label="Device")
+    analytics_md = gr.Markdown()
+    log_tail = gr.Textbox(label="Training log (last lines)", lines=12, max_lines=12,
+                          autoscroll=True, interactive=False, elem_id="log-tail")
+    with gr.Accordion("Config and command", open=False):
+        config_code = gr.Code(language="yaml", lines=20, interactive=False)
+    checkpoints_table = gr.Dataframe(None, headers=["name", "step", "size MB", "loss"],
+                                     label="Checkpoints", interactive=False, max_height=200)
+    shown_step = gr.State(-1)  # last step drawn in this browser: charts redraw only on change
+    timer = gr.Timer(REFRESH_S)
+    table_timer = gr.Timer(2.0)
+
+    # ---- handlers ---------------------------------------------------------------------------
+
+    def refresh_table():
+        return job_table(engine.list_jobs())
+
+    def select_row(data: pd.DataFrame, event: gr.SelectData):
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        return data.iloc[row]["job id"], -1
+
+    def refresh_job(selected: str, drawn_step: int):
+        outputs_when_empty = (["No job selected.", "", gr.skip(), gr.skip(), "", "", gr.skip(),
+                               gr.skip(), gr.skip(), gr.skip(), gr.skip(), -1]
+                              + actions_state(None))
+        if not selected or not selected.strip():
+            return outputs_when_empty
+        try:
+            job = engine.get_job(selected.strip())
+        except (KeyError, ValueError):
+            return [f"No job with id `{html.escape(selected)}`.", ""] + outputs_when_empty[2:]
+        analytics = engine.job_analytics(job["job_id"])
+        metrics = engine.get_metrics(job["job_id"], 0)
+        last_step = metrics[-1]["step"] if metrics else 0
+        if last_step != drawn_step or not metrics:
+            charts = list(job_charts(metrics))
+        else:
+            charts = [gr.skip()] * 4
+        checkpoints = pd.DataFrame(
+            [{"name": c["name"], "step": c["step"], "size MB": round(c["size_bytes"] / 2**20, 2),
+              "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
+             for c in job["checkpoints"]])
+        names = [c["name"] for c in job["checkpoints"]]
+        config_text = yaml.safe_dump({"command": job["command"], "config": job["config"],
+                                      "resolved automatically": job["resolved"]}, sort_keys=False)
+        return ([header(job), progress_bar(job, analytics), gr.update(choices=names),
+                 checkpoints, engine.log_tail(job["job_id"]), config_text]
+                + charts + [analytics_text(analytics), last_step] + actions_state(job))
+
+    @as_gradio_errors
+    def do_pause(selected: str):
+        job = engine.pause(selected)
+        return f"Pause requested for `{job['job_id']}`: it stops after its current step."
+
+    @as_gradio_errors
+    def do_resume(selected: str, chosen: str | None):
+        job = engine.resume(selected, chosen or None)
+        return f"Job `{job['job_id']}` is queued again."
+
+    @as_gradio_errors
+    def do_cancel(selected: str):
+        job = engine.cancel(selected)
+        return f"Cancel requested for `{job['job_id']}`."
+
+    @as_gradio_errors
+    def do_download_model(selected: str, chosen: str | None):
+        return gr.update(value=str(engine.download_model(selected, chosen or None)), visible=True)
+
+    @as_gradio_errors
+    def do_download_logs(selected: str):
+        return gr.update(value=str(engine.download_logs(selected)), visible=True)
+
+    view_outputs = [title, bar, checkpoint, checkpoints_table, log_tail, config_code, loss_plot,
+                    optimizer_plot, throughput_plot, device_plot, analytics_md, shown_step,
+                    pause, resume, cancel, download_model, download_logs]
+    private = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    table_timer.tick(refresh_table, None, table, **private)
+    table.select(select_row, table, [job_id, shown_step], **private)
+    gr.on([timer.tick, job_id.change], refresh_job, [job_id, shown_step], view_outputs, **private)
+    pause.click(do_pause, job_id, action_message, **private)
+    resume.click(do_resume, [job_id, checkpoint], action_message, **private)
+    cancel.click(do_cancel, job_id, action_message, **private)
+    download_model.click(do_download_model, [job_id, checkpoint], download, **private)
+    download_logs.click(do_download_logs, job_id, download, **private)
+
+
+def analytics_text(analytics: dict[str, Any]) -> str:
+    def number(value, unit="", digits=1):
+        return f"{value:.{digits}f}{unit}" if isinstance(value, (int, float)) else "—"
+
+    parts = [f"**steps/s** {number(analytics.get('steps_per_s'), digits=2)}",
+             f"**samples/s** {number(analytics.get('samples_per_s'))}",
+             f"**tokens/s** {number(analytics.get('tokens_per_s'), digits=0)}",
+             f"**best loss** {number(analytics.get('best_loss'), digits=4)}"
+             + (f" at step {analytics['best_step']}" if analytics.get("best_step") else ""),
+             f"**trend** {analytics.get('loss_trend') or '—'}"]
+    return " · ".join(parts)

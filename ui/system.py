@@ -1,0 +1,56 @@
+"""The System tab: per-GPU telemetry through NVML, CPU/RAM/disk, and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from engine.api import Engine
+from ui.charts import system_chart
+
+
+def machine_text(stats: dict[str, Any], device: str) -> str:
+    lines = [
+        f"**Device:** {device}",
+        f"**CPU:** {stats['cpu_percent']:.0f}% of {stats['cpu_count']} cores · load "
+        + " / ".join(f"{v:.2f}" for v in stats["load_average"]),
+        f"**RAM:** {stats['memory_used_mb'] / 1024:.1f} / {stats['memory_total_mb'] / 1024:.1f} GB "
+        f"({stats['memory_percent']:.0f}%)",
+        f"**Disk (workspace):** {stats['disk_used_gb']:.0f} / {stats['disk_total_gb']:.0f} GB "
+        f"({stats['disk_percent']:.0f}%)",
+        "**Queue:** " + ", ".join(f"{k} {v}" for k, v in stats["queue"].items() if v) or "empty",
+    ]
+    if stats.get("gpu_note"):
+        lines.append(f"**GPUs:** none — {stats['gpu_note']}")
+    return "\n\n".join(lines)
+
+
+def gpu_table(stats: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for gpu in stats["gpus"]:
+        if "error" in gpu:
+            rows.append({"GPU": gpu["index"], "name": f"error: {gpu['error']}"})
+            continue
+        rows.append({"GPU": gpu["index"], "name": gpu["name"],
+                     "util %": gpu["utilization_percent"],
+                     "memory": f"{gpu['memory_used_mb'] / 1024:.1f} / {gpu['memory_total_mb'] / 1024:.1f} GB",
+                     "temp °C": gpu["temperature_c"],
+                     "power W": round(gpu["power_w"], 1) if gpu.get("power_w") else None})
+    return pd.DataFrame(rows, columns=["GPU", "name", "util %", "memory", "temp °C", "power W"])
+
+
+def create_system_tab(engine: Engine) -> None:
+    summary = gr.Markdown(elem_id="system-summary")
+    gpus = gr.Dataframe(label="GPUs (NVML)", interactive=False)
+    chart = gr.Plot(label="Machine over time")
+    timer = gr.Timer(2.0)
+
+    def refresh():
+        stats = engine.system_stats()
+        return (machine_text(stats, engine.machine.describe()), gpu_table(stats),
+                system_chart(list(engine.system.samples)))
+
+    timer.tick(refresh, None, [summary, gpus, chart], api_visibility="private",
+               concurrency_limit=None, show_progress="hidden")
