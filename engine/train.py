@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import yaml
 
 from engine.config import ConfigError
 from engine.data import DatasetError, load_local, load_rows
+from engine.heartbeat import Heartbeat
 from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
                              EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, requested,
                              write_json_atomic)
@@ -97,9 +99,6 @@ def read_job_file(job_file: Path, paths: JobPaths) -> dict[str, Any]:
 
 
 def train(args: argparse.Namespace, paths: JobPaths) -> int:
-    # Heavy imports here, after the cheap argument checks, so `--help` and errors are instant.
-    from engine.trainer_hooks import Heartbeat
-
     heartbeat = Heartbeat(paths.heartbeat)
     heartbeat.start_background("loading")
     started = time.time()
@@ -113,6 +112,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     print(f"job {job.get('job_id', paths.root.name)}: {config['method']} {config['adapter']} "
           f"on {config['model']} with {config['dataset']}", flush=True)
 
+    # Heavy imports only now, after the job file was read: a bad job fails in a second.
     import datasets
     import torch
     import transformers
@@ -123,6 +123,9 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     from engine.trainer_hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin
 
     transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()
+    # Deprecation notices about the libraries' own internals: nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     datasets.disable_progress_bars()  # bars redraw with carriage returns: noise in a log file
     has_cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -187,7 +190,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         tf32=True if has_cuda and precision != "fp32" and torch.cuda.get_device_capability()[0] >= 8 else None,
-        gradient_checkpointing=config["gradient_checkpointing"],
+        activation_checkpointing=config["gradient_checkpointing"],  # transformers' new name
         dataloader_num_workers=config["dataloader_num_workers"],
         dataloader_prefetch_factor=config["dataloader_prefetch_factor"],
         dataloader_persistent_workers=config["dataloader_num_workers"] > 0,

@@ -167,7 +167,7 @@ def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.compon
                 f"# chosen automatically: {auto or 'nothing'}\n{document}")
         return "**Valid.** Submit to queue it.", described, table, text
 
-    def submit_job(preset_name: str, *values, request: gr.Request = None):
+    def submit_from_form(preset_name: str, *values, request: gr.Request = None):
         submission = submission_from(preset_name, names, values)
         try:
             result = engine.submit(submission, owner=owner_of(request))
@@ -181,7 +181,7 @@ def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.compon
     upload.upload(save_upload, upload, widgets["dataset"], api_visibility="private")
     check.click(check_config, [preset] + inputs,
                 [message, data_summary, data_preview, config_preview], api_visibility="private")
-    submit.click(submit_job, [preset] + inputs, message, api_visibility="private",
+    submit.click(submit_from_form, [preset] + inputs, message, api_visibility="private",
                  concurrency_limit=None)
     return widgets
 

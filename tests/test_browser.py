@@ -1,0 +1,90 @@
+"""The console in a real browser: Playwright driving Debian's chromium."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_api import launch_console, stop_console
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason="Debian's chromium is not installed (make test installs it)")]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    workspace = tmp_path_factory.mktemp("browser") / "workspace"
+    process, url = launch_console(workspace)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.set_default_timeout(30000)
+        page.goto(url)
+        yield page
+        browser.close()
+    stop_console(process)
+
+
+def loss_points(page) -> int:
+    return page.evaluate("""() => {
+        const plot = document.querySelector('#loss-chart .js-plotly-plot');
+        return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+    }""")
+
+
+def test_pick_a_template_submit_and_watch_it_train(page):
+    page.get_by_label("Template").click()
+    page.get_by_role("option", name="QA optimized").click()
+    details = page.locator("#preset-details")
+    details.get_by_text("qa-optimized").wait_for()
+    page.get_by_label("max_steps").fill("300")
+    page.get_by_label("name").fill("browser job")
+    page.get_by_role("button", name="Check and preview").click()
+    page.get_by_text("format instruction").wait_for()  # the dataset preview came back
+
+    page.get_by_role("button", name="Submit job").click()
+    page.locator("#submit-message").get_by_text("Queued").wait_for()
+
+    page.get_by_role("tab", name="Jobs").click()
+    row = page.locator("#job-table [role=gridcell]", has_text="browser job")
+    row.wait_for(timeout=15000)  # the table refreshes on its own
+    row.click()
+    page.locator("#job-header").get_by_text("browser job").wait_for()
+
+    deadline = time.time() + 90
+    first = 0
+    while time.time() < deadline and first == 0:
+        first = loss_points(page)
+        time.sleep(0.5)
+    assert first > 0, "the loss chart never showed a point"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "running-job.png"), full_page=True)
+    while time.time() < deadline and loss_points(page) <= first:
+        time.sleep(0.5)
+    assert loss_points(page) > first, "the loss chart did not gain points while training"
+    assert page.locator("#pause-button").is_enabled()
+
+    page.locator("#job-header").get_by_text("completed").wait_for(timeout=120000)
+    assert loss_points(page) == 300
+    assert not page.locator("#pause-button").is_enabled()  # not legal once completed
+    assert not page.locator("#cancel-button").is_enabled()
+    page.screenshot(path=str(ARTIFACTS / "completed-job.png"), full_page=True)
+
+
+def test_an_invalid_submission_shows_the_problem_inline(page):
+    page.get_by_role("tab", name="New job").click()
+    page.get_by_label("learning_rate").fill("-1")
+    page.get_by_role("button", name="Submit job").click()
+    message = page.locator("#submit-message")
+    message.get_by_text("learning_rate must be > 0").wait_for()
+    assert "Not submitted" in message.inner_text()
