@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    # Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event by
+    # default; with many polling clients that costs more than the requests themselves.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     # Imported after the cheap checks: gradio takes seconds to import.
     import gradio as gr
 

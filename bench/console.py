@@ -1,0 +1,48 @@
+"""Start and stop a real console for the benchmarks (the same `python app.py` a user runs)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_console(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    workspace.mkdir(parents=True, exist_ok=True)
+    log = open(workspace.parent / f"console-{port}.log", "wb")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace",
+                                str(workspace), *extra], cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"console exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("console did not start in 120 s")
+
+
+def stop_console(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
