@@ -17,7 +17,7 @@ import engine
 from engine import machine as machines
 from engine.analytics import analyze
 from engine.artifacts import Exporter
-from engine.config import ConfigError
+from engine.config import ConfigError, check_combinations, validate_fields
 from engine.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
                         change_status, new_job_id)
 from engine.jobfiles import CANCEL, CHECKPOINT_NAME, PAUSE, read_json
@@ -32,6 +32,12 @@ from engine.workspace import Workspace
 
 log = logging.getLogger("traindeck.engine")
 METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+# Resume keeps these as they were: the checkpoints only make sense with them.
+CHECKPOINT_BOUND = frozenset({"method", "model", "dataset", "dataset_format", "adapter", "lora_r",
+                              "lora_alpha", "lora_target_modules", "max_length", "packing"})
+# Changing these is allowed on request, but the run then differs from a straight one.
+EXACTNESS_BOUND = frozenset({"per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+                             "gpus"})
 
 
 class Engine:
@@ -236,7 +242,11 @@ class Engine:
             self.scheduler.wake()
         return self._summary(job)
 
-    def resume(self, job_id: str, checkpoint: str | None = None) -> dict[str, Any]:
+    def resume(self, job_id: str, checkpoint: str | None = None,
+               changes: dict[str, Any] | None = None, allow_inexact: bool = False) -> dict[str, Any]:
+        """Queue a paused, failed or cancelled job again (same id) from `checkpoint` or its latest
+        complete one. `changes` edits the config first; a change that would make the resumed run
+        differ from a straight one is refused unless `allow_inexact`."""
         with self.store.lock:
             job = self._get(job_id)
             if not can_transition(job.status, JobStatus.QUEUED):
@@ -247,11 +257,31 @@ class Engine:
             else:
                 latest = paths.latest_checkpoint()
                 name = latest.name if latest else None
-            job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners,
-                                resume_from=name)
+            fields: dict[str, Any] = {"resume_from": name}
+            if changes:
+                fields["config"] = self._changed_config(job, changes, allow_inexact or name is None)
+                fields["priority"] = fields["config"]["priority"]
+            job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
         if self.scheduler is not None:
             self.scheduler.wake()
         return self._summary(job)
+
+    def _changed_config(self, job: Job, changes: dict[str, Any], allow_inexact: bool) -> dict[str, Any]:
+        if not isinstance(changes, dict):
+            raise ConfigError("changes must be an object of field: value")
+        clean = validate_fields(changes)
+        frozen = sorted(k for k in clean if k in CHECKPOINT_BOUND and clean[k] != job.config.get(k))
+        if frozen:
+            raise ConfigError(f"cannot change {', '.join(frozen)} on resume: the checkpoints were "
+                              f"made with the job's values; submit a new job instead")
+        inexact = sorted(k for k in clean if k in EXACTNESS_BOUND and clean[k] != job.config.get(k))
+        if inexact and not allow_inexact:
+            raise ConfigError(f"changing {', '.join(inexact)} on resume breaks exact continuation "
+                              f"(the resumed run would differ from a straight one); pass "
+                              f"allow_inexact to do it anyway")
+        merged = {**job.config, **clean}
+        check_combinations(merged)
+        return merged
 
     # ---- checkpoints ----------------------------------------------------------------------------
 

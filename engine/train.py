@@ -120,7 +120,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     from transformers import AutoTokenizer, BitsAndBytesConfig
     from transformers.trainer_callback import PrinterCallback
 
-    from engine.trainer_hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin
+    from engine.trainer_hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin, faults
 
     transformers.logging.set_verbosity_warning()
     transformers.logging.disable_progress_bar()
@@ -207,6 +207,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         report_to="none",
         disable_tqdm=True,
         use_cpu=not has_cuda,
+        ignore_data_skip="resume-without-state" in faults(),
     )
     control = ControlRequests(paths)
     samples_per_step = (config["per_device_train_batch_size"] * config["gradient_accumulation_steps"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from datasets import Dataset, load_from_disk
 from transformers import TrainerCallback
 
 from engine.heartbeat import Heartbeat
-from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, requested, write_json_atomic
+from engine.jobfiles import (CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request, requested,
+                             write_json_atomic)
 
 try:
     import pynvml
@@ -127,18 +129,59 @@ class MetricsWriter(TrainerCallback):
             self._file = None
 
 
+FAULTS_ENV = "TRAINDECK_FAULTS"
+
+
+def faults() -> dict[str, int]:
+    """Fault injection for the resilience tests, e.g. TRAINDECK_FAULTS=pause-at-microstep:10.
+
+    pause-at-microstep:N  request a pause (as a user would) right after micro-batch N
+    kill-in-save:STEP     SIGKILL this process while checkpoint-STEP is half written
+    resume-without-state  resume weights and optimizer only: no RNG state, no data position
+                          (the negative control of the exactness tests)
+    """
+    found = {}
+    for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
+        name, _, value = item.partition(":")
+        found[name.strip()] = int(value) if value.strip() else 1
+    return found
+
+
 class ControlRequests(TrainerCallback):
     """Honours pause and cancel requests at the end of an optimizer step.
 
     Pause asks the Trainer to save a checkpoint (optimizer, scheduler, RNG and data position
-    included) and stop; the trainer then exits with the pause code.
+    included) and stop; the trainer then exits with the pause code. A request that arrives in the
+    middle of a gradient-accumulation cycle waits for the cycle's optimizer step.
     """
 
     def __init__(self, paths: JobPaths):
         self.paths = paths
         self.stopped_for: str | None = None
+        self.pause_at_microstep = faults().get("pause-at-microstep")
+        self._noted = False
+        self._micro = 0  # micro-batches since this process started training
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._micro = state.global_step * args.gradient_accumulation_steps
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._count_micro_batch()
+        action = requested(self.paths)
+        if action and not self._noted:
+            self._noted = True
+            within = self._micro - state.global_step * args.gradient_accumulation_steps
+            print(f"{action} requested during step {state.global_step + 1}, after micro-batch "
+                  f"{within} of {args.gradient_accumulation_steps}; honoured when the step ends",
+                  flush=True)
+
+    def _count_micro_batch(self) -> None:
+        self._micro += 1
+        if self.pause_at_microstep is not None and self._micro == self.pause_at_microstep:
+            request(self.paths, PAUSE)
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._count_micro_batch()
         action = requested(self.paths)
         if action == PAUSE:
             control.should_save = True
@@ -164,7 +207,13 @@ class TrainDeckTrainerMixin:
                  **kwargs):
         self._tokenized_cache = tokenized_cache
         self._heartbeat = heartbeat
+        self._faults = faults()
         super().__init__(*args, **kwargs)
+
+    def _load_rng_state(self, checkpoint):
+        if "resume-without-state" in self._faults:
+            return
+        super()._load_rng_state(checkpoint)
 
     def _prepare_dataset(self, dataset, *args, **kwargs):
         dataset_name = kwargs.get("dataset_name", args[-1] if args else "train")
@@ -193,6 +242,8 @@ class TrainDeckTrainerMixin:
         if self._heartbeat:
             self._heartbeat.beat(force=True, phase="saving")
         super()._save_checkpoint(model, trial)
+        if self._faults.get("kill-in-save") == self.state.global_step:
+            os.kill(os.getpid(), signal.SIGKILL)  # files written, completeness not yet declared
         if self.args.should_save:
             _fsync_tree(folder)
             (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)

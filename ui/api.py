@@ -60,9 +60,12 @@ def register_api(engine: Engine) -> None:
         return engine.pause(job_id)
 
     @as_gradio_errors
-    def resume_job(job_id: str, checkpoint: Optional[str] = None) -> dict:
-        """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest."""
-        return engine.resume(job_id, checkpoint or None)
+    def resume_job(job_id: str, checkpoint: Optional[str] = None, changes: Optional[dict] = None,
+                   allow_inexact: bool = False) -> dict:
+        """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest.
+        Optional `changes` edit its config; ones that break exact continuation (batch size,
+        accumulation, seed) need allow_inexact."""
+        return engine.resume(job_id, checkpoint or None, changes or None, bool(allow_inexact))
 
     @as_gradio_errors
     def cancel_job(job_id: str) -> dict:
