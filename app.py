@@ -16,6 +16,8 @@ from engine.api import Engine
 from engine.config import ConfigError
 from engine.workspace import WorkspaceBusy
 
+CONSOLE_NICENESS = 10
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="TrainDeck fine-tuning console")
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except (WorkspaceBusy, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Serving the UI and the API must never take CPU from training. On Linux niceness belongs to a
+    # thread: the scheduler thread (already started, it launches the trainers) keeps priority 0,
+    # while this thread and the web server's threads it creates from here on yield to trainers.
+    os.nice(CONSOLE_NICENESS)
     # Zips are served straight from the exports folder: no copy, no hashing of large files.
     gr.set_static_paths([str(engine.workspace.exports_dir)])
     console = build_console(engine)

@@ -31,6 +31,7 @@ class Heartbeat:
         self._last = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the set-up thread and the training loop both beat
 
     def beat(self, force: bool = False, **fields: Any) -> None:
         for key, value in fields.items():
@@ -38,9 +39,13 @@ class Heartbeat:
         now = time.time()
         if not force and now - self._last < self.MIN_INTERVAL_S:
             return
-        self._last = now
-        write_json_atomic(self.path, {"time": now, "pid": os.getpid(), "phase": self.phase,
-                                      "step": self.step, "total_steps": self.total_steps})
+        with self._lock:
+            self._last = now
+            try:
+                write_json_atomic(self.path, {"time": now, "pid": os.getpid(), "phase": self.phase,
+                                              "step": self.step, "total_steps": self.total_steps})
+            except OSError as exc:  # a full disk must not kill training; a stale beat will tell
+                print(f"warning: cannot write {self.path.name}: {exc}", flush=True)
 
     def start_background(self, phase: str) -> None:
         self.beat(force=True, phase=phase)

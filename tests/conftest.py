@@ -36,7 +36,7 @@ def wait_for_step(engine: Engine, job_id: str, step: int = 1, timeout: float = 1
         job = engine.get_job(job_id)
         if job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step:
             return job
-        assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), job
+        assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), (job["status"], job["error"])
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} never reached step {step}")
 

@@ -56,7 +56,9 @@ def straight_and_paused(engine, config, resume_faults=""):
     engine.resume(paused)
     assert wait_for_status(engine, paused)["status"] == "completed"
     engine.supervisor.extra_env = {}
-    assert "resuming from checkpoint-3" in engine.workspace.job_paths(paused).log.read_text()
+    log = engine.workspace.job_paths(paused).log.read_text()
+    assert "resuming from checkpoint-3" in log
+    assert "tokenized train dataset: reusing cache" in log  # tokenized once, by content
     return straight, paused
 
 
