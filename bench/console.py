@@ -1,4 +1,4 @@
-"""Start and stop a real console for the benchmarks (the same `python app.py` a user runs)."""
+"""Start and stop a real console (the same `python app.py` a user runs) for benchmarks and tests."""
 
 from __future__ import annotations
 

@@ -138,9 +138,10 @@ class Engine:
                 job.job_id = new_job_id(now)
             write_job_file(self.workspace.job_paths(job.job_id), job, self.workspace.cache_dir, None)
             self.store.add(job)
+            position = self.position(job.job_id)  # as submitted: the scheduler may start it next
         if self.scheduler is not None:
             self.scheduler.wake()
-        return {"job_id": job.job_id, "status": job.status, "position": self.position(job.job_id)}
+        return {"job_id": job.job_id, "status": job.status, "position": position}
 
     def _exists(self, job_id: str) -> bool:
         try:

@@ -33,6 +33,13 @@ from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED
                              write_json_atomic)
 
 
+# Config fields that are TrainingArguments/TRL arguments of the same name and meaning.
+SAME_NAMED_ARGS = ("seed", "learning_rate", "num_train_epochs", "max_steps",
+                   "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type",
+                   "warmup_steps", "weight_decay", "max_grad_norm", "optim", "dataloader_num_workers",
+                   "dataloader_prefetch_factor", "logging_steps", "save_steps", "max_length")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,34 +181,19 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
 
     # ---- trainer --------------------------------------------------------------------------------
     common = dict(
+        **{name: config[name] for name in SAME_NAMED_ARGS},
         output_dir=str(paths.root),
-        seed=config["seed"],
         data_seed=config["seed"],
-        learning_rate=config["learning_rate"],
-        num_train_epochs=config["num_train_epochs"],
-        max_steps=config["max_steps"],
-        per_device_train_batch_size=config["per_device_train_batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"],
-        lr_scheduler_type=config["lr_scheduler_type"],
-        warmup_steps=config["warmup_steps"],
-        weight_decay=config["weight_decay"],
-        max_grad_norm=config["max_grad_norm"],
-        optim=config["optim"],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         tf32=True if has_cuda and precision != "fp32" and torch.cuda.get_device_capability()[0] >= 8 else None,
         activation_checkpointing=config["gradient_checkpointing"],  # transformers' new name
-        dataloader_num_workers=config["dataloader_num_workers"],
-        dataloader_prefetch_factor=config["dataloader_prefetch_factor"],
         dataloader_persistent_workers=config["dataloader_num_workers"] > 0,
         dataloader_pin_memory=has_cuda,
         train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         logging_strategy="steps",
-        logging_steps=config["logging_steps"],
         save_strategy="steps",
-        save_steps=config["save_steps"],
         save_total_limit=config["save_total_limit"] or None,
-        max_length=config["max_length"],
         model_init_kwargs=model_init_kwargs,
         include_num_input_tokens_seen="non_padding",
         report_to="none",

@@ -1,57 +1,18 @@
 """The API contract, driven only through gradio_client against `python app.py` on a free port."""
 
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 from gradio_client import Client
 
-from conftest import REPO
+from bench.console import start_console as launch_console
+from bench.console import stop_console
 
 CONTRACT = {"/health", "/list_presets", "/get_preset", "/submit_job", "/list_jobs", "/get_job",
             "/get_metrics", "/pause_job", "/resume_job", "/cancel_job", "/list_checkpoints",
             "/download_model", "/download_logs", "/job_analytics", "/system_stats"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_console(workspace: Path, *extra: str):
-    """Start the real console; returns (process, url) once it answers."""
-    port = free_port()
-    log = open(workspace.parent / f"console-{port}.log", "wb")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace",
-                                str(workspace), *extra], cwd=REPO, stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"console exited with {process.returncode}: "
-                                 f"{(workspace.parent / f'console-{port}.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise AssertionError("console did not start within 90 s")
-
-
-def stop_console(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_api import launch_console, stop_console
+from bench.console import start_console as launch_console
+from bench.console import stop_console
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -47,7 +48,7 @@ def test_pick_a_template_submit_and_watch_it_train(page):
     page.get_by_role("option", name="QA optimized").click()
     details = page.locator("#preset-details")
     details.get_by_text("qa-optimized").wait_for()
-    page.get_by_label("max_steps").fill("300")
+    page.get_by_label("max_steps").fill("200")
     page.get_by_label("name").fill("browser job")
     page.get_by_role("button", name="Check and preview").click()
     page.get_by_text("format instruction").wait_for()  # the dataset preview came back
@@ -75,7 +76,7 @@ def test_pick_a_template_submit_and_watch_it_train(page):
     assert page.locator("#pause-button").is_enabled()
 
     page.locator("#job-header").get_by_text("completed").wait_for(timeout=120000)
-    assert loss_points(page) == 300
+    assert loss_points(page) == 200
     assert not page.locator("#pause-button").is_enabled()  # not legal once completed
     assert not page.locator("#cancel-button").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "completed-job.png"), full_page=True)

@@ -54,6 +54,12 @@ def _add(figure: go.Figure, xs: list, ys: list, name: str, **style) -> None:
     figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, **style))
 
 
+def _add_right(figure: go.Figure, xs: list, ys: list, name: str, axis_title: str) -> None:
+    """A series on a second y axis, on the right: two units in one chart."""
+    _add(figure, xs, ys, name, yaxis="y2")
+    figure.update_layout(yaxis2=dict(title=axis_title, overlaying="y", side="right"))
+
+
 def loss_chart(records: list[dict[str, Any]]) -> go.Figure:
     figure = _figure("Loss", "step", "loss")
     xs, ys = series(records, "loss")
@@ -65,19 +71,14 @@ def loss_chart(records: list[dict[str, Any]]) -> go.Figure:
 def optimizer_chart(records: list[dict[str, Any]]) -> go.Figure:
     figure = _figure("Learning rate and gradient norm", "step", "learning rate")
     _add(figure, *series(records, "learning_rate"), "learning rate")
-    xs, ys = series(records, "grad_norm")
-    xs, ys = downsample(xs, ys)
-    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="grad norm", yaxis="y2"))
-    figure.update_layout(yaxis2=dict(title="grad norm", overlaying="y", side="right"))
+    _add_right(figure, *series(records, "grad_norm"), "grad norm", "grad norm")
     return figure
 
 
 def throughput_chart(records: list[dict[str, Any]]) -> go.Figure:
     figure = _figure("Throughput", "step", "samples/s")
     _add(figure, *series(records, "samples_per_s"), "samples/s")
-    xs, ys = downsample(*series(records, "tokens_per_s"))
-    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="tokens/s", yaxis="y2"))
-    figure.update_layout(yaxis2=dict(title="tokens/s", overlaying="y", side="right"))
+    _add_right(figure, *series(records, "tokens_per_s"), "tokens/s", "tokens/s")
     return figure
 
 
@@ -87,14 +88,11 @@ def device_chart(records: list[dict[str, Any]]) -> go.Figure:
         figure = _figure("GPU", "step", "% / °C")
         _add(figure, *series(records, "gpu_util_percent"), "utilization %")
         _add(figure, *series(records, "gpu_temp_c"), "temperature °C")
-        xs, ys = downsample(*series(records, "gpu_mem_allocated_mb"))
-        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="memory MB", yaxis="y2"))
+        _add_right(figure, *series(records, "gpu_mem_allocated_mb"), "memory MB", "MB")
     else:
         figure = _figure("CPU (no GPU)", "step", "CPU %")
         _add(figure, *series(records, "cpu_percent"), "trainer CPU %")
-        xs, ys = downsample(*series(records, "rss_mb"))
-        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="memory MB", yaxis="y2"))
-    figure.update_layout(yaxis2=dict(title="MB", overlaying="y", side="right"))
+        _add_right(figure, *series(records, "rss_mb"), "memory MB", "MB")
     return figure
 
 
