@@ -8,6 +8,8 @@ what to change.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -26,12 +28,14 @@ from engine.presets import PresetLibrary
 from engine.resolve import Resolution, resolve_submission
 from engine.scheduler import DevicePool, Scheduler, queue_order
 from engine.store import JobNotFound, JobStore, TinyDBJobStore
-from engine.supervisor import Supervisor, log_tail, write_job_file
+from engine.export import merged_folder
+from engine.supervisor import REPO_DIR, Supervisor, log_tail, write_job_file
 from engine.telemetry import SystemHistory
 from engine.workspace import Workspace
 
 log = logging.getLogger("traindeck.engine")
 METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+EXPORT_TIMEOUT_S = 3600  # merging a large model on a slow disk takes minutes, not hours
 # Resume keeps these as they were: the checkpoints only make sense with them.
 CHECKPOINT_BOUND = frozenset({"method", "model", "dataset", "dataset_format", "adapter", "lora_r",
                               "lora_alpha", "lora_target_modules", "max_length", "packing"})
@@ -290,7 +294,7 @@ class Engine:
         self._get(job_id)
         paths = self.workspace.job_paths(job_id)
         loss_at = {r["step"]: r.get("loss") for r in self._metrics(job_id).records}
-        result = []
+        result: list[dict[str, Any]] = []
         for folder in paths.checkpoints():
             if folder.is_symlink():
                 continue
@@ -298,7 +302,11 @@ class Engine:
             step = int(CHECKPOINT_NAME.match(folder.name).group(1))
             result.append({"name": folder.name, "step": step,
                            "size_bytes": sum(p.stat().st_size for p in files),
-                           "created_at": folder.stat().st_mtime, "loss": loss_at.get(step)})
+                           "created_at": folder.stat().st_mtime, "loss": loss_at.get(step),
+                           "best": False})
+        scored = [c for c in result if isinstance(c["loss"], (int, float))]
+        if scored:
+            min(scored, key=lambda c: c["loss"])["best"] = True
         return result
 
     # ---- artifacts and analytics ----------------------------------------------------------------
@@ -307,6 +315,33 @@ class Engine:
         job = self._get(job_id)
         return self.exporter.model_zip(job.job_id, self.workspace.job_paths(job.job_id),
                                        checkpoint or None)
+
+    def export_merged(self, job_id: str, checkpoint: str | None = None) -> Path:
+        """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
+        process, and return a zip of the standalone model."""
+        job = self._get(job_id)
+        paths = self.workspace.job_paths(job.job_id)
+        if job.config.get("adapter") == "full":
+            raise ConfigError(f"job {job.job_id} trained every weight: its model is standalone "
+                              f"already; download it with /download_model")
+        if checkpoint:
+            source = self.exporter.checkpoint_folder(paths, checkpoint)
+        else:
+            source = paths.final_model
+            if not source.is_dir():
+                raise ConfigError(f"job {job.job_id} has no final model yet; export a checkpoint")
+        destination = merged_folder(paths, checkpoint)
+        if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
+            command = [sys.executable, "-m", "engine.export", str(paths.root)]
+            if checkpoint:
+                command += ["--checkpoint", checkpoint]
+            run = subprocess.run(command, cwd=REPO_DIR, capture_output=True, text=True,
+                                 timeout=EXPORT_TIMEOUT_S)
+            if run.returncode != 0:
+                lines = [l for l in (run.stdout + run.stderr).splitlines() if l.strip()]
+                raise ConfigError(f"export of job {job.job_id} failed: " + "\n".join(lines[-8:]))
+        suffix = f"_{checkpoint}" if checkpoint else ""
+        return self.exporter.folder_zip(f"model_{job.job_id}{suffix}_merged.zip", destination, paths)
 
     def download_logs(self, job_id: str) -> Path:
         job = self._get(job_id)

@@ -73,8 +73,10 @@ class Exporter:
                 raise ConfigError(f"job {job_id} has no final model yet (it is saved when training "
                                   f"completes); download a checkpoint instead")
             name = f"model_{job_id}.zip"
-        files = source_files(folder, paths.root)
-        return self._cached_zip(name, files, folder)
+        return self.folder_zip(name, folder, paths)
+
+    def folder_zip(self, name: str, folder: Path, paths: JobPaths) -> Path:
+        return self._cached_zip(name, source_files(folder, paths.root), folder)
 
     def logs_zip(self, job_id: str, paths: JobPaths) -> Path:
         wanted = [paths.log, paths.metrics, paths.job_file, paths.summary]

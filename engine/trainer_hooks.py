@@ -235,7 +235,12 @@ class TrainDeckTrainerMixin:
         return load_from_disk(str(folder))
 
     def _save_checkpoint(self, model, trial):
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        output_dir = self._get_output_dir(trial=trial)
+        folder = Path(output_dir) / f"checkpoint-{self.state.global_step}"
+        best_step = self._best_step_by_loss(Path(output_dir))
+        if best_step is not None:
+            # save_total_limit rotates old checkpoints away; HF Trainer spares the one named here.
+            self.state.best_model_checkpoint = os.path.join(output_dir, f"checkpoint-{best_step}")
         if self.args.should_save:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / INCOMPLETE_MARKER).touch()
@@ -249,6 +254,21 @@ class TrainDeckTrainerMixin:
             (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
         if self._heartbeat:
             self._heartbeat.beat(force=True, phase="training")
+
+
+    def _best_step_by_loss(self, output_dir: Path) -> int | None:
+        """The step, among complete checkpoints and the one being saved, with the lowest logged
+        training loss."""
+        loss_at = {entry["step"]: entry["loss"] for entry in self.state.log_history
+                   if "loss" in entry and "step" in entry}
+        steps = {self.state.global_step}
+        for entry in output_dir.glob("checkpoint-*"):
+            if entry.is_dir() and not (entry / INCOMPLETE_MARKER).exists():
+                suffix = entry.name.rsplit("-", 1)[1]
+                if suffix.isdigit():
+                    steps.add(int(suffix))
+        scored = [(loss_at[step], step) for step in steps if step in loss_at]
+        return min(scored)[1] if scored else None
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -97,8 +97,10 @@ def register_api(engine: Engine) -> None:
         checkpoint = gr.Textbox(label="checkpoint")
         model_file = gr.File(label="model zip")
         logs_file = gr.File(label="logs zip")
+        merged_file = gr.File(label="merged model zip")
         model_trigger = gr.Button("download model")
         logs_trigger = gr.Button("download logs")
+        export_trigger = gr.Button("export merged model")
 
     @as_gradio_errors
     def download_model(job_id: str, checkpoint: str) -> str:
@@ -108,6 +110,13 @@ def register_api(engine: Engine) -> None:
     def download_logs(job_id: str) -> str:
         return str(engine.download_logs(job_id))
 
+    @as_gradio_errors
+    def export_model(job_id: str, checkpoint: str) -> str:
+        """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
+        return str(engine.export_merged(job_id, checkpoint or None))
+
+    export_trigger.click(export_model, [job_id, checkpoint], merged_file, api_name="export_model",
+                         concurrency_limit=None)
     model_trigger.click(download_model, [job_id, checkpoint], model_file,
                         api_name="download_model", concurrency_limit=None)
     logs_trigger.click(download_logs, [job_id], logs_file, api_name="download_logs",

@@ -83,16 +83,19 @@ def header(job: dict[str, Any]) -> str:
 
 
 def actions_state(job: dict[str, Any] | None) -> list[dict]:
-    """Pause, Resume, Cancel, Download model, Download logs: enabled only when legal."""
+    """Pause, Resume, Cancel, Download model, Download logs, Export merged: enabled only when
+    legal."""
     if job is None:
-        return [gr.update(interactive=False)] * 5
+        return [gr.update(interactive=False)] * 6
     status, requested = job["status"], job.get("requested")
     can_pause = status in (JobStatus.QUEUED, JobStatus.RUNNING) and not requested
     can_resume = can_transition(status, JobStatus.QUEUED)
     can_cancel = status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED) and requested != "cancel"
     has_model = status == JobStatus.COMPLETED or bool(job.get("checkpoints"))
     has_logs = status != JobStatus.QUEUED or job.get("attempt", 0) > 0
-    return [gr.update(interactive=v) for v in (can_pause, can_resume, can_cancel, has_model, has_logs)]
+    can_merge = has_model and job["config"].get("adapter") in ("lora", "qlora")
+    return [gr.update(interactive=v) for v in (can_pause, can_resume, can_cancel, has_model, has_logs,
+                                               can_merge)]
 
 
 def create_jobs_tab(engine: Engine) -> None:
@@ -111,6 +114,7 @@ def create_jobs_tab(engine: Engine) -> None:
         cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel-button")
         download_model = gr.Button("Download model", interactive=False)
         download_logs = gr.Button("Download logs", interactive=False)
+        export_merged = gr.Button("Export merged model", interactive=False)
     action_message = gr.Markdown()
     download = gr.File(label="Download", visible=False, interactive=False)
     with gr.Row():
@@ -157,7 +161,8 @@ def create_jobs_tab(engine: Engine) -> None:
         else:
             charts = [gr.skip()] * 4
         checkpoints = pd.DataFrame(
-            [{"name": c["name"], "step": c["step"], "size MB": round(c["size_bytes"] / 2**20, 2),
+            [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
+              "size MB": round(c["size_bytes"] / 2**20, 2),
               "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
              for c in job["checkpoints"]])
         names = [c["name"] for c in job["checkpoints"]]
@@ -187,12 +192,16 @@ def create_jobs_tab(engine: Engine) -> None:
         return gr.update(value=str(engine.download_model(selected, chosen or None)), visible=True)
 
     @as_gradio_errors
+    def do_export_merged(selected: str, chosen: str | None):
+        return gr.update(value=str(engine.export_merged(selected, chosen or None)), visible=True)
+
+    @as_gradio_errors
     def do_download_logs(selected: str):
         return gr.update(value=str(engine.download_logs(selected)), visible=True)
 
     view_outputs = [title, bar, checkpoint, checkpoints_table, log_tail, config_code, loss_plot,
                     optimizer_plot, throughput_plot, device_plot, analytics_md, shown_step,
-                    pause, resume, cancel, download_model, download_logs]
+                    pause, resume, cancel, download_model, download_logs, export_merged]
     private = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
     table_timer.tick(refresh_table, None, table, **private)
     table.select(select_row, table, [job_id, shown_step], **private)
@@ -202,6 +211,7 @@ def create_jobs_tab(engine: Engine) -> None:
     cancel.click(do_cancel, job_id, action_message, **private)
     download_model.click(do_download_model, [job_id, checkpoint], download, **private)
     download_logs.click(do_download_logs, job_id, download, **private)
+    export_merged.click(do_export_merged, [job_id, checkpoint], download, **private)
 
 
 def analytics_text(analytics: dict[str, Any]) -> str:

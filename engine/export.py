@@ -1,0 +1,59 @@
+"""Merge a job's LoRA/QLoRA adapter into its base model: `python -m engine.export <job folder>
+[--checkpoint checkpoint-N]` writes a standalone model (safetensors, tokenizer, chat template)
+that loads with plain transformers.
+
+It runs as its own process, so the console never loads a model or holds GPU memory. A QLoRA
+adapter is merged into the base model loaded in 16/32-bit, not into 4-bit weights, which would
+round the merge away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
+
+
+def merged_folder(paths: JobPaths, checkpoint: str | None) -> Path:
+    return paths.root / (f"merged-{checkpoint}" if checkpoint else "merged")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--checkpoint", help="a checkpoint-N folder of the job (default: model/)")
+    args = parser.parse_args(argv)
+    paths = JobPaths(args.job_dir.resolve())
+    source = paths.root / args.checkpoint if args.checkpoint else paths.final_model
+    if not (source / "adapter_config.json").exists():
+        print(f"error: {source} holds no adapter (a full fine-tune is already a standalone "
+              f"model: download it as is)", file=sys.stderr)
+        return EXIT_INVALID
+    config = yaml.safe_load(paths.job_file.read_text())["config"]
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"], torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(config["model"], dtype=dtype)
+    merged = PeftModel.from_pretrained(base, source).merge_and_unload()
+    destination = merged_folder(paths, args.checkpoint)
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    shutil.rmtree(destination, ignore_errors=True)
+    tmp.rename(destination)
+    print(f"merged {source.name} into {config['model']}: {destination}", flush=True)
+    return EXIT_COMPLETED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

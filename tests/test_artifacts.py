@@ -1,0 +1,153 @@
+"""Downloads, merged export, checkpoint safety and analytics, through gradio_client against a real
+console."""
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bench.console import start_console, stop_console
+from engine.sources import TINY_MODEL
+
+from conftest import losses
+
+PROBE = "What is the capital of Norway?"
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("artifacts") / "workspace"
+    process, url = start_console(workspace)
+    client = Client(url, verbose=False)
+    job_id = client.predict({"max_steps": 10, "save_steps": 5, "learning_rate": 5e-3,
+                             "warmup_steps": 0}, api_name="/submit_job")["job_id"]
+    import time
+
+    deadline = time.time() + 120
+    while client.predict(job_id, api_name="/get_job")["status"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert client.predict(job_id, api_name="/get_job")["status"] == "completed"
+    yield client, workspace, job_id
+    stop_console(process)
+
+
+def logits(model, tokenizer=None):
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(TINY_MODEL)
+    with torch.no_grad():
+        return model(**tokenizer(PROBE, return_tensors="pt")).logits
+
+
+def adapter_logits(folder: Path):
+    return logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY_MODEL),
+                                            folder).eval())
+
+
+def unzip(path: str, into: Path) -> Path:
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(into)
+    return into
+
+
+@pytest.mark.parametrize("checkpoint", [None, "checkpoint-5"])
+def test_downloaded_adapter_gives_the_trainers_logits(console, tmp_path, checkpoint):
+    client, workspace, job_id = console
+    zipped = client.predict(job_id, checkpoint, api_name="/download_model")
+    expected_name = f"model_{job_id}_{checkpoint}.zip" if checkpoint else f"model_{job_id}.zip"
+    assert Path(zipped).name == expected_name
+    downloaded = unzip(zipped, tmp_path / "download")
+    saved = workspace / "jobs" / job_id / (checkpoint or "model")
+    assert torch.equal(adapter_logits(downloaded), adapter_logits(saved))
+    if checkpoint:  # a checkpoint zip carries what resuming needs, too
+        assert {"optimizer.pt", "trainer_state.json", "rng_state.pth"} <= {p.name for p in downloaded.iterdir()}
+
+
+@pytest.mark.parametrize("checkpoint", [None, "checkpoint-5"])
+def test_merged_export_loads_with_transformers_alone(console, tmp_path, checkpoint):
+    client, workspace, job_id = console
+    zipped = client.predict(job_id, checkpoint, api_name="/export_model")
+    assert Path(zipped).name.endswith("_merged.zip")
+    folder = unzip(zipped, tmp_path / "merged")
+    assert (folder / "model.safetensors").exists() and not (folder / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template  # the trainer's chat template travels with it
+    saved = workspace / "jobs" / job_id / (checkpoint or "model")
+    assert torch.allclose(logits(merged, tokenizer), adapter_logits(saved), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "checkpoint-1/../../", "checkpoint-5/../..",
+                                  "checkpoint-99", "model", ".."])
+def test_checkpoint_names_outside_the_job_are_refused(console, name):
+    client, _, job_id = console
+    for api_name in ("/download_model", "/export_model"):
+        with pytest.raises(Exception, match="checkpoint"):
+            client.predict(job_id, name, api_name=api_name)
+
+
+def test_symlinks_planted_in_the_job_folder_are_not_followed(console, tmp_path):
+    client, workspace, job_id = console
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret outside the job folder")
+    job_dir = workspace / "jobs" / job_id
+    os.symlink(tmp_path, job_dir / "checkpoint-77")  # a checkpoint that is a link
+    with pytest.raises(Exception, match="no complete checkpoint checkpoint-77"):
+        client.predict(job_id, "checkpoint-77", api_name="/download_model")
+    assert "checkpoint-77" not in [c["name"] for c in client.predict(job_id, api_name="/list_checkpoints")]
+    planted = job_dir / "checkpoint-5" / "stolen.txt"
+    os.symlink(secret, planted)  # a link inside a real checkpoint
+    try:
+        with pytest.raises(Exception, match="links outside the job's folder"):
+            client.predict(job_id, "checkpoint-5", api_name="/download_model")
+    finally:
+        planted.unlink()
+        (job_dir / "checkpoint-77").unlink()
+
+
+def test_analytics_agree_with_the_metrics_file(console):
+    client, workspace, job_id = console
+    records = [json.loads(line) for line in
+               (workspace / "jobs" / job_id / "metrics.jsonl").read_text().splitlines()]
+    analytics = client.predict(job_id, api_name="/job_analytics")
+    best = min(records, key=lambda r: r["loss"])
+    assert analytics["best_loss"] == best["loss"] and analytics["best_step"] == best["step"]
+    steady = records[1:]  # 10 records: 10% warm-up is the first one
+    rate = (steady[-1]["step"] - steady[0]["step"]) / (steady[-1]["time"] - steady[0]["time"])
+    assert math.isclose(analytics["steps_per_s"], rate, rel_tol=1e-9)
+    assert math.isclose(analytics["samples_per_s"],
+                        sum(r["samples_per_s"] for r in steady) / len(steady), rel_tol=1e-9)
+    assert math.isclose(analytics["tokens_per_s"],
+                        sum(r["tokens_per_s"] for r in steady) / len(steady), rel_tol=1e-9)
+    job = client.predict(job_id, api_name="/get_job")
+    assert math.isclose(analytics["elapsed_s"], job["finished_at"] - job["started_at"])
+    assert analytics["eta_s"] == 0 and analytics["step"] == 10
+    assert {"load_s", "tokenize_s", "train_s", "save_s"} <= set(analytics["phases"])
+    checkpoints = client.predict(job_id, api_name="/list_checkpoints")
+    assert [c["name"] for c in checkpoints] == ["checkpoint-5", "checkpoint-10"]
+    loss_at = {r["step"]: r["loss"] for r in records}
+    assert [c["loss"] for c in checkpoints] == [loss_at[5], loss_at[10]]
+    assert [c["best"] for c in checkpoints].count(True) == 1
+
+
+def test_rotation_never_removes_the_best_checkpoint(engine):
+    from conftest import wait_for_status
+
+    # A rate this high makes the loss jump about, so the best step is rarely the newest.
+    job_id = engine.submit({"max_steps": 24, "save_steps": 2, "save_total_limit": 2,
+                            "learning_rate": 0.3, "adapter": "full", "warmup_steps": 0,
+                            "lr_scheduler_type": "constant"})["job_id"]
+    assert wait_for_status(engine, job_id)["status"] == "completed"
+    curve = {r["step"]: r["loss"] for r in engine.get_metrics(job_id, 0)}
+    best_step = min((step for step in curve if step % 2 == 0), key=lambda s: curve[s])
+    kept = [c["name"] for c in engine.list_checkpoints(job_id)]
+    assert f"checkpoint-{best_step}" in kept and "checkpoint-24" in kept
+    assert len(kept) == 2
+    assert losses(engine.get_metrics(job_id, 0))  # the run logged its losses
