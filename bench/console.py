@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -46,3 +48,24 @@ def stop_console(process: subprocess.Popen) -> None:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+class HTTPCaller:
+    """Gradio's documented HTTP protocol: start a call, then read its event stream."""
+
+    def __init__(self, url: str):
+        self.base = url.rstrip("/") + "/gradio_api/call"
+        self.http = httpx.Client(timeout=60)
+        # One session for all calls, as a browser tab or gradio_client has: without it the
+        # server builds (and keeps) a new session state per call.
+        self.session = uuid.uuid4().hex
+
+    def predict(self, *args, api_name: str):
+        name = api_name.strip("/")
+        body = {"data": list(args), "session_hash": self.session}
+        event = self.http.post(f"{self.base}/{name}", json=body).json()["event_id"]
+        text = self.http.get(f"{self.base}/{name}/{event}").text
+        lines = text.strip().splitlines()
+        if "event: error" in text:
+            raise RuntimeError(text)
+        return json.loads(lines[-1].removeprefix("data:").strip())[0]

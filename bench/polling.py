@@ -14,7 +14,6 @@ machine would measure the clients, not the console. `--gradio-client` uses it an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,29 +22,11 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import start_console, stop_console  # noqa: E402
+from bench.console import HTTPCaller, start_console, stop_console  # noqa: E402
 from engine.analytics import steady_state  # noqa: E402
-
-
-class HTTPCaller:
-    """Gradio's documented HTTP protocol: start a call, then read its event stream."""
-
-    def __init__(self, url: str):
-        self.base = url.rstrip("/") + "/gradio_api/call"
-        self.http = httpx.Client(timeout=60)
-
-    def predict(self, *args, api_name: str):
-        name = api_name.strip("/")
-        event = self.http.post(f"{self.base}/{name}", json={"data": list(args)}).json()["event_id"]
-        text = self.http.get(f"{self.base}/{name}/{event}").text
-        lines = text.strip().splitlines()
-        if "event: error" in text:
-            raise RuntimeError(text)
-        return json.loads(lines[-1].removeprefix("data:").strip())[0]
 
 
 def poller(url: str, job_id: str, stop: threading.Event, calls: list, use_gradio_client: bool) -> None:

@@ -7,6 +7,7 @@ what to change.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -342,6 +343,29 @@ class Engine:
                 raise ConfigError(f"export of job {job.job_id} failed: " + "\n".join(lines[-8:]))
         suffix = f"_{checkpoint}" if checkpoint else ""
         return self.exporter.folder_zip(f"model_{job.job_id}{suffix}_merged.zip", destination, paths)
+
+    def try_model(self, job_id: str, prompt: str, checkpoint: str | None = None,
+                  max_new_tokens: int = 64) -> dict[str, Any]:
+        """Generate from the base model and the trained one (final, or a checkpoint) for one
+        prompt, in a separate process; returns {prompt, base, tuned, source}."""
+        job = self._get(job_id)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError("prompt is required")
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 1024:
+            raise ConfigError(f"max_new_tokens must be between 1 and 1024, got {max_new_tokens!r}")
+        paths = self.workspace.job_paths(job.job_id)
+        command = [sys.executable, "-m", "engine.generate", str(paths.root), "--prompt", prompt,
+                   "--max-new-tokens", str(max_new_tokens)]
+        if checkpoint:
+            command += ["--checkpoint", self.exporter.checkpoint_folder(paths, checkpoint).name]
+        elif not paths.final_model.is_dir():
+            raise ConfigError(f"job {job.job_id} has no final model yet; choose a checkpoint")
+        run = subprocess.run(command, cwd=REPO_DIR, capture_output=True, text=True,
+                             timeout=EXPORT_TIMEOUT_S)
+        if run.returncode != 0:
+            lines = [l for l in (run.stdout + run.stderr).splitlines() if l.strip()]
+            raise ConfigError(f"generation failed: " + "\n".join(lines[-8:]))
+        return json.loads(run.stdout.strip().splitlines()[-1])
 
     def download_logs(self, job_id: str) -> Path:
         job = self._get(job_id)

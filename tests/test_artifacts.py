@@ -151,3 +151,16 @@ def test_rotation_never_removes_the_best_checkpoint(engine):
     assert f"checkpoint-{best_step}" in kept and "checkpoint-24" in kept
     assert len(kept) == 2
     assert losses(engine.get_metrics(job_id, 0))  # the run logged its losses
+
+
+def test_try_it_answers_from_the_base_and_the_trained_model(console):
+    client, _, job_id = console
+    result = client.predict(job_id, "What is the capital of Peru?", "checkpoint-5", 8,
+                            api_name="/try_model")
+    assert result["source"] == "checkpoint-5" and result["prompt"].endswith("Peru?")
+    assert isinstance(result["base"], str) and isinstance(result["tuned"], str)
+    again = client.predict(job_id, "What is the capital of Peru?", "checkpoint-5", 8,
+                           api_name="/try_model")
+    assert again == result  # greedy decoding: the same prompt, the same answers
+    with pytest.raises(Exception, match="prompt is required"):
+        client.predict(job_id, "  ", None, 8, api_name="/try_model")

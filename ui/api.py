@@ -83,12 +83,19 @@ def register_api(engine: Engine) -> None:
         return engine.job_analytics(job_id)
 
     @as_gradio_errors
+    def try_model(job_id: str, prompt: str, checkpoint: Optional[str] = None,
+                  max_new_tokens: int = 64) -> dict:
+        """Answers of the base model and the trained one (final or a checkpoint) to a prompt."""
+        return engine.try_model(job_id, prompt, checkpoint or None, int(max_new_tokens))
+
+    @as_gradio_errors
     def system_stats() -> dict:
         """CPU, memory, disk and per-GPU telemetry, and the queue's counts."""
         return engine.system_stats()
 
     for fn in (health, list_presets, get_preset, submit_job, list_jobs, get_job, get_metrics,
-               pause_job, resume_job, cancel_job, list_checkpoints, job_analytics, system_stats):
+               pause_job, resume_job, cancel_job, list_checkpoints, job_analytics, try_model,
+               system_stats):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
 
     # Downloads return files, which need a File output component: hidden ones serve the API.

@@ -112,6 +112,15 @@ def system_chart(samples: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
+def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> go.Figure:
+    """Smoothed loss of several jobs on one chart: {job_id: (name, records)}."""
+    figure = _figure("Loss, smoothed", "step", "loss")
+    for job_id, (name, records) in runs.items():
+        xs, ys = series(records, "loss")
+        _add(figure, xs, smooth(ys), f"{name} ({job_id[-4:]})")
+    return figure
+
+
 def job_charts(records: list[dict[str, Any]]) -> tuple[go.Figure, ...]:
     return (loss_chart(records), optimizer_chart(records), throughput_chart(records),
             device_chart(records))

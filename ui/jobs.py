@@ -14,7 +14,7 @@ import yaml
 
 from engine.api import Engine
 from engine.job import JobStatus, can_transition
-from ui.charts import job_charts
+from ui.charts import compare_chart, job_charts
 from ui.errors import as_gradio_errors
 
 TABLE_COLUMNS = ["name", "status", "method", "model", "progress", "loss", "started", "duration",
@@ -124,6 +124,18 @@ def create_jobs_tab(engine: Engine) -> None:
         throughput_plot = gr.Plot(label="Throughput")
         device_plot = gr.Plot(label="Device")
     analytics_md = gr.Markdown()
+    with gr.Accordion("Try it: the trained model next to its base model", open=False):
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", placeholder="What is the capital of Peru?", scale=4)
+            generate = gr.Button("Generate", scale=1)
+        gr.Markdown("Uses the checkpoint chosen above, or the final model; greedy decoding, "
+                    "framed with the model's chat template. Runs in its own process.")
+        with gr.Row():
+            base_answer = gr.Textbox(label="Base model", lines=4, interactive=False)
+            tuned_answer = gr.Textbox(label="Trained", lines=4, interactive=False)
+    with gr.Accordion("Compare runs", open=False):
+        compare_ids = gr.Dropdown([], multiselect=True, label="Jobs to overlay (loss, smoothed)")
+        compare_plot = gr.Plot(label="Loss of several runs")
     log_tail = gr.Textbox(label="Training log (last lines)", lines=12, max_lines=12,
                           autoscroll=True, interactive=False, elem_id="log-tail")
     with gr.Accordion("Config and command", open=False):
@@ -137,7 +149,18 @@ def create_jobs_tab(engine: Engine) -> None:
     # ---- handlers ---------------------------------------------------------------------------
 
     def refresh_table():
-        return job_table(engine.list_jobs())
+        jobs = engine.list_jobs()
+        choices = [(f"{j['name']} ({j['job_id']})", j["job_id"]) for j in jobs]
+        return job_table(jobs), gr.update(choices=choices)
+
+    @as_gradio_errors
+    def do_generate(selected: str, chosen: str | None, text: str):
+        result = engine.try_model(selected, text, chosen or None)
+        return result["base"], result["tuned"]
+
+    def do_compare(job_ids: list[str]):
+        return compare_chart({job_id: (engine.get_job(job_id)["name"],
+                                       engine.get_metrics(job_id, 0)) for job_id in job_ids or []})
 
     def select_row(data: pd.DataFrame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
@@ -203,7 +226,9 @@ def create_jobs_tab(engine: Engine) -> None:
                     optimizer_plot, throughput_plot, device_plot, analytics_md, shown_step,
                     pause, resume, cancel, download_model, download_logs, export_merged]
     private = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
-    table_timer.tick(refresh_table, None, table, **private)
+    table_timer.tick(refresh_table, None, [table, compare_ids], **private)
+    generate.click(do_generate, [job_id, checkpoint, prompt], [base_answer, tuned_answer], **private)
+    compare_ids.change(do_compare, compare_ids, compare_plot, **private)
     table.select(select_row, table, [job_id, shown_step], **private)
     gr.on([timer.tick, job_id.change], refresh_job, [job_id, shown_step], view_outputs, **private)
     pause.click(do_pause, job_id, action_message, **private)

@@ -1,0 +1,71 @@
+"""Try a trained model: `python -m engine.generate <job folder> --prompt TEXT [--checkpoint N]`
+prints one JSON object with the base model's and the trained model's answers, side by side.
+
+It runs as its own process so the console never holds a model or GPU memory. The prompt is framed
+with the model's chat template, as the trainer framed chat and instruction data; decoding is
+greedy, so the same prompt gives the same answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--checkpoint", help="a checkpoint-N folder (default: the final model)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args(argv)
+    paths = JobPaths(args.job_dir.resolve())
+    source = paths.root / args.checkpoint if args.checkpoint else paths.final_model
+    if not source.is_dir():
+        print(f"error: {source.name} does not exist yet", file=sys.stderr)
+        return EXIT_INVALID
+    config = yaml.safe_load(paths.job_file.read_text())["config"]
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"], torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.chat_template:
+        inputs = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
+                                               add_generation_prompt=True, return_dict=True,
+                                               return_tensors="pt")
+    else:
+        inputs = tokenizer(args.prompt, return_tensors="pt")
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+
+    def answer(model) -> str:
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    base = AutoModelForCausalLM.from_pretrained(config["model"], dtype=dtype).to(device).eval()
+    result = {"prompt": args.prompt, "base": answer(base), "source": source.name}
+    if (source / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(base, source).eval()
+    else:
+        del base
+        tuned = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    result["tuned"] = answer(tuned)
+    print(json.dumps(result), flush=True)
+    return EXIT_COMPLETED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
