@@ -249,4 +249,12 @@ def analytics_text(analytics: dict[str, Any]) -> str:
              f"**best loss** {number(analytics.get('best_loss'), digits=4)}"
              + (f" at step {analytics['best_step']}" if analytics.get("best_step") else ""),
              f"**trend** {analytics.get('loss_trend') or '—'}"]
+    peak = analytics.get("peak_gpu_mem_mb") or analytics.get("peak_rss_mb")
+    if peak:
+        parts.append(f"**peak {'GPU' if analytics.get('peak_gpu_mem_mb') else 'RAM'}** "
+                     f"{peak / 1024:.2f} GB")
+    phases = analytics.get("phases") or {}
+    if phases:
+        parts.append("**time** " + ", ".join(f"{k.removesuffix('_s')} {format_duration(v)}"
+                                             for k, v in phases.items()))
     return " · ".join(parts)
