@@ -1,0 +1,90 @@
+"""Does launching from the console cost anything over a hand-written TRL script?
+
+The same training (tiny model, chat sample, batch 8, LoRA r16, fp32, --steps steps, seed 42) is
+run (A) as bench/plain_trl.py, a script written directly against SFTTrainer, and (B) submitted
+through the API of a running console, alternating A B A B for --pairs pairs. Reports each run's
+steady-state samples/s (first 10% of steps skipped), the B/A ratio, and the time from start (A:
+process start; B: the submit call) to the first optimizer step.
+Targets: ratio >= 0.98; B's time to first step at most 1 s above A's.
+
+    python bench/overhead.py [--pairs 3] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.console import REPO, HTTPCaller, start_console, stop_console  # noqa: E402
+from engine.analytics import steady_state  # noqa: E402
+
+BATCH = 8
+
+
+def rate(points: list[dict]) -> float:
+    steady = steady_state(points)
+    return (steady[-1]["step"] - steady[0]["step"]) * BATCH / (steady[-1]["time"] - steady[0]["time"])
+
+
+def run_plain(steps: int, folder: Path) -> tuple[float, float]:
+    out = folder / f"plain-{time.time():.0f}.jsonl"
+    subprocess.run([sys.executable, "bench/plain_trl.py", str(out), "--steps", str(steps)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    start, points = lines[0]["start"], lines[1:]
+    return rate(points), points[0]["time"] - start
+
+
+def run_console(client: HTTPCaller, steps: int) -> tuple[float, float]:
+    submitted = time.time()
+    job_id = client.predict({"max_steps": steps, "save_steps": 100000}, api_name="/submit_job")["job_id"]
+    while client.predict(job_id, api_name="/get_job")["status"] in ("queued", "running"):
+        time.sleep(0.5)
+    job = client.predict(job_id, api_name="/get_job")
+    assert job["status"] == "completed", job["error"]
+    points = client.predict(job_id, 0, api_name="/get_metrics")
+    return rate(points), points[0]["time"] - submitted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    process, url = start_console(folder / "workspace")
+    try:
+        client = HTTPCaller(url)
+        run_console(client, 5)  # first job fills the tokenized-dataset cache, as for any re-run
+        plain, console = [], []
+        for pair in range(args.pairs):
+            a = run_plain(args.steps, folder)
+            b = run_console(client, args.steps)
+            plain.append(a)
+            console.append(b)
+            print(f"pair {pair + 1}: plain TRL {a[0]:.1f} samples/s (first step after {a[1]:.2f} s), "
+                  f"console {b[0]:.1f} samples/s (first step {b[1]:.2f} s after submit)", flush=True)
+        a_rate = statistics.median(r for r, _ in plain)
+        b_rate = statistics.median(r for r, _ in console)
+        a_first = statistics.median(f for _, f in plain)
+        b_first = statistics.median(f for _, f in console)
+        print(f"machine: {os.cpu_count()} CPUs, no GPU" if not os.path.exists("/dev/nvidia0")
+              else f"machine: {os.cpu_count()} CPUs with a GPU")
+        print(f"steady-state samples/s: plain {a_rate:.1f}, console {b_rate:.1f}, "
+              f"ratio {b_rate / a_rate:.3f} (target >= 0.98)")
+        print(f"time to first step: plain {a_first:.2f} s, console {b_first:.2f} s, "
+              f"difference {b_first - a_first:+.2f} s (target <= +1 s)")
+    finally:
+        stop_console(process)
+
+
+if __name__ == "__main__":
+    main()
