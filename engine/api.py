@@ -192,13 +192,16 @@ class Engine:
         return {**job.progress, **live} if live else dict(job.progress)
 
     def _summary(self, job: Job) -> dict[str, Any]:
-        last = self._metrics(job.job_id).last if job.status != JobStatus.QUEUED else None
+        # The job table asks for every job every few seconds: the last loss comes from live
+        # progress or from what the job recorded when it ended, never from re-reading metrics.
+        progress = self._progress(job)
         return {
             "job_id": job.job_id, "name": job.name, "owner": job.owner, "status": job.status,
             "priority": job.priority, "method": job.config.get("method"),
             "adapter": job.config.get("adapter"), "model": job.config.get("model"),
-            "dataset": job.config.get("dataset"), "progress": self._progress(job),
-            "loss": (last or {}).get("loss"), "created_at": job.created_at,
+            "dataset": job.config.get("dataset"),
+            "progress": {k: v for k, v in progress.items() if k != "loss"},
+            "loss": progress.get("loss"), "created_at": job.created_at,
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
         }

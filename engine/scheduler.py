@@ -105,7 +105,7 @@ class Scheduler:
         paths = self.workspace.job_paths(job.job_id)
         latest = paths.latest_checkpoint()
         progress = {**job.progress, **{k: v for k, v in finished.progress.items()
-                                       if k in ("step", "total_steps") and v is not None}}
+                                       if k in ("step", "total_steps", "loss") and v is not None}}
         attempts = list(job.attempts)
         if attempts:
             attempts[-1] = {**attempts[-1], "finished_at": now, "status": str(finished.status),

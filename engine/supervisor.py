@@ -202,7 +202,7 @@ class Supervisor:
         last = trainer.metrics.last or {}
         return {"step": max(last.get("step", 0), trainer.heartbeat.get("step") or 0),
                 "total_steps": trainer.heartbeat.get("total_steps"),
-                "phase": trainer.heartbeat.get("phase", "starting")}
+                "phase": trainer.heartbeat.get("phase", "starting"), "loss": last.get("loss")}
 
     def metrics_log(self, job_id: str) -> MetricsLog | None:
         trainer = self.running.get(job_id)
