@@ -20,7 +20,7 @@ def machine_text(stats: dict[str, Any], device: str) -> str:
         f"({stats['memory_percent']:.0f}%)",
         f"**Disk (workspace):** {stats['disk_used_gb']:.0f} / {stats['disk_total_gb']:.0f} GB "
         f"({stats['disk_percent']:.0f}%)",
-        "**Queue:** " + ", ".join(f"{k} {v}" for k, v in stats["queue"].items() if v) or "empty",
+        "**Queue:** " + (", ".join(f"{k} {v}" for k, v in stats["queue"].items() if v) or "empty"),
     ]
     if stats.get("gpu_note"):
         lines.append(f"**GPUs:** none — {stats['gpu_note']}")
