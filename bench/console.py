@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,11 +46,23 @@ def start_console(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
 
 
 def stop_console(process: subprocess.Popen) -> None:
+    """Stop the console and the trainers it started: trainers outlive a console by design,
+    but a benchmark or test must not leave one running behind it."""
+    try:
+        trainers = psutil.Process(process.pid).children()
+    except psutil.NoSuchProcess:
+        trainers = []
     process.terminate()
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+    for trainer in trainers:
+        try:
+            if os.getpgid(trainer.pid) == trainer.pid:  # a trainer leads its own process group
+                os.killpg(trainer.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class HTTPCaller:

@@ -297,7 +297,7 @@ class Engine:
     def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         self._get(job_id)
         paths = self.workspace.job_paths(job_id)
-        loss_at = {r["step"]: r.get("loss") for r in self._metrics(job_id).records}
+        metrics = self._metrics(job_id)  # get_job is polled: look steps up, never scan them
         result: list[dict[str, Any]] = []
         for folder in paths.checkpoints():
             if folder.is_symlink():
@@ -306,7 +306,8 @@ class Engine:
             step = int(CHECKPOINT_NAME.match(folder.name).group(1))
             result.append({"name": folder.name, "step": step,
                            "size_bytes": sum(p.stat().st_size for p in files),
-                           "created_at": folder.stat().st_mtime, "loss": loss_at.get(step),
+                           "created_at": folder.stat().st_mtime,
+                           "loss": (metrics.at(step) or {}).get("loss"),
                            "best": False})
         scored = [c for c in result if isinstance(c["loss"], (int, float))]
         if scored:

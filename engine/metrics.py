@@ -69,6 +69,14 @@ class MetricsLog:
         with self._lock:
             return self.records[bisect.bisect_right(self._steps, step):]
 
+    def at(self, step: int) -> dict[str, Any] | None:
+        """The record of one step, found by bisection (steps are kept sorted)."""
+        with self._lock:
+            index = bisect.bisect_left(self._steps, step)
+            if index < len(self._steps) and self._steps[index] == step:
+                return self.records[index]
+            return None
+
     @property
     def last(self) -> dict[str, Any] | None:
         return self.records[-1] if self.records else None

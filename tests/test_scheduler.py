@@ -106,3 +106,12 @@ def test_metrics_are_read_incrementally(tmp_path):
         f.write('{"step": 3, "loss": 1.1}\n')
     log.refresh()
     assert [(r["step"], r["loss"]) for r in log.records] == [(1, 2.0), (2, 1.5), (3, 1.1)]
+
+
+def test_a_step_is_looked_up_without_scanning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(f'{{"step": {s}, "loss": {10 - s}}}\n' for s in (1, 2, 5, 9)))
+    log = MetricsLog(path)
+    log.refresh()
+    assert log.at(5) == {"step": 5, "loss": 5}
+    assert log.at(3) is None and log.at(10) is None

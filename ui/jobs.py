@@ -177,12 +177,11 @@ def create_jobs_tab(engine: Engine) -> None:
         except (KeyError, ValueError):
             return [f"No job with id `{html.escape(selected)}`.", ""] + outputs_when_empty[2:]
         analytics = engine.job_analytics(job["job_id"])
-        metrics = engine.get_metrics(job["job_id"], 0)
-        last_step = metrics[-1]["step"] if metrics else 0
-        if last_step != drawn_step or not metrics:
-            charts = list(job_charts(metrics))
+        last_step = (job["last_metrics"] or {}).get("step", 0)
+        if last_step != drawn_step or not last_step:
+            charts = list(job_charts(engine.get_metrics(job["job_id"], 0)))
         else:
-            charts = [gr.skip()] * 4
+            charts = [gr.skip()] * 4  # nothing new: fetch and send nothing
         checkpoints = pd.DataFrame(
             [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
               "size MB": round(c["size_bytes"] / 2**20, 2),
