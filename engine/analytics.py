@@ -7,14 +7,68 @@ import time
 from typing import Any
 
 WARMUP_FRACTION = 0.1  # the first 10% of logged steps (compilation, caches, allocator) are skipped
+RATE_KEYS = ("samples_per_s", "tokens_per_s")
+
+
+class RunningStats:
+    """What the analytics need of a run's records, kept up to date one record at a time (prefix
+    sums, running extremes), so analysing a 100,000-step run costs what a 10-step one does."""
+
+    def __init__(self, records: list[dict[str, Any]] = ()):
+        self.rate_sums = {key: [0.0] for key in RATE_KEYS}  # [k]: sum over records[:k]
+        self.rate_counts = {key: [0] for key in RATE_KEYS}
+        self.loss_sums = [0.0]  # [k]: sum of the first k losses
+        self.losses = 0
+        self.first_loss = self.last_loss = self.best_loss = None
+        self.best_step = None
+        self.peaks = {"gpu_mem_peak_mb": 0.0, "rss_mb": 0.0}
+        for record in records:
+            self.add(record)
+
+    def add(self, record: dict[str, Any]) -> None:
+        for key in RATE_KEYS:
+            value = record.get(key)
+            number = isinstance(value, (int, float))
+            self.rate_sums[key].append(self.rate_sums[key][-1] + (value if number else 0.0))
+            self.rate_counts[key].append(self.rate_counts[key][-1] + number)
+        loss = record.get("loss")
+        if isinstance(loss, (int, float)):
+            self.losses += 1
+            self.loss_sums.append(self.loss_sums[-1] + loss)
+            if self.first_loss is None:
+                self.first_loss = loss
+            self.last_loss = loss
+            if self.best_loss is None or loss < self.best_loss:
+                self.best_loss, self.best_step = loss, record["step"]
+        for key in self.peaks:
+            value = record.get(key)
+            if isinstance(value, (int, float)) and value > self.peaks[key]:
+                self.peaks[key] = value
+
+    def mean(self, key: str, start: int, end: int) -> float | None:
+        """Mean of `key` over records[start:end], where present."""
+        count = self.rate_counts[key][end] - self.rate_counts[key][start]
+        return (self.rate_sums[key][end] - self.rate_sums[key][start]) / count if count else None
+
+    def loss_trend(self) -> str | None:
+        """'falling', 'flat' or 'rising': the last quarter's mean loss against the first's."""
+        if self.losses < 4:
+            return None
+        quarter = max(1, self.losses // 4)
+        first = self.loss_sums[quarter] / quarter
+        last = (self.loss_sums[self.losses] - self.loss_sums[self.losses - quarter]) / quarter
+        change = (last - first) / abs(first) if first else 0.0
+        return "falling" if change < -0.01 else "rising" if change > 0.01 else "flat"
+
+
+def warmup_records(count: int) -> int:
+    """How many leading records steady-state figures skip: at least one when there are several."""
+    return max(1, int(count * WARMUP_FRACTION)) if count >= 3 else 0
 
 
 def steady_state(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records after warm-up: at least the first one is always dropped when there are several."""
-    if len(records) < 3:
-        return records
-    skip = max(1, int(len(records) * WARMUP_FRACTION))
-    return records[skip:]
+    return records[warmup_records(len(records)):]
 
 
 def mean_of(records: list[dict[str, Any]], key: str) -> float | None:
@@ -24,22 +78,24 @@ def mean_of(records: list[dict[str, Any]], key: str) -> float | None:
 
 def analyze(records: list[dict[str, Any]], progress: dict[str, Any], status: str,
             started_at: float | None, finished_at: float | None,
-            phases: dict[str, float] | None = None, now: float | None = None) -> dict[str, Any]:
+            phases: dict[str, float] | None = None, now: float | None = None,
+            stats: RunningStats | None = None) -> dict[str, Any]:
+    """`stats` are the records' RunningStats when the caller keeps them (MetricsLog does)."""
     now = time.time() if now is None else now
+    stats = stats if stats is not None else RunningStats(records)
     end = finished_at or now
     elapsed = (end - started_at) if started_at else 0.0
-    steady = steady_state(records)
+    skip, count = warmup_records(len(records)), len(records)
     steps_per_s = None
-    if len(steady) >= 2 and steady[-1]["time"] > steady[0]["time"]:
-        steps_per_s = (steady[-1]["step"] - steady[0]["step"]) / (steady[-1]["time"] - steady[0]["time"])
+    if count - skip >= 2 and records[-1]["time"] > records[skip]["time"]:
+        steps_per_s = ((records[-1]["step"] - records[skip]["step"])
+                       / (records[-1]["time"] - records[skip]["time"]))
     step, total = progress.get("step") or 0, progress.get("total_steps")
     eta = None
     if status == "running" and steps_per_s and total:
         eta = max(0.0, (total - step) / steps_per_s)
     elif status == "completed":
         eta = 0.0
-    losses = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
-    best_step, best_loss = min(losses, key=lambda p: p[1]) if losses else (None, None)
     return {
         "status": status,
         "step": step,
@@ -47,25 +103,14 @@ def analyze(records: list[dict[str, Any]], progress: dict[str, Any], status: str
         "elapsed_s": elapsed,
         "eta_s": eta,
         "steps_per_s": steps_per_s,
-        "samples_per_s": mean_of(steady, "samples_per_s"),
-        "tokens_per_s": mean_of(steady, "tokens_per_s"),
-        "best_loss": best_loss,
-        "best_step": best_step,
-        "first_loss": losses[0][1] if losses else None,
-        "last_loss": losses[-1][1] if losses else None,
-        "loss_trend": loss_trend(losses),
-        "peak_gpu_mem_mb": max((r.get("gpu_mem_peak_mb", 0) for r in records), default=None) or None,
-        "peak_rss_mb": max((r.get("rss_mb", 0) for r in records), default=None) or None,
+        "samples_per_s": stats.mean("samples_per_s", skip, count),
+        "tokens_per_s": stats.mean("tokens_per_s", skip, count),
+        "best_loss": stats.best_loss,
+        "best_step": stats.best_step,
+        "first_loss": stats.first_loss,
+        "last_loss": stats.last_loss,
+        "loss_trend": stats.loss_trend(),
+        "peak_gpu_mem_mb": stats.peaks["gpu_mem_peak_mb"] or None,
+        "peak_rss_mb": stats.peaks["rss_mb"] or None,
         "phases": phases or {},
     }
-
-
-def loss_trend(losses: list[tuple[int, float]]) -> str | None:
-    """'falling', 'flat' or 'rising': the last quarter's mean against the first quarter's."""
-    if len(losses) < 4:
-        return None
-    quarter = max(1, len(losses) // 4)
-    first = statistics.fmean(v for _, v in losses[:quarter])
-    last = statistics.fmean(v for _, v in losses[-quarter:])
-    change = (last - first) / abs(first) if first else 0.0
-    return "falling" if change < -0.01 else "rising" if change > 0.01 else "flat"

@@ -32,6 +32,7 @@ from engine.store import JobNotFound, JobStore, TinyDBJobStore
 from engine.export import merged_folder
 from engine.supervisor import REPO_DIR, Supervisor, log_tail, write_job_file
 from engine.telemetry import SystemHistory
+from engine.users import NotYourJob, QuotaExceeded, User, Users
 from engine.workspace import Workspace
 
 log = logging.getLogger("traindeck.engine")
@@ -48,8 +49,9 @@ EXACTNESS_BOUND = frozenset({"per_device_train_batch_size", "gradient_accumulati
 class Engine:
     def __init__(self, workspace: str | Path, presets: PresetLibrary | None = None,
                  machine: machines.Machine | None = None, store: JobStore | None = None,
-                 gpu_indices: list[int] | None = None):
+                 gpu_indices: list[int] | None = None, users: Users | None = None):
         self.workspace = Workspace(workspace)
+        self.users = users or Users()
         self.presets = presets or PresetLibrary()
         self.machine = machine or machines.detect()
         self._store = store
@@ -72,7 +74,7 @@ class Engine:
         if self._store is None:
             self._store = TinyDBJobStore(self.workspace.database)
         self.scheduler = Scheduler(self.store, self.supervisor, self.workspace, self.devices,
-                                   self.listeners)
+                                   self.listeners, quotas_of=self.users.quotas_of)
         self.recover()
         return self
 
@@ -128,11 +130,16 @@ class Engine:
 
     # ---- jobs -----------------------------------------------------------------------------------
 
-    def submit(self, config: dict[str, Any] | None, owner: str = "local") -> dict[str, Any]:
+    def submit(self, config: dict[str, Any] | None, user: User | None = None) -> dict[str, Any]:
+        """Queue a job for `user` (None: the local owner, without quotas)."""
+        user = user or self.users.get(None)
         resolution = self.validate(config)
         settings = resolution.config
+        self._check_job_size(settings, user)
         now = time.time()
         with self.store.lock:
+            self._check_queue_quota(user, self.store.all((JobStatus.QUEUED.value,)))
+            owner = user.name
             job = Job(
                 job_id=new_job_id(now),
                 name=settings["name"] or f"{resolution.preset} {time.strftime('%H:%M:%S')}",
@@ -148,6 +155,46 @@ class Engine:
             self.scheduler.wake()
         return {"job_id": job.job_id, "status": job.status, "position": position}
 
+    def _check_job_size(self, settings: dict[str, Any], user: User) -> None:
+        quotas = user.quotas
+        problems = []
+        if settings["gpus"] > self.devices.capacity:
+            problems.append(f"gpus: this machine has {self.devices.describe_capacity()}; the job "
+                            f"asks for {settings['gpus']}")
+        if settings.get("preempt") and not user.is_admin:
+            problems.append(f"preempt: only admins may pause other jobs to make room; "
+                            f"{user.name} is a {user.role}")
+        checks = (("max_gpus", settings["gpus"], "GPUs"),
+                  ("max_steps", settings["max_steps"], "max_steps"),
+                  ("max_epochs", settings["num_train_epochs"] if settings["max_steps"] <= 0 else None,
+                   "num_train_epochs"))
+        for quota, asked, what in checks:
+            limit = quotas.get(quota)
+            if limit is not None and asked is not None and asked > limit:
+                problems.append(f"quota {quota}: {user.name} may use at most {limit}; the job "
+                                f"asks for {what} {asked}")
+        if problems:
+            raise QuotaExceeded("\n".join(problems))
+
+    def _check_queue_quota(self, user: User, jobs: list[Job]) -> None:
+        limit = user.quotas.get("max_queued_jobs")
+        queued = sum(j.owner == user.name and j.status == JobStatus.QUEUED for j in jobs)
+        if limit is not None and queued >= limit:
+            raise QuotaExceeded(f"quota max_queued_jobs: {user.name} has {queued} jobs queued "
+                                f"(quota {limit}); wait for some to start or cancel one")
+
+    def _owner(self, job: Job) -> User:
+        """The job's owner with their quotas (an admin resuming it spends the owner's quota)."""
+        return User(job.owner, quotas=self.users.quotas_of(job.owner))
+
+    @staticmethod
+    def _authorize(job: Job, user: User | None, action: str) -> None:
+        """Everyone sees every job; only its owner or an admin acts on it."""
+        if user is None or user.is_admin or user.name == job.owner:
+            return
+        raise NotYourJob(f"not your job: {job.job_id} belongs to {job.owner}; only its owner or "
+                         f"an admin may {action} it")
+
     def _exists(self, job_id: str) -> bool:
         try:
             self.store.get(job_id)
@@ -157,7 +204,7 @@ class Engine:
 
     def position(self, job_id: str) -> int | None:
         """1 = next to start; None when the job is not queued."""
-        order = [j.job_id for j in queue_order(self.store.all())]
+        order = [j.job_id for j in queue_order(self.store.all((JobStatus.QUEUED.value,)))]
         return order.index(job_id) + 1 if job_id in order else None
 
     def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -167,15 +214,18 @@ class Engine:
             except ValueError:
                 raise ConfigError(f"status must be one of {', '.join(s.value for s in JobStatus)} "
                                   f"or empty for all; got {status!r}") from None
-        jobs = [j for j in self.store.all() if not status or j.status == status]
+        positions = {j.job_id: n for n, j in
+                     enumerate(queue_order(self.store.all((JobStatus.QUEUED.value,))), start=1)}
+        jobs = self.store.all((status,) if status else None, copy=False)  # read only
         jobs.sort(key=lambda j: j.seq, reverse=True)
-        return [self._summary(j) for j in jobs]
+        return [{**self._summary(j), "position": positions.get(j.job_id)} for j in jobs]
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         job = self._get(job_id)
         data = job.to_dict()
         data["progress"] = self._progress(job)
         data["position"] = self.position(job_id) if job.status == JobStatus.QUEUED else None
+        data["waiting"] = self.scheduler.waiting.get(job.job_id) if self.scheduler else None
         data["last_metrics"] = self._metrics(job_id).last
         data["checkpoints"] = self.list_checkpoints(job_id)
         data["job_dir"] = str(self.workspace.job_paths(job_id).root)
@@ -209,6 +259,7 @@ class Engine:
     def _metrics(self, job_id: str) -> MetricsLog:
         live = self.supervisor.metrics_log(job_id)
         if live is not None:
+            live.refresh()  # a stat() when nothing is new; spares the caller the supervisor's tick
             return live
         cached = self._metrics_cache.pop(job_id, None)
         if cached is None:
@@ -229,20 +280,22 @@ class Engine:
 
     # ---- control --------------------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._stop(job_id, CANCEL)
+    def cancel(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        return self._stop(job_id, CANCEL, user)
 
-    def pause(self, job_id: str) -> dict[str, Any]:
-        return self._stop(job_id, PAUSE)
+    def pause(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        return self._stop(job_id, PAUSE, user)
 
-    def _stop(self, job_id: str, action: str) -> dict[str, Any]:
+    def _stop(self, job_id: str, action: str, user: User | None) -> dict[str, Any]:
         target = JobStatus.CANCELLED if action == CANCEL else JobStatus.PAUSED
         with self.store.lock:
             job = self._get(job_id)
+            self._authorize(job, user, action)
             if job.status == JobStatus.RUNNING and job.job_id in self.supervisor.running:
                 self.supervisor.request_stop(job.job_id, action)
                 if job.requested != CANCEL:
-                    job = self.store.update(job.job_id, requested=action)
+                    # A person's pause overrides a preemption's: no automatic resume after it.
+                    job = self.store.update(job.job_id, requested=action, preempted_by=None)
             elif can_transition(job.status, target):
                 job = change_status(self.store, job.job_id, target, self.listeners)
             else:
@@ -252,12 +305,14 @@ class Engine:
         return self._summary(job)
 
     def resume(self, job_id: str, checkpoint: str | None = None,
-               changes: dict[str, Any] | None = None, allow_inexact: bool = False) -> dict[str, Any]:
+               changes: dict[str, Any] | None = None, allow_inexact: bool = False,
+               user: User | None = None) -> dict[str, Any]:
         """Queue a paused, failed or cancelled job again (same id) from `checkpoint` or its latest
         complete one. `changes` edits the config first; a change that would make the resumed run
         differ from a straight one is refused unless `allow_inexact`."""
         with self.store.lock:
             job = self._get(job_id)
+            self._authorize(job, user, "resume")
             if not can_transition(job.status, JobStatus.QUEUED):
                 raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
             paths = self.workspace.job_paths(job.job_id)
@@ -270,6 +325,8 @@ class Engine:
             if changes:
                 fields["config"] = self._changed_config(job, changes, allow_inexact or name is None)
                 fields["priority"] = fields["config"]["priority"]
+                self._check_job_size(fields["config"], self._owner(job))
+            self._check_queue_quota(self._owner(job), self.store.all((JobStatus.QUEUED.value,)))
             job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
         if self.scheduler is not None:
             self.scheduler.wake()
@@ -316,15 +373,35 @@ class Engine:
 
     # ---- artifacts and analytics ----------------------------------------------------------------
 
-    def download_model(self, job_id: str, checkpoint: str | None = None) -> Path:
+    def set_priority(self, job_id: str, priority: Any, user: User | None = None) -> dict[str, Any]:
+        """Reorder the queue: higher starts first. Running jobs keep their place on the device;
+        the new priority counts when they are queued again (and for preemption)."""
+        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or priority != int(priority):
+            raise ConfigError(f"priority must be a whole number, got {priority!r}")
+        with self.store.lock:
+            job = self._get(job_id)
+            self._authorize(job, user, "re-prioritise")
+            if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+                raise ConfigError(f"job {job.job_id} is {job.status}: its priority no longer matters")
+            job = self.store.update(job.job_id, priority=int(priority),
+                                    config={**job.config, "priority": int(priority)})
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return {**self._summary(job), "position": self.position(job.job_id)}
+
+    def download_model(self, job_id: str, checkpoint: str | None = None,
+                       user: User | None = None) -> Path:
         job = self._get(job_id)
+        self._authorize(job, user, "download")
         return self.exporter.model_zip(job.job_id, self.workspace.job_paths(job.job_id),
                                        checkpoint or None)
 
-    def export_merged(self, job_id: str, checkpoint: str | None = None) -> Path:
+    def export_merged(self, job_id: str, checkpoint: str | None = None,
+                      user: User | None = None) -> Path:
         """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
         process, and return a zip of the standalone model."""
         job = self._get(job_id)
+        self._authorize(job, user, "export")
         paths = self.workspace.job_paths(job.job_id)
         if job.config.get("adapter") == "full":
             raise ConfigError(f"job {job.job_id} trained every weight: its model is standalone "
@@ -371,8 +448,9 @@ class Engine:
             raise ConfigError(f"generation failed: " + "\n".join(lines[-8:]))
         return json.loads(run.stdout.strip().splitlines()[-1])
 
-    def download_logs(self, job_id: str) -> Path:
+    def download_logs(self, job_id: str, user: User | None = None) -> Path:
         job = self._get(job_id)
+        self._authorize(job, user, "download")
         return self.exporter.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
 
     def log_tail(self, job_id: str, lines: int = 40) -> str:
@@ -383,26 +461,29 @@ class Engine:
         job = self._get(job_id)
         summary = read_json(self.workspace.job_paths(job.job_id).summary) or {}
         phases = {k: v for k, v in summary.items() if k.endswith("_s") and k != "train_runtime"}
-        result = analyze(self._metrics(job.job_id).records, self._progress(job), job.status,
-                         job.started_at, job.finished_at, phases)
+        log = self._metrics(job.job_id)
+        with log.lock:  # the records and their running stats, from the same moment
+            result = analyze(log.records, self._progress(job), job.status, job.started_at,
+                             job.finished_at, phases, stats=log.stats)
         return {"job_id": job.job_id, **result}
 
     def system_stats(self) -> dict[str, Any]:
         stats = dict(self.system.latest())
-        jobs = self.store.all()
-        stats["queue"] = {s.value: sum(j.status == s for j in jobs) for s in JobStatus}
+        counts = self.store.status_counts()
+        stats["queue"] = {s.value: counts.get(s.value, 0) for s in JobStatus}
         return stats
 
     # ---- status ---------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        jobs = self.store.all()
+        counts = self.store.status_counts()
         return {
             "status": "ok",
             "version": engine.__version__,
             "device": self.machine.describe(),
             "gpus": [g.__dict__ | {"compute_capability": list(g.compute_capability)}
                      for g in self.machine.gpus],
-            "queued": sum(j.status == JobStatus.QUEUED for j in jobs),
-            "running": sum(j.status == JobStatus.RUNNING for j in jobs),
+            "queued": counts.get(JobStatus.QUEUED.value, 0),
+            "running": counts.get(JobStatus.RUNNING.value, 0),
+            "scheduler_cpu_s": round(self.scheduler.cpu_seconds, 3) if self.scheduler else 0.0,
         }

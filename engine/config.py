@@ -48,6 +48,13 @@ class JobConfig:
         "A label for the job. Empty: the preset's name and the submit time.", "job"))
     priority: int = field(default=0, metadata=spec(
         "Higher starts first; equal priorities start in submit order.", "job"))
+    gpus: int = field(default=1, metadata=spec(
+        "GPUs for this job. More than one trains data-parallel (DDP through torchrun, one process "
+        "per GPU; the batch size is per GPU).", "job", minimum=1))
+    preempt: bool = field(default=False, metadata=spec(
+        "Admins only: when this job cannot start, pause the lowest-priority running job (exactly, "
+        "with a checkpoint) to make room; that job resumes by itself when room frees up.", "job",
+        advanced=True))
     timeout_minutes: float = field(default=10.0, metadata=spec(
         "Kill the trainer and mark the job failed (resumable) after this long without progress.",
         "job", above=0, advanced=True))

@@ -23,7 +23,7 @@ class Heartbeat:
     THREAD_INTERVAL_S = 2.0
     MIN_INTERVAL_S = 0.5  # the loop beats at most this often: a file write per step is waste
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):
         self.path = path
         self.phase = "starting"
         self.step = 0
@@ -36,6 +36,8 @@ class Heartbeat:
     def beat(self, force: bool = False, **fields: Any) -> None:
         for key, value in fields.items():
             setattr(self, key, value)
+        if self.path is None:  # a DDP rank other than 0: rank 0 beats for the job
+            return
         now = time.time()
         if not force and now - self._last < self.MIN_INTERVAL_S:
             return

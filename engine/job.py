@@ -86,6 +86,7 @@ class Job:
     error: str | None = None
     requested: str | None = None  # "pause" or "cancel" while a running trainer is asked to stop
     resume_from: str | None = None  # checkpoint name the next attempt starts from
+    preempted_by: str | None = None  # paused to make room for this job; re-queued when paused
     last_checkpoint: str | None = None
     progress: dict[str, Any] = field(default_factory=lambda: {"step": 0, "total_steps": None})
     resolved: dict[str, Any] = field(default_factory=dict)  # fields that were `auto`, and their values

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.analytics import RunningStats
+
 
 class MetricsLog:
     def __init__(self, path: Path):
@@ -19,11 +21,12 @@ class MetricsLog:
         self._offset = 0
         self._inode: int | None = None
         self._partial = b""
-        self._lock = threading.Lock()  # the scheduler thread appends while API threads read
+        self.stats = RunningStats()
+        self.lock = threading.Lock()  # the scheduler thread appends while API threads read
 
     def refresh(self) -> list[dict[str, Any]]:
         """Read what was appended since the last call; returns the new records."""
-        with self._lock:
+        with self.lock:
             return self._refresh()
 
     def _refresh(self) -> list[dict[str, Any]]:
@@ -55,6 +58,7 @@ class MetricsLog:
     def _reset(self, inode: int | None) -> None:
         self.records, self._steps = [], []
         self._offset, self._partial, self._inode = 0, b"", inode
+        self.stats = RunningStats()
 
     def _append(self, record: dict[str, Any]) -> None:
         step = record["step"]
@@ -62,16 +66,18 @@ class MetricsLog:
             # A resumed attempt repeats steps past its checkpoint: the newer values win.
             cut = bisect.bisect_left(self._steps, step)
             del self.records[cut:], self._steps[cut:]
+            self.stats = RunningStats(self.records)
         self.records.append(record)
         self._steps.append(step)
+        self.stats.add(record)
 
     def since(self, step: int) -> list[dict[str, Any]]:
-        with self._lock:
+        with self.lock:
             return self.records[bisect.bisect_right(self._steps, step):]
 
     def at(self, step: int) -> dict[str, Any] | None:
         """The record of one step, found by bisection (steps are kept sorted)."""
-        with self._lock:
+        with self.lock:
             index = bisect.bisect_left(self._steps, step)
             if index < len(self._steps) and self._steps[index] == step:
                 return self.records[index]

@@ -28,12 +28,25 @@ def queue_order(jobs: list[Job]) -> list[Job]:
 
 
 class DevicePool:
-    """Which devices are free. Without GPUs the machine is one device (one job at a time)."""
+    """Which devices are free. Without GPUs the machine is one device (one job at a time), and a
+    job asking for N GPUs there runs N processes on the CPU (the same DDP path, on gloo)."""
 
     def __init__(self, gpu_indices: list[int]):
         self.gpu_indices = list(gpu_indices)
         self.slots = self.gpu_indices or [None]
         self.assigned: dict[str, list] = {}
+
+    @property
+    def capacity(self) -> float:
+        return len(self.gpu_indices) if self.gpu_indices else float("inf")
+
+    def describe_capacity(self) -> str:
+        count = len(self.gpu_indices)
+        return f"{count} GPU{'s' if count != 1 else ''} ({', '.join(map(str, self.gpu_indices))})"
+
+    def in_use(self, job_ids: set[str]) -> int:
+        """GPUs held by these jobs (0 on a CPU-only machine)."""
+        return sum(len(self.assigned.get(j, [])) for j in job_ids) if self.gpu_indices else 0
 
     def free(self) -> list:
         taken = {slot for slots in self.assigned.values() for slot in slots}
@@ -41,6 +54,8 @@ class DevicePool:
 
     def take(self, job_id: str, count: int = 1) -> list | None:
         free = self.free()
+        if not self.gpu_indices:
+            count = 1  # the CPU is one device, whatever the job's process count
         if len(free) < count:
             return None
         self.assigned[job_id] = free[:count]
@@ -52,8 +67,11 @@ class DevicePool:
 
 class Scheduler:
     def __init__(self, store: JobStore, supervisor: Supervisor, workspace: Workspace,
-                 devices: DevicePool, listeners: list[StatusListener] | None = None):
+                 devices: DevicePool, listeners: list[StatusListener] | None = None,
+                 quotas_of: Callable[[str], dict[str, int | None]] | None = None):
         self.store = store
+        self.quotas_of = quotas_of or (lambda owner: {})
+        self.waiting: dict[str, str] = {}  # queued job -> why it cannot start yet
         self.supervisor = supervisor
         self.workspace = workspace
         self.devices = devices
@@ -62,6 +80,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.tick_s = 0.25
+        self.cpu_seconds = 0.0  # CPU time the scheduler thread (supervision included) has used
 
     # ---- one round ------------------------------------------------------------------------------
 
@@ -70,12 +89,68 @@ class Scheduler:
         for finished in self.supervisor.poll(now):
             self._finish(finished, now)
         with self.store.lock:
-            for job in queue_order(self.store.all()):
-                if not self._start(job, now):
-                    break  # the head of the queue waits for a device; nobody jumps it
+            jobs = self.store.all((JobStatus.QUEUED.value, JobStatus.RUNNING.value))
+            running = [j for j in jobs if j.status == JobStatus.RUNNING]
+            waiting: dict[str, str] = {}
+            blocked = False
+            for job in queue_order(jobs):
+                if blocked:
+                    waiting[job.job_id] = "behind the jobs above it"
+                    continue
+                held = self._held_by_quota(job, running)
+                if held:
+                    waiting[job.job_id] = held  # its owner's limit; others may go ahead
+                    continue
+                if self._start(job, now):
+                    running.append(job)
+                    continue
+                # The head of the queue waits for devices; nobody jumps it.
+                waiting[job.job_id] = f"waiting for {self._needed(job)}"
+                if job.config.get("preempt"):
+                    self._preempt_for(job, running, now)
+                blocked = True
+            self.waiting = waiting
+
+    def _needed(self, job: Job) -> str:
+        if not self.devices.gpu_indices:
+            return "the CPU"
+        count = int(job.config.get("gpus", 1))
+        return f"{count} free GPU{'s' if count != 1 else ''}"
+
+    def _held_by_quota(self, job: Job, running: list[Job]) -> str | None:
+        quotas = self.quotas_of(job.owner)
+        mine = [j for j in running if j.owner == job.owner]
+        limit = quotas.get("max_running_jobs")
+        if limit is not None and len(mine) >= limit:
+            return f"quota max_running_jobs: {job.owner} has {len(mine)} running (quota {limit})"
+        limit = quotas.get("max_gpus")
+        in_use = self.devices.in_use({j.job_id for j in mine})
+        asked = int(job.config.get("gpus", 1)) if self.devices.gpu_indices else 0
+        if limit is not None and asked and in_use + asked > limit:
+            return (f"quota max_gpus: {job.owner} has {in_use} GPUs in use, this job needs "
+                    f"{asked} (quota {limit})")
+        return None
+
+    def _preempt_for(self, job: Job, running: list[Job], now: float) -> None:
+        """Pause (exactly, through the pause path) the lowest-priority running jobs until this one
+        fits; each resumes by itself once it is back at the head of the queue with room."""
+        if any(j.requested == "pause" and j.preempted_by == job.job_id for j in running):
+            return  # already making room
+        free = len(self.devices.free()) if self.devices.gpu_indices else 0
+        needed = (int(job.config.get("gpus", 1)) - free) if self.devices.gpu_indices else 1
+        victims = sorted((j for j in running if j.priority < job.priority and not j.requested
+                          and j.job_id in self.supervisor.running),
+                         key=lambda j: (j.priority, -(j.started_at or 0)))
+        for victim in victims:
+            if needed <= 0:
+                break
+            self.supervisor.request_stop(victim.job_id, "pause", now)
+            self.store.update(victim.job_id, requested="pause", preempted_by=job.job_id)
+            log.info("job %s paused to make room for %s (preempt)", victim.job_id, job.job_id)
+            needed -= len(self.devices.assigned.get(victim.job_id, [])) or 1
 
     def _start(self, job: Job, now: float) -> bool:
-        slots = self.devices.take(job.job_id, 1)
+        slots = self.devices.take(job.job_id, int(job.config.get("gpus", 1)))
         if slots is None:
             return False
         env = {}
@@ -119,6 +194,11 @@ class Scheduler:
             log.exception("job %s: cannot record exit %s", job.job_id, finished)
             return
         log.info("job %s %s (exit %s)", job.job_id, job.status, finished.exit_code)
+        if job.status == JobStatus.PAUSED and job.preempted_by:
+            change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, now,
+                          resume_from=latest.name if latest else None, preempted_by=None)
+            log.info("job %s re-queued after preemption by %s", job.job_id, job.preempted_by)
+            return
         self._maybe_retry(job, now)
 
     def _maybe_retry(self, job: Job, now: float) -> None:
@@ -147,6 +227,7 @@ class Scheduler:
                     log.exception("scheduler round failed")
                     if on_error:
                         on_error(exc)
+                self.cpu_seconds = time.thread_time()  # this thread's own CPU, for /health
                 self._wake.wait(self.tick_s)
                 self._wake.clear()
 

@@ -7,8 +7,8 @@ or the new database on disk, never a torn one, and every acknowledged write surv
 
 from __future__ import annotations
 
-import copy
 import json
+import marshal
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -19,6 +19,12 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from engine.job import Job
+
+
+def clone(data: Any) -> Any:
+    """A deep copy of JSON-shaped data, four times faster than copy.deepcopy: the console lists
+    every job several times a second, and a workspace holds thousands."""
+    return marshal.loads(marshal.dumps(data))
 
 
 class JobNotFound(KeyError):
@@ -46,7 +52,19 @@ class JobStore(ABC):
     def update(self, job_id: str, **fields: Any) -> Job: ...
 
     @abstractmethod
-    def all(self) -> list[Job]: ...
+    def all(self, statuses: tuple[str, ...] | None = None, copy: bool = True) -> list[Job]:
+        """Every job, or those in `statuses`. copy=False skips copying for callers that only
+        read (the job list, asked for every few seconds): they must not change what they get."""
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.lock:
+            for status in self._statuses():
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def _statuses(self) -> list[str]:
+        return [job.status for job in self.all()]
 
     def next_seq(self) -> int:
         with self.lock:
@@ -65,25 +83,29 @@ class MemoryJobStore(JobStore):
         with self.lock:
             if job.job_id in self._jobs:
                 raise ValueError(f"job {job.job_id} already exists")
-            self._jobs[job.job_id] = copy.deepcopy(job.to_dict())
+            self._jobs[job.job_id] = clone(job.to_dict())
             return self.get(job.job_id)
 
     def get(self, job_id: str) -> Job:
         with self.lock:
             if job_id not in self._jobs:
                 raise JobNotFound(job_id)
-            return Job.from_dict(copy.deepcopy(self._jobs[job_id]))
+            return Job.from_dict(clone(self._jobs[job_id]))
 
     def update(self, job_id: str, **fields: Any) -> Job:
         with self.lock:
             if job_id not in self._jobs:
                 raise JobNotFound(job_id)
-            self._jobs[job_id].update(copy.deepcopy(fields))
+            self._jobs[job_id].update(clone(fields))
             return self.get(job_id)
 
-    def all(self) -> list[Job]:
+    def _statuses(self) -> list[str]:
+        return [d["status"] for d in self._jobs.values()]
+
+    def all(self, statuses: tuple[str, ...] | None = None, copy: bool = True) -> list[Job]:
         with self.lock:
-            return [Job.from_dict(copy.deepcopy(d)) for d in self._jobs.values()]
+            return [Job.from_dict(clone(d) if copy else d) for d in self._jobs.values()
+                    if statuses is None or d["status"] in statuses]
 
 
 class AtomicJSONStorage(Storage):
@@ -156,7 +178,7 @@ class TinyDBJobStore(JobStore):
         with self.lock:
             if job.job_id in self._doc_ids:
                 raise ValueError(f"job {job.job_id} already exists")
-            self._doc_ids[job.job_id] = self._jobs.insert(copy.deepcopy(job.to_dict()))
+            self._doc_ids[job.job_id] = self._jobs.insert(clone(job.to_dict()))
             return self.get(job.job_id)
 
     def get(self, job_id: str) -> Job:
@@ -164,18 +186,22 @@ class TinyDBJobStore(JobStore):
             doc = self._jobs.get(doc_id=self._doc_ids.get(job_id, -1))
             if doc is None:
                 raise JobNotFound(job_id)
-            return Job.from_dict(copy.deepcopy(dict(doc)))
+            return Job.from_dict(clone(dict(doc)))
 
     def update(self, job_id: str, **fields: Any) -> Job:
         with self.lock:
             if job_id not in self._doc_ids:
                 raise JobNotFound(job_id)
-            self._jobs.update(copy.deepcopy(fields), doc_ids=[self._doc_ids[job_id]])
+            self._jobs.update(clone(fields), doc_ids=[self._doc_ids[job_id]])
             return self.get(job_id)
 
-    def all(self) -> list[Job]:
+    def _statuses(self) -> list[str]:
+        return [doc["status"] for doc in self._jobs.all()]
+
+    def all(self, statuses: tuple[str, ...] | None = None, copy: bool = True) -> list[Job]:
         with self.lock:
-            return [Job.from_dict(copy.deepcopy(dict(doc))) for doc in self._jobs.all()]
+            return [Job.from_dict(clone(dict(doc)) if copy else doc) for doc in self._jobs.all()
+                    if statuses is None or doc["status"] in statuses]
 
     def close(self) -> None:
         self._db.close()

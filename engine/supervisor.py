@@ -56,6 +56,8 @@ class TrainerProcess:
     heartbeat_time: float = 0.0
     heartbeat_mtime: float = 0.0
     heartbeat: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1  # more than one: torchrun, whose ranks report through exit.json
+    descendants: dict[int, float] = field(default_factory=dict)  # pid -> start time
 
     def __post_init__(self) -> None:
         self.metrics = MetricsLog(self.paths.metrics)
@@ -63,7 +65,11 @@ class TrainerProcess:
     def poll_exit(self) -> int | None:
         """The exit code once the process is gone (negative: killed by that signal)."""
         if self.popen is not None:
-            return self.popen.poll()
+            code = self.popen.poll()
+            if code is not None and self.processes > 1:
+                recorded = self.recorded_exit()  # rank 0's pause/cancel/invalid, which torchrun hides
+                return code if recorded is None else recorded
+            return code
         if self.alive_at_attach and _is_alive(self.pid, self.paths):
             return None
         code = self.recorded_exit()
@@ -99,8 +105,29 @@ def kill_group(pid: int) -> None:
         pass
 
 
-def trainer_command(job_file: Path) -> list[str]:
-    return [sys.executable, "-m", "engine.train", str(job_file)]
+def kill_descendants(known: dict[int, float]) -> None:
+    """SIGKILL processes seen under a trainer that lead process groups of their own (torchrun
+    starts each rank in a new session, so killing torchrun's group misses them). `known` maps
+    pid to start time, so a pid reused since is left alone."""
+    for pid, started in known.items():
+        try:
+            if psutil.Process(pid).create_time() != started:
+                continue
+            if os.getpgid(pid) == pid:
+                kill_group(pid)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            pass
+
+
+def trainer_command(job_file: Path, processes: int = 1) -> list[str]:
+    """One process, or one per GPU under torchrun (DDP), on a free rendezvous port."""
+    train = ["-m", "engine.train", str(job_file)]
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={processes}", *train]
+    return [sys.executable, *train]
 
 
 def write_job_file(paths: JobPaths, job: Job, cache_dir: Path, resume_from: str | None) -> None:
@@ -153,6 +180,7 @@ class Supervisor:
             paths.metrics.unlink(missing_ok=True)  # a fresh start (or restart from scratch)
         paths.heartbeat.unlink(missing_ok=True)
         write_job_file(paths, job, self.cache_dir, job.resume_from)
+        processes = int(job.config.get("gpus", 1))
         process_env = {**os.environ, **self.extra_env, **(env or {}), SUPERVISED_ENV: "1",
                        "PYTHONUNBUFFERED": "1",
                        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR),
@@ -161,10 +189,12 @@ class Supervisor:
             log.write(f"\n==== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
                       f"{' from ' + job.resume_from if job.resume_from else ''} ====\n".encode())
             log.flush()
-            popen = subprocess.Popen(trainer_command(paths.job_file), cwd=REPO_DIR, env=process_env,
+            popen = subprocess.Popen(trainer_command(paths.job_file, processes), cwd=REPO_DIR,
+                                     env=process_env,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)  # own process group: survives the console
-        trainer = TrainerProcess(job.job_id, paths, popen.pid, _timeout_s(job), time.time(), popen)
+        trainer = TrainerProcess(job.job_id, paths, popen.pid, _timeout_s(job), time.time(), popen,
+                                 processes=processes)
         self.running[job.job_id] = trainer
         return trainer
 
@@ -173,7 +203,8 @@ class Supervisor:
         poll reaps it from its exit record (or reports it interrupted)."""
         alive = job.pid is not None and _is_alive(job.pid, paths)
         trainer = TrainerProcess(job.job_id, paths, job.pid or 0, _timeout_s(job),
-                                 time.time(), alive_at_attach=alive)
+                                 time.time(), alive_at_attach=alive,
+                                 processes=int(job.config.get("gpus", 1)))
         self.running[job.job_id] = trainer
         for action in (PAUSE, CANCEL):  # requests made before the restart still stand
             if paths.request_file(action).exists():
@@ -191,7 +222,7 @@ class Supervisor:
 
     def kill_all(self) -> None:
         for trainer in self.running.values():
-            kill_group(trainer.pid)
+            kill_trainer(trainer)
 
     # ---- following ------------------------------------------------------------------------------
 
@@ -215,6 +246,8 @@ class Supervisor:
         for job_id, trainer in list(self.running.items()):
             trainer.metrics.refresh()
             self._read_heartbeat(trainer)
+            if trainer.processes > 1:
+                _note_descendants(trainer)
             code = trainer.poll_exit()
             killed_for = None
             if code is None:
@@ -223,7 +256,7 @@ class Supervisor:
                     continue
                 code = self._reap_after_kill(trainer)
             trainer.metrics.refresh()
-            kill_group(trainer.pid)  # anything the trainer left behind in its group
+            kill_trainer(trainer)  # anything the trainer left behind
             finished = self._interpret(trainer, code, killed_for)
             finished.progress = self.progress(job_id)
             del self.running[job_id]
@@ -244,11 +277,11 @@ class Supervisor:
 
     def _enforce_limits(self, trainer: TrainerProcess, now: float) -> str | None:
         if now - trainer.last_progress_time() > trainer.timeout_s:
-            kill_group(trainer.pid)
+            kill_trainer(trainer)
             return "timeout"
         if (trainer.stop_action == CANCEL and trainer.stop_requested_at is not None
                 and now - trainer.stop_requested_at > CANCEL_GRACE_S):
-            kill_group(trainer.pid)
+            kill_trainer(trainer)
             return "cancel"
         return None
 
@@ -289,6 +322,21 @@ class Supervisor:
             message = errors[-1][len("error:"):].strip() if errors else tail
             return TrainerExit(job_id, JobStatus.FAILED, code, message)
         return TrainerExit(job_id, JobStatus.FAILED, code, f"{describe_exit(code)}\n{tail}".strip())
+
+
+def _note_descendants(trainer: TrainerProcess) -> None:
+    try:
+        for child in psutil.Process(trainer.pid).children(recursive=True):
+            trainer.descendants.setdefault(child.pid, child.create_time())
+    except psutil.NoSuchProcess:
+        pass
+
+
+def kill_trainer(trainer: TrainerProcess) -> None:
+    if trainer.processes > 1:
+        _note_descendants(trainer)  # ranks still running: they are torchrun's children now
+    kill_group(trainer.pid)
+    kill_descendants(trainer.descendants)
 
 
 def _timeout_s(job: Job) -> float:

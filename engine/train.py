@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get(SUPERVISED_ENV) != "1":
         return run_logged(argv if argv is not None else sys.argv[1:], paths)
     code = EXIT_FAILED
+    launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
     try:
         code = train(args, paths)
     except (ConfigError, DatasetError) as exc:
@@ -63,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_INVALID
     finally:
         # How this process ended, for a console that re-attached to it and cannot wait() on it.
-        write_json_atomic(paths.exit_record, {"pid": os.getpid(), "code": code, "time": time.time()})
+        # Under torchrun the console watches torchrun itself (this process's parent), and rank 0
+        # speaks for the job.
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json_atomic(paths.exit_record, {
+                "pid": os.getppid() if launched_by_torchrun else os.getpid(), "code": code,
+                "time": time.time()})
+    if launched_by_torchrun and code in (EXIT_PAUSED, EXIT_CANCELLED):
+        return EXIT_COMPLETED  # torchrun takes any other code for a crash; exit.json has the truth
     return code
 
 
@@ -106,7 +114,8 @@ def read_job_file(job_file: Path, paths: JobPaths) -> dict[str, Any]:
 
 
 def train(args: argparse.Namespace, paths: JobPaths) -> int:
-    heartbeat = Heartbeat(paths.heartbeat)
+    rank = int(os.environ.get("RANK", "0"))
+    heartbeat = Heartbeat(paths.heartbeat if rank == 0 else None)
     heartbeat.start_background("loading")
     started = time.time()
     phases: dict[str, float] = {}
@@ -127,7 +136,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     from transformers import AutoTokenizer, BitsAndBytesConfig
     from transformers.trainer_callback import PrinterCallback
 
-    from engine.trainer_hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin, faults
+    from engine.trainer_hooks import (ControlRequests, MetricsWriter, TrainDeckTrainerMixin,
+                                      agreed_action, faults)
 
     transformers.logging.set_verbosity_warning()
     transformers.logging.disable_progress_bar()
@@ -136,6 +146,9 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     datasets.disable_progress_bars()  # bars redraw with carriage returns: noise in a log file
     has_cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        print(f"rank {rank} of {world_size}: pid {os.getpid()}, "
+              f"{'GPU ' + os.environ.get('LOCAL_RANK', '0') if has_cuda else 'CPU (gloo)'}", flush=True)
 
     # ---- model and adapter ----------------------------------------------------------------------
     tokenizer = AutoTokenizer.from_pretrained(config["model"])
@@ -196,6 +209,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         save_total_limit=config["save_total_limit"] or None,
         model_init_kwargs=model_init_kwargs,
         include_num_input_tokens_seen="non_padding",
+        ddp_backend=None if has_cuda or world_size == 1 else "gloo",
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in every step
         report_to="none",
         disable_tqdm=True,
         use_cpu=not has_cuda,
@@ -219,10 +234,11 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         callbacks=[metrics, control], tokenized_cache=tokenized_cache, heartbeat=heartbeat)
     trainer.remove_callback(PrinterCallback)  # MetricsWriter prints a shorter line per step
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
-    if requested(paths) == CANCEL:
+    early = agreed_action(requested(paths) if rank == 0 else None)
+    if early == CANCEL:
         print("cancelled before training started", flush=True)
         return EXIT_CANCELLED
-    if requested(paths) == PAUSE:
+    if early == PAUSE:
         print("paused before training started; resume starts from the beginning", flush=True)
         return EXIT_PAUSED
 

@@ -167,7 +167,7 @@ class ControlRequests(TrainerCallback):
 
     def on_substep_end(self, args, state, control, **kwargs):
         self._count_micro_batch()
-        action = requested(self.paths)
+        action = requested(self.paths) if state.is_world_process_zero else None
         if action and not self._noted:
             self._noted = True
             within = self._micro - state.global_step * args.gradient_accumulation_steps
@@ -182,7 +182,7 @@ class ControlRequests(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._count_micro_batch()
-        action = requested(self.paths)
+        action = agreed_action(requested(self.paths) if state.is_world_process_zero else None)
         if action == PAUSE:
             control.should_save = True
             control.should_training_stop = True
@@ -192,6 +192,23 @@ class ControlRequests(TrainerCallback):
             control.should_training_stop = True
             self.stopped_for = CANCEL
         return control
+
+
+ACTIONS = (None, PAUSE, CANCEL)
+
+
+def agreed_action(action: str | None) -> str | None:
+    """Rank 0's reading of the request files, for every rank: under DDP all ranks must stop at the
+    same step (each reading the file itself could see it one step apart and deadlock)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return action
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    code = torch.tensor([ACTIONS.index(action)], device=device)
+    dist.broadcast(code, src=0)
+    return ACTIONS[int(code.item())]
 
 
 class TrainDeckTrainerMixin:

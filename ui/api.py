@@ -6,12 +6,13 @@ from typing import Any, Optional
 import gradio as gr
 
 from engine.api import Engine
+from engine.users import User
 from ui.errors import as_gradio_errors
 
 
-def owner_of(request: Optional[gr.Request]) -> str:
-    """The logged-in user, or "local" when the console runs without auth."""
-    return (getattr(request, "username", None) or "local") if request else "local"
+def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
+    """The logged-in user (Gradio has checked the password); "local", an admin, without auth."""
+    return engine.users.get(getattr(request, "username", None) if request else None)
 
 
 def register_api(engine: Engine) -> None:
@@ -35,7 +36,7 @@ def register_api(engine: Engine) -> None:
     @as_gradio_errors
     def submit_job(config: dict, request: gr.Request = None) -> dict:
         """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
-        return engine.submit(config, owner=owner_of(request))
+        return engine.submit(config, user_of(engine, request))
 
     @as_gradio_errors
     def list_jobs(status: Optional[str] = None) -> list:
@@ -54,23 +55,30 @@ def register_api(engine: Engine) -> None:
         return engine.get_metrics(job_id, since_step)
 
     @as_gradio_errors
-    def pause_job(job_id: str) -> dict:
+    def pause_job(job_id: str, request: gr.Request = None) -> dict:
         """Pause: a running job writes a checkpoint at its next step and stops; a queued one
         leaves the queue."""
-        return engine.pause(job_id)
+        return engine.pause(job_id, user_of(engine, request))
 
     @as_gradio_errors
     def resume_job(job_id: str, checkpoint: Optional[str] = None, changes: Optional[dict] = None,
-                   allow_inexact: bool = False) -> dict:
+                   allow_inexact: bool = False, request: gr.Request = None) -> dict:
         """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest.
         Optional `changes` edit its config; ones that break exact continuation (batch size,
         accumulation, seed) need allow_inexact."""
-        return engine.resume(job_id, checkpoint or None, changes or None, bool(allow_inexact))
+        return engine.resume(job_id, checkpoint or None, changes or None, bool(allow_inexact),
+                             user_of(engine, request))
 
     @as_gradio_errors
-    def cancel_job(job_id: str) -> dict:
+    def cancel_job(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a queued or running job."""
-        return engine.cancel(job_id)
+        return engine.cancel(job_id, user_of(engine, request))
+
+    @as_gradio_errors
+    def set_priority(job_id: str, priority: int, request: gr.Request = None) -> dict:
+        """Reorder the queue (owner or admin): higher starts first, ties in submit order.
+        Returns the job summary with its new queue position."""
+        return engine.set_priority(job_id, priority, user_of(engine, request))
 
     @as_gradio_errors
     def list_checkpoints(job_id: str) -> list:
@@ -94,7 +102,7 @@ def register_api(engine: Engine) -> None:
         return engine.system_stats()
 
     for fn in (health, list_presets, get_preset, submit_job, list_jobs, get_job, get_metrics,
-               pause_job, resume_job, cancel_job, list_checkpoints, job_analytics, try_model,
+               pause_job, resume_job, cancel_job, set_priority, list_checkpoints, job_analytics, try_model,
                system_stats):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
 
@@ -110,17 +118,17 @@ def register_api(engine: Engine) -> None:
         export_trigger = gr.Button("export merged model")
 
     @as_gradio_errors
-    def download_model(job_id: str, checkpoint: str) -> str:
-        return str(engine.download_model(job_id, checkpoint or None))
+    def download_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
+        return str(engine.download_model(job_id, checkpoint or None, user_of(engine, request)))
 
     @as_gradio_errors
-    def download_logs(job_id: str) -> str:
-        return str(engine.download_logs(job_id))
+    def download_logs(job_id: str, request: gr.Request = None) -> str:
+        return str(engine.download_logs(job_id, user_of(engine, request)))
 
     @as_gradio_errors
-    def export_model(job_id: str, checkpoint: str) -> str:
+    def export_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
-        return str(engine.export_merged(job_id, checkpoint or None))
+        return str(engine.export_merged(job_id, checkpoint or None, user_of(engine, request)))
 
     export_trigger.click(export_model, [job_id, checkpoint], merged_file, api_name="export_model",
                          concurrency_limit=None)

@@ -10,9 +10,12 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 MAX_POINTS = 2000
+GRID = "#EBF0F8"
+COLORS = ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880"]
 SMOOTHING = 0.9  # exponential moving average weight, as in TensorBoard's smoothing slider
 
 
@@ -23,6 +26,15 @@ def downsample(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]
     stride = math.ceil(len(xs) / (limit - 1))
     keep = list(range(0, len(xs) - 1, stride)) + [len(xs) - 1]
     return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def sample_records(records: list[dict[str, Any]], limit: int = MAX_POINTS) -> tuple[list, int]:
+    """At most `limit` records, evenly spaced, the last always kept, and the stride used. Charts
+    draw from the sample, so a refresh of a 100,000-step run touches 2,000 records, not all."""
+    if len(records) <= limit:
+        return records, 1
+    stride = math.ceil(len(records) / (limit - 1))
+    return records[:-1:stride] + [records[-1]], stride
 
 
 def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
@@ -41,9 +53,14 @@ def series(records: list[dict[str, Any]], key: str, x: str = "step") -> tuple[li
 
 
 def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
+    # The look of plotly's "plotly_white" set directly: a named template is copied into every
+    # figure and sent with every refresh (two thirds of a chart's bytes).
+    axis = dict(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True)
     figure = go.Figure()
     figure.update_layout(title=title, height=280, margin=dict(l=50, r=20, t=40, b=40),
-                         xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
+                         xaxis=dict(title=x_title, **axis), yaxis=dict(title=y_title, **axis),
+                         template="none", paper_bgcolor="white", plot_bgcolor="white",
+                         font=dict(color="#2a3f5f"), colorway=COLORS,
                          legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
                          uirevision="keep")  # keep the user's zoom across refreshes
     return figure
@@ -51,6 +68,12 @@ def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
 
 def _add(figure: go.Figure, xs: list, ys: list, name: str, **style) -> None:
     xs, ys = downsample(xs, ys)
+    if ys and all(isinstance(v, (int, float)) for v in ys) and xs and isinstance(xs[0], (int, float)):
+        # Plotly checks lists element by element but numeric arrays in one go, and sends them
+        # packed (base64): steps as int32, values as float32, plenty for a chart.
+        integral = all(isinstance(x, int) for x in xs)
+        xs = np.asarray(xs, dtype=np.int32 if integral else np.float64)
+        ys = np.asarray(ys, dtype=np.float32)
     figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, **style))
 
 
@@ -60,11 +83,14 @@ def _add_right(figure: go.Figure, xs: list, ys: list, name: str, axis_title: str
     figure.update_layout(yaxis2=dict(title=axis_title, overlaying="y", side="right"))
 
 
-def loss_chart(records: list[dict[str, Any]]) -> go.Figure:
+def loss_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+    """`stride`: records were sampled every `stride` steps; the smoothing weight is raised to that
+    power so the smoothed curve spans the same number of steps as on the full run."""
     figure = _figure("Loss", "step", "loss")
     xs, ys = series(records, "loss")
     _add(figure, xs, ys, "raw", line=dict(color="rgba(31,119,180,0.35)"))
-    _add(figure, xs, smooth(ys), "smoothed", line=dict(color="rgb(31,119,180)", width=2))
+    _add(figure, xs, smooth(ys, SMOOTHING ** stride), "smoothed",
+         line=dict(color="rgb(31,119,180)", width=2))
     return figure
 
 
@@ -84,7 +110,7 @@ def throughput_chart(records: list[dict[str, Any]]) -> go.Figure:
 
 def device_chart(records: list[dict[str, Any]]) -> go.Figure:
     """GPU utilization/memory/temperature when the job ran on a GPU, else CPU and RSS."""
-    if any("gpu_mem_allocated_mb" in r for r in records):
+    if records and "gpu_mem_allocated_mb" in records[-1]:
         figure = _figure("GPU", "step", "% / °C")
         _add(figure, *series(records, "gpu_util_percent"), "utilization %")
         _add(figure, *series(records, "gpu_temp_c"), "temperature °C")
@@ -116,11 +142,13 @@ def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> go.Figur
     """Smoothed loss of several jobs on one chart: {job_id: (name, records)}."""
     figure = _figure("Loss, smoothed", "step", "loss")
     for job_id, (name, records) in runs.items():
-        xs, ys = series(records, "loss")
-        _add(figure, xs, smooth(ys), f"{name} ({job_id[-4:]})")
+        shown, stride = sample_records(records)
+        xs, ys = series(shown, "loss")
+        _add(figure, xs, smooth(ys, SMOOTHING ** stride), f"{name} ({job_id[-4:]})")
     return figure
 
 
 def job_charts(records: list[dict[str, Any]]) -> tuple[go.Figure, ...]:
-    return (loss_chart(records), optimizer_chart(records), throughput_chart(records),
-            device_chart(records))
+    shown, stride = sample_records(records)
+    return (loss_chart(shown, stride), optimizer_chart(shown), throughput_chart(shown),
+            device_chart(shown))

@@ -10,9 +10,10 @@ import gradio as gr
 from engine.config import ConfigError
 from engine.job import IllegalTransition
 from engine.store import JobNotFound
+from engine.users import NotYourJob
 
 log = logging.getLogger("traindeck.ui")
-USER_ERRORS = (ConfigError, IllegalTransition, JobNotFound, ValueError, KeyError)
+USER_ERRORS = (ConfigError, IllegalTransition, JobNotFound, NotYourJob, ValueError, KeyError)
 
 
 def as_gradio_errors(fn):

@@ -15,10 +15,11 @@ import yaml
 from engine.api import Engine
 from engine.job import JobStatus, can_transition
 from ui.charts import compare_chart, job_charts
+from ui.api import user_of
 from ui.errors import as_gradio_errors
 
-TABLE_COLUMNS = ["name", "status", "method", "model", "progress", "loss", "started", "duration",
-                 "job id"]
+TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "model", "progress",
+                 "loss", "started", "duration", "job id"]
 REFRESH_S = 1.0
 
 
@@ -43,7 +44,10 @@ def job_table(jobs: list[dict[str, Any]], now: float | None = None) -> pd.DataFr
         started, finished = job["started_at"], job["finished_at"]
         status = job["status"] + (f" ({job['requested']}ing)" if job.get("requested") else "")
         rows.append({
-            "name": job["name"], "status": status, "method": f"{job['method']}/{job['adapter']}",
+            "name": job["name"], "status": status,
+            "queue": job.get("position") or "",  # the order queued jobs will start in
+            "owner": job["owner"], "priority": job["priority"],
+            "method": f"{job['method']}/{job['adapter']}",
             "model": Path(job["model"] or "").name or job["model"],
             "progress": progress_text(job["progress"]),
             "loss": f"{job['loss']:.4f}" if isinstance(job.get("loss"), float) else "",
@@ -76,7 +80,8 @@ def header(job: dict[str, Any]) -> str:
              f"**Status:** <span class='td-status td-{job['status']}'>{status}</span>"
              f" · owner {job['owner']} · priority {job['priority']} · attempt {job['attempt']}"]
     if job["status"] == JobStatus.QUEUED and job.get("position"):
-        lines.append(f"Position in queue: **{job['position']}**")
+        lines.append(f"Position in queue: **{job['position']}**"
+                     + (f" ({html.escape(job['waiting'])})" if job.get("waiting") else ""))
     if job.get("error"):
         lines.append(f"**Error:** {html.escape(job['error'].splitlines()[0])}")
     return "\n\n".join(lines)
@@ -115,6 +120,9 @@ def create_jobs_tab(engine: Engine) -> None:
         download_model = gr.Button("Download model", interactive=False)
         download_logs = gr.Button("Download logs", interactive=False)
         export_merged = gr.Button("Export merged model", interactive=False)
+    with gr.Row():
+        priority = gr.Number(0, precision=0, label="Priority (higher starts first)", scale=1)
+        set_priority = gr.Button("Set priority", scale=1, elem_id="set-priority-button")
     action_message = gr.Markdown()
     download = gr.File(label="Download", visible=False, interactive=False)
     with gr.Row():
@@ -167,59 +175,44 @@ def create_jobs_tab(engine: Engine) -> None:
         return data.iloc[row]["job id"], -1
 
     def refresh_job(selected: str, drawn_step: int):
-        outputs_when_empty = (["No job selected.", "", gr.skip(), gr.skip(), "", "", gr.skip(),
-                               gr.skip(), gr.skip(), gr.skip(), gr.skip(), -1]
-                              + actions_state(None))
-        if not selected or not selected.strip():
-            return outputs_when_empty
-        try:
-            job = engine.get_job(selected.strip())
-        except (KeyError, ValueError):
-            return [f"No job with id `{html.escape(selected)}`.", ""] + outputs_when_empty[2:]
-        analytics = engine.job_analytics(job["job_id"])
-        last_step = (job["last_metrics"] or {}).get("step", 0)
-        if last_step != drawn_step or not last_step:
-            charts = list(job_charts(engine.get_metrics(job["job_id"], 0)))
-        else:
-            charts = [gr.skip()] * 4  # nothing new: fetch and send nothing
-        checkpoints = pd.DataFrame(
-            [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
-              "size MB": round(c["size_bytes"] / 2**20, 2),
-              "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
-             for c in job["checkpoints"]])
-        names = [c["name"] for c in job["checkpoints"]]
-        config_text = yaml.safe_dump({"command": job["command"], "config": job["config"],
-                                      "resolved automatically": job["resolved"]}, sort_keys=False)
-        return ([header(job), progress_bar(job, analytics), gr.update(choices=names),
-                 checkpoints, engine.log_tail(job["job_id"]), config_text]
-                + charts + [analytics_text(analytics), last_step] + actions_state(job))
+        return job_view(engine, selected, drawn_step)
 
     @as_gradio_errors
-    def do_pause(selected: str):
-        job = engine.pause(selected)
+    def do_pause(selected: str, request: gr.Request = None):
+        job = engine.pause(selected, user_of(engine, request))
         return f"Pause requested for `{job['job_id']}`: it stops after its current step."
 
     @as_gradio_errors
-    def do_resume(selected: str, chosen: str | None):
-        job = engine.resume(selected, chosen or None)
+    def do_resume(selected: str, chosen: str | None, request: gr.Request = None):
+        job = engine.resume(selected, chosen or None, user=user_of(engine, request))
         return f"Job `{job['job_id']}` is queued again."
 
     @as_gradio_errors
-    def do_cancel(selected: str):
-        job = engine.cancel(selected)
+    def do_cancel(selected: str, request: gr.Request = None):
+        job = engine.cancel(selected, user_of(engine, request))
         return f"Cancel requested for `{job['job_id']}`."
 
     @as_gradio_errors
-    def do_download_model(selected: str, chosen: str | None):
-        return gr.update(value=str(engine.download_model(selected, chosen or None)), visible=True)
+    def do_download_model(selected: str, chosen: str | None, request: gr.Request = None):
+        path = engine.download_model(selected, chosen or None, user_of(engine, request))
+        return gr.update(value=str(path), visible=True)
 
     @as_gradio_errors
-    def do_export_merged(selected: str, chosen: str | None):
-        return gr.update(value=str(engine.export_merged(selected, chosen or None)), visible=True)
+    def do_export_merged(selected: str, chosen: str | None, request: gr.Request = None):
+        path = engine.export_merged(selected, chosen or None, user_of(engine, request))
+        return gr.update(value=str(path), visible=True)
 
     @as_gradio_errors
-    def do_download_logs(selected: str):
-        return gr.update(value=str(engine.download_logs(selected)), visible=True)
+    def do_download_logs(selected: str, request: gr.Request = None):
+        return gr.update(value=str(engine.download_logs(selected, user_of(engine, request))),
+                         visible=True)
+
+    @as_gradio_errors
+    def do_set_priority(selected: str, priority: float, request: gr.Request = None):
+        job = engine.set_priority(selected, int(priority or 0), user_of(engine, request))
+        where = f"; queue position {job['position']}" if job.get("position") else ""
+        return f"Priority of `{job['job_id']}` set to {job['priority']}{where}."
+
 
     view_outputs = [title, bar, checkpoint, checkpoints_table, log_tail, config_code, loss_plot,
                     optimizer_plot, throughput_plot, device_plot, analytics_md, shown_step,
@@ -236,6 +229,37 @@ def create_jobs_tab(engine: Engine) -> None:
     download_model.click(do_download_model, [job_id, checkpoint], download, **private)
     download_logs.click(do_download_logs, job_id, download, **private)
     export_merged.click(do_export_merged, [job_id, checkpoint], download, **private)
+    set_priority.click(do_set_priority, [job_id, priority], action_message, **private)
+
+
+def job_view(engine: Engine, selected: str, drawn_step: int) -> list:
+    """Everything the job view shows, for the job selected; charts only when a step is new."""
+    outputs_when_empty = (["No job selected.", "", gr.skip(), gr.skip(), "", "", gr.skip(),
+                           gr.skip(), gr.skip(), gr.skip(), gr.skip(), -1]
+                          + actions_state(None))
+    if not selected or not selected.strip():
+        return outputs_when_empty
+    try:
+        job = engine.get_job(selected.strip())
+    except (KeyError, ValueError):
+        return [f"No job with id `{html.escape(selected)}`.", ""] + outputs_when_empty[2:]
+    analytics = engine.job_analytics(job["job_id"])
+    last_step = (job["last_metrics"] or {}).get("step", 0)
+    if last_step != drawn_step or not last_step:
+        charts = list(job_charts(engine.get_metrics(job["job_id"], 0)))
+    else:
+        charts = [gr.skip()] * 4  # nothing new: fetch and send nothing
+    checkpoints = pd.DataFrame(
+        [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
+          "size MB": round(c["size_bytes"] / 2**20, 2),
+          "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
+         for c in job["checkpoints"]])
+    names = [c["name"] for c in job["checkpoints"]]
+    config_text = yaml.safe_dump({"command": job["command"], "config": job["config"],
+                                  "resolved automatically": job["resolved"]}, sort_keys=False)
+    return ([header(job), progress_bar(job, analytics), gr.update(choices=names),
+             checkpoints, engine.log_tail(job["job_id"]), config_text]
+            + charts + [analytics_text(analytics), last_step] + actions_state(job))
 
 
 def analytics_text(analytics: dict[str, Any]) -> str:

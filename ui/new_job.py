@@ -16,7 +16,7 @@ import yaml
 from engine.api import Engine
 from engine.config import AUTO, SCHEMA, ConfigError, field_type
 from engine.job import IllegalTransition
-from ui.api import owner_of
+from ui.api import user_of
 
 DATA_FIELDS = ["model", "dataset", "dataset_format", "method"]
 COMMON_FIELDS = ["adapter", "learning_rate", "num_train_epochs", "max_steps",
@@ -170,7 +170,7 @@ def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.compon
     def submit_from_form(preset_name: str, *values, request: gr.Request = None):
         submission = submission_from(preset_name, names, values)
         try:
-            result = engine.submit(submission, owner=owner_of(request))
+            result = engine.submit(submission, user_of(engine, request))
         except (ConfigError, IllegalTransition, ValueError) as exc:
             return _error(exc)
         where = "starts now" if result["position"] == 1 else f"position {result['position']} in the queue"

@@ -1,0 +1,48 @@
+"""Run `python -m engine.train` on a plain config, as the console would, and read its speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.console import REPO
+from engine.analytics import steady_state
+from engine.jobfiles import SUPERVISED_ENV
+from engine.machine import detect
+from engine.presets import PresetLibrary
+from engine.resolve import resolve_submission
+
+
+def steady_rate(records: list[dict[str, Any]], samples_per_step: int) -> float:
+    """Samples/s over the steady part of a run: step count over wall time, warm-up skipped."""
+    steady = steady_state(records)
+    return ((steady[-1]["step"] - steady[0]["step"]) * samples_per_step
+            / (steady[-1]["time"] - steady[0]["time"]))
+
+
+def run_trainer(folder: Path, config: dict[str, Any], cache_dir: Path,
+                env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Train once in `folder` (a fresh job folder) and return its metrics records."""
+    folder.mkdir(parents=True)
+    job_file = folder / "job.yaml"
+    resolution = resolve_submission(config, PresetLibrary(), detect(), base_dir=REPO)
+    # Written as the console writes a job file, with one tokenized-data cache shared by all runs.
+    job_file.write_text(yaml.safe_dump({"job_id": folder.name, "config": resolution.config,
+                                        "cache_dir": str(cache_dir)}))
+    started = time.time()
+    with open(folder / "training.log", "wb") as log:
+        code = subprocess.run([sys.executable, "-m", "engine.train", str(job_file)], cwd=REPO,
+                              env={**os.environ, SUPERVISED_ENV: "1", **(env or {})},
+                              stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        log = (folder / "training.log")
+        raise RuntimeError(f"trainer exited {code} in {folder} after {time.time() - started:.0f} s"
+                           + (f": {log.read_text()[-2000:]}" if log.exists() else ""))
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,153 @@
+"""Logins, roles and quotas: the users file, and the engine's checks (no training needed)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.api import Engine
+from engine.config import ConfigError
+from engine.job import JobStatus
+from engine.scheduler import DevicePool, Scheduler
+from engine.users import (LOCAL_USER, NotYourJob, QuotaExceeded, User, Users, add_user,
+                          hash_password, verify_password)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_passwords_are_salted_hashes():
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second  # salted
+    assert "correct horse" not in first
+    assert verify_password("correct horse", first) and verify_password("correct horse", second)
+    assert not verify_password("wrong horse", first)
+    assert not verify_password("correct horse", "plain-text")
+
+
+def test_add_user_writes_only_hashes_and_keeps_others(tmp_path):
+    path = tmp_path / "users.yaml"
+    add_user(path, "alice", "alice-secret", "admin")
+    add_user(path, "bob", "bob-secret-1", "user", {"max_gpus": 1})
+    add_user(path, "bob", "bob-secret-2", "user")  # a password change keeps bob's quotas
+    text = path.read_text()
+    assert "alice-secret" not in text and "bob-secret" not in text
+    users = Users.from_file(path)
+    assert users.authenticate("alice", "alice-secret")
+    assert users.authenticate("bob", "bob-secret-2") and not users.authenticate("bob", "bob-secret-1")
+    assert not users.authenticate("carol", "anything")
+    assert users.get("alice").is_admin and not users.get("bob").is_admin
+    assert users.get("bob").quotas["max_gpus"] == 1
+    assert users.get("alice").quotas["max_queued_jobs"] == 20  # the defaults section
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_add_user_command_reads_password_from_stdin(tmp_path):
+    path = tmp_path / "users.yaml"
+    run = subprocess.run([sys.executable, "app.py", "add-user", "dana", "--role", "admin",
+                          "--file", str(path), "--password-stdin", "--quota", "max_running_jobs=3"],
+                         cwd=REPO, input="dana-password\n", capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    users = Users.from_file(path)
+    assert users.authenticate("dana", "dana-password")
+    assert users.get("dana").quotas["max_running_jobs"] == 3
+    short = subprocess.run([sys.executable, "app.py", "add-user", "eve", "--file", str(path),
+                            "--password-stdin"], cwd=REPO, input="short\n", capture_output=True,
+                           text=True)
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"users": {"x": {"password": "hunter22"}}}, "not a scrypt hash"),
+    ({"users": {"x": {"password": hash_password("p" * 8), "role": "root"}}}, "role: must be one of admin, user"),
+    ({"defaults": {"max_jobs": 3}}, "max_jobs: unknown quota; allowed: max_queued_jobs"),
+    ({"users": {"x": {"password": hash_password("p" * 8), "quotas": {"max_gpus": -1}}}},
+     "users.x.quotas.max_gpus: must be a whole number >= 0"),
+])
+def test_bad_users_file_names_the_problem(tmp_path, content, message):
+    path = tmp_path / "users.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError, match=message):
+        Users.from_file(path)
+
+
+def test_without_logins_everyone_is_the_local_admin():
+    users = Users()
+    assert not users.enabled
+    assert users.get(None) == LOCAL_USER and users.get("anyone") == LOCAL_USER
+    assert all(v is None for v in users.quotas_of("local").values())
+
+
+@pytest.fixture
+def team(tmp_path):
+    path = tmp_path / "users.yaml"
+    add_user(path, "alice", "alice-secret", "admin")
+    add_user(path, "bob", "bob-secret", "user", {"max_queued_jobs": 2, "max_steps": 50,
+                                                  "max_gpus": 2})
+    add_user(path, "carol", "carol-secret", "user")
+    return Users.from_file(path)
+
+
+@pytest.fixture
+def idle_engine(tmp_path, team):
+    """An engine whose scheduler does not run: jobs stay where the calls put them."""
+    engine = Engine(tmp_path / "workspace", users=team).open()
+    yield engine
+    engine.close()
+
+
+def test_engine_enforces_owners_and_quotas(idle_engine, team):
+    engine = idle_engine
+    alice, bob, carol = team.get("alice"), team.get("bob"), team.get("carol")
+    job = engine.submit({"max_steps": 5}, bob)["job_id"]
+    assert engine.get_job(job)["owner"] == "bob"
+    for action in (lambda u: engine.pause(job, u), lambda u: engine.cancel(job, u),
+                   lambda u: engine.set_priority(job, 5, u), lambda u: engine.download_logs(job, u)):
+        with pytest.raises(NotYourJob, match=f"not your job: {job} belongs to bob"):
+            action(carol)
+    assert engine.get_job(job)["status"] == JobStatus.QUEUED  # nothing changed
+    assert engine.set_priority(job, 3, bob)["priority"] == 3
+    assert engine.pause(job, alice)["status"] == JobStatus.PAUSED  # an admin may
+    engine.resume(job, user=bob)
+
+    with pytest.raises(QuotaExceeded, match="quota max_steps: bob may use at most 50; the job asks "
+                                            "for max_steps 500"):
+        engine.submit({"max_steps": 500}, bob)
+    with pytest.raises(QuotaExceeded, match="quota max_gpus: bob may use at most 2"):
+        engine.submit({"max_steps": 5, "gpus": 3}, bob)
+    with pytest.raises(ConfigError, match="preempt: only admins"):
+        engine.submit({"max_steps": 5, "preempt": True}, bob)
+    engine.submit({"max_steps": 5}, bob)
+    count = len(engine.list_jobs())
+    with pytest.raises(QuotaExceeded, match="quota max_queued_jobs: bob has 2 jobs queued "
+                                            r"\(quota 2\)"):
+        engine.submit({"max_steps": 5}, bob)
+    assert len(engine.list_jobs()) == count  # a refused submit creates nothing
+    engine.submit({"max_steps": 5}, carol)  # carol's own quota is untouched
+
+
+def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
+    from engine.job import Job
+    from engine.store import MemoryJobStore
+
+    class Launcher:  # stands in for the supervisor: records what would start
+        running: dict = {}
+
+        def poll(self, now):
+            return []
+
+        def launch(self, job, paths, env):
+            self.running[job.job_id] = job
+            return type("P", (), {"pid": 1000 + len(self.running)})()
+
+    store = MemoryJobStore()
+    quotas = {"bob": {"max_running_jobs": 1, "max_gpus": None}, "carol": {}}
+    scheduler = Scheduler(store, Launcher(), type("W", (), {"job_paths": lambda s, j: None})(),
+                          DevicePool([0, 1, 2, 3]), quotas_of=lambda owner: quotas[owner])
+    for seq, owner in enumerate(["bob", "bob", "carol"], start=1):
+        store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config={"gpus": 1}, owner=owner, seq=seq))
+    scheduler.step(now=1.0)
+    status = {j.job_id: j.status for j in store.all()}
+    assert status == {"j1": "running", "j2": "queued", "j3": "running"}
+    assert scheduler.waiting["j2"] == "quota max_running_jobs: bob has 1 running (quota 1)"
