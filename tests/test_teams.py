@@ -64,7 +64,7 @@ def test_users_see_every_job_but_act_only_on_their_own(team_console):
     clients, _ = team_console
     alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
     # bob's long job holds the CPU, so carol's stays queued behind it.
-    bobs = call(bob, "/submit_job", {**LONG, "name": "bob's run"})["job_id"]
+    bobs = call(bob, "/submit_job", {**LONG, "max_steps": 1000, "name": "bob's run"})["job_id"]
     carols = call(carol, "/submit_job", {"max_steps": 3, "name": "carol's run"})["job_id"]
     assert {bobs, carols} <= {j["job_id"] for j in call(carol, "/list_jobs", None)}
     assert call(carol, "/get_job", bobs)["owner"] == "bob"
