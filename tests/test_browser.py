@@ -37,9 +37,11 @@ def page(tmp_path_factory):
 
 
 def loss_points(page) -> int:
+    """Points plotly drew in the loss chart's first series (decoded from the packed arrays)."""
     return page.evaluate("""() => {
         const plot = document.querySelector('#loss-chart .js-plotly-plot');
-        return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+        const drawn = plot && plot._fullData;
+        return drawn && drawn.length && drawn[0].x ? drawn[0].x.length : 0;
     }""")
 
 

@@ -1,6 +1,5 @@
-"""The queue with real trainers: start order, cancel, bad submissions, the workspace lock."""
-
-import time
+"""The queue with real trainers: bad submissions, refused actions, the workspace lock (start order
+and cancel: tests/test_teams.py)."""
 
 import pytest
 
@@ -9,44 +8,6 @@ from engine.config import ConfigError
 from engine.job import IllegalTransition
 from engine.store import JobNotFound
 from engine.workspace import WorkspaceBusy
-
-from conftest import QUICK, processes_of, wait_for_status, wait_for_step
-
-LONG = {"max_steps": 100000, "save_steps": 100000, "learning_rate": 1e-3}
-
-
-def test_jobs_start_by_priority_then_age_and_cancel_works(engine):
-    blocker = engine.submit({**LONG, "name": "blocker"})["job_id"]
-    wait_for_step(engine, blocker)
-    a = engine.submit({**QUICK, "max_steps": 2, "name": "a"})
-    b = engine.submit({**QUICK, "max_steps": 2, "name": "b", "priority": 5})
-    c = engine.submit({**QUICK, "max_steps": 2, "name": "c"})
-    doomed = engine.submit({**QUICK, "max_steps": 2, "name": "doomed", "priority": 9})
-    # Each position is the one at its submit: b and doomed jumped ahead by priority.
-    assert [a["position"], b["position"], c["position"], doomed["position"]] == [1, 1, 3, 1]
-
-    cancelled = engine.cancel(doomed["job_id"])  # queued: cancelled at once
-    assert cancelled["status"] == "cancelled"
-    assert engine.position(b["job_id"]) == 1
-
-    job_file = engine.workspace.job_paths(blocker).job_file
-    assert processes_of(job_file)
-    asked = time.time()
-    engine.cancel(blocker)
-    assert engine.get_job(blocker)["requested"] == "cancel"
-    stopped = wait_for_status(engine, blocker, timeout=30)
-    assert stopped["status"] == "cancelled"
-    assert time.time() - asked < 5
-    assert processes_of(job_file) == []  # the trainer and anything it spawned are gone
-
-    finished = [wait_for_status(engine, j["job_id"]) for j in (a, b, c)]
-    assert all(j["status"] == "completed" for j in finished)
-    order = sorted(finished, key=lambda j: j["started_at"])
-    assert [j["name"] for j in order] == ["b", "a", "c"]
-    never = engine.get_job(doomed["job_id"])
-    assert never["started_at"] is None and never["attempts"] == []
-    assert not engine.workspace.job_paths(doomed["job_id"]).metrics.exists()
-
 
 BAD_SUBMISSIONS = [
     ({"learning_rate": 0}, "learning_rate must be > 0"),

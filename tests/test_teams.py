@@ -39,7 +39,7 @@ def team_console(tmp_path_factory):
     process, url = start_console(folder / "workspace", "--auth-file", str(users))
     clients = {name: Client(url, auth=(name, f"{name}-secret"), verbose=False)
                for name in ("alice", "bob", "carol")}
-    yield clients, url
+    yield clients, url, folder / "workspace"
     stop_console(process)
 
 
@@ -50,7 +50,7 @@ def test_share_needs_logins():
 
 
 def test_unauthenticated_calls_are_refused(team_console):
-    _, url = team_console
+    _, url, _ = team_console
     with pytest.raises(Exception):
         Client(url, verbose=False)  # cannot even read the API description
     response = httpx.post(f"{url}gradio_api/call/list_jobs", json={"data": [None]}, timeout=10)
@@ -61,7 +61,7 @@ def test_unauthenticated_calls_are_refused(team_console):
 
 
 def test_users_see_every_job_but_act_only_on_their_own(team_console):
-    clients, _ = team_console
+    clients, _, _ = team_console
     alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
     # bob's long job holds the CPU, so carol's stays queued behind it.
     bobs = call(bob, "/submit_job", {**LONG, "max_steps": 1000, "name": "bob's run"})["job_id"]
@@ -90,7 +90,7 @@ def test_users_see_every_job_but_act_only_on_their_own(team_console):
 
 
 def test_over_quota_submits_are_refused_with_the_quota_named(team_console):
-    clients, _ = team_console
+    clients, _, _ = team_console
     alice, bob = clients["alice"], clients["bob"]
     message = refused(bob, "/submit_job", {"max_steps": 5000})
     assert "quota max_steps: bob may use at most 1000; the job asks for max_steps 5000" in message
@@ -107,20 +107,34 @@ def test_over_quota_submits_are_refused_with_the_quota_named(team_console):
 
 
 def test_jobs_start_in_the_order_the_queue_shows(team_console):
-    clients, _ = team_console
+    clients, _, _ = team_console
     alice = clients["alice"]
+    workspace = team_console[2]
     blocker = call(alice, "/submit_job", {**LONG, "name": "blocker"})["job_id"]
-    while call(alice, "/get_job", blocker)["status"] != "running":
+    while call(alice, "/get_job", blocker)["progress"].get("step", 0) < 1:
         time.sleep(0.3)
-    queued = [call(alice, "/submit_job", {"max_steps": 1, "save_steps": 100, "name": f"q{n}"})["job_id"]
+    queued = [call(alice, "/submit_job", {"max_steps": 1, "save_steps": 100, "name": f"q{n}"})
               for n in range(5)]
+    assert [q["position"] for q in queued] == [1, 2, 3, 4, 5]  # each as submitted
+    queued = [q["job_id"] for q in queued]
+    doomed = call(alice, "/submit_job", {"max_steps": 1, "priority": 9, "name": "doomed"})
+    assert doomed["position"] == 1  # jumped the queue by priority...
+    assert call(alice, "/cancel_job", doomed["job_id"])["status"] == "cancelled"  # ...and left it
     moved = call(alice, "/set_priority", queued[3], 5)
     assert moved["position"] == 1
     shown = sorted((j for j in call(alice, "/list_jobs", "queued") if j["job_id"] in queued),
                    key=lambda j: j["position"])
     shown_order = [j["job_id"] for j in shown]
     assert shown_order == [queued[3], queued[0], queued[1], queued[2], queued[4]]
-    call(alice, "/cancel_job", blocker)
+
+    job_file = workspace / "jobs" / blocker / "job.yaml"
+    assert processes_of(job_file)
+    asked = time.time()
+    assert call(alice, "/cancel_job", blocker)["requested"] == "cancel"
+    while call(alice, "/get_job", blocker)["status"] != "cancelled":
+        assert time.time() - asked < 5, "a cancelled trainer must stop within its step"
+        time.sleep(0.2)
+    assert processes_of(job_file) == []  # the trainer and anything it spawned are gone
     for job_id in queued:
         deadline = time.time() + 120
         while call(alice, "/get_job", job_id)["status"] not in ("completed", "failed") \
@@ -128,6 +142,8 @@ def test_jobs_start_in_the_order_the_queue_shows(team_console):
             time.sleep(0.5)
     started = sorted(queued, key=lambda j: call(alice, "/get_job", j)["started_at"])
     assert started == shown_order
+    never = call(alice, "/get_job", doomed["job_id"])
+    assert never["started_at"] is None and never["attempts"] == []
 
 
 @pytest.mark.slow
