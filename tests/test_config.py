@@ -59,7 +59,7 @@ def test_auto_settings_follow_the_machine(presets):
     cpu = resolve_submission({}, presets, CPU)
     assert cpu.config["dataloader_num_workers"] == 0
     assert cpu.config["dataloader_prefetch_factor"] is None
-    assert cpu.config["precision"] == "fp32" and cpu.config["optim"] == "adamw_torch"
+    assert cpu.config["precision"] == "fp32" and cpu.config["optim"] == "adamw_torch_fused"
     assert cpu.resolved["dataloader_num_workers"] == 0  # recorded as chosen automatically
     gpu = resolve_submission({}, presets, GPU_BOX)
     assert gpu.config["dataloader_num_workers"] == auto_num_workers(GPU_BOX) == 8

@@ -1,0 +1,97 @@
+"""Where does a training step's time go, in the console's trainer and in the plain TRL script?
+
+Runs bench/plain_trl.py and `python -m engine.train` (the console's command, on the job the
+console's default preset makes: same model, data, batch and seed) one after the other, samples
+each with py-spy for --seconds once training is under way, and reports the share of the main
+thread's samples spent in each part of the step. What the console adds shows up as its own lines
+(TrainDeck's callbacks, per-step logging).
+
+    python bench/profile_overhead.py [--seconds 10]     (needs py-spy: pip install py-spy)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.console import REPO  # noqa: E402
+from engine.jobfiles import SUPERVISED_ENV  # noqa: E402
+from engine.machine import detect  # noqa: E402
+from engine.presets import PresetLibrary  # noqa: E402
+from engine.resolve import resolve_submission  # noqa: E402
+
+# The first matching part names a sample, most specific first.
+PARTS = [
+    ("TrainDeck callbacks (metrics, heartbeat, requests)", ("engine/trainer_hooks.py", "engine/heartbeat.py")),
+    ("logging (HF: loss/grad-norm gather, callbacks)", ("_maybe_log_save_evaluate",)),
+    ("optimizer and scheduler step", ("optimizer.py", "adamw", "lr_scheduler")),
+    ("forward and backward", ("training_step", "compute_loss")),
+    ("data loading and collation", ("dataloader", "data_collator", "get_batch_samples", "collate")),
+]
+STEPS = 3000  # long enough to outlast start-up and the sampling window
+
+
+def profile(command: list[str], env: dict[str, str], seconds: float, warmup: float) -> Counter:
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(warmup)
+        out = Path(tempfile.mkdtemp()) / "profile.txt"
+        subprocess.run([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                        "record", "--pid", str(process.pid), "--duration", str(int(seconds)),
+                        "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
+                       check=True, capture_output=True)
+    finally:
+        process.kill()
+        process.wait()
+    parts: Counter = Counter()
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith(("<module>", "_run_module_as_main")):
+            continue  # other threads (heartbeat, autograd) are not the step's timeline
+        name = next((part for part, marks in PARTS if any(m in stack for m in marks)), "other")
+        parts[name] += int(count)
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=15, help="seconds before sampling starts")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    config = resolve_submission({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(),
+                                detect()).config
+    (folder / "job").mkdir()
+    job_file = folder / "job" / "job.yaml"
+    job_file.write_text(yaml.safe_dump({"job_id": "profile", "config": config,
+                                        "cache_dir": str(folder / "cache")}))
+    runs = {
+        "plain TRL script": ([sys.executable, "bench/plain_trl.py", str(folder / "plain.jsonl"),
+                              "--steps", str(STEPS)], {}),
+        "console trainer": ([sys.executable, "-m", "engine.train", str(job_file)],
+                            {SUPERVISED_ENV: "1"}),
+    }
+    results = {name: profile(command, env, args.seconds, args.warmup)
+               for name, (command, env) in runs.items()}
+    names = [part for part, _ in PARTS] + ["other"]
+    print(f"machine: {os.cpu_count()} CPUs; py-spy, {args.seconds:.0f} s of steady training each; "
+          f"share of the main thread's samples")
+    print(f"  {'':<52}" + "".join(f"{name:>20}" for name in results))
+    for part in names:
+        cells = "".join(f"{100 * r[part] / max(1, sum(r.values())):19.1f}%" for r in results.values())
+        print(f"  {part:<52}{cells}")
+
+
+if __name__ == "__main__":
+    main()
