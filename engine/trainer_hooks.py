@@ -29,8 +29,24 @@ except ImportError:
 _PROCESS = psutil.Process()  # one object: cpu_percent measures since its previous call
 
 
-def device_telemetry() -> dict[str, float]:
-    """Memory and utilization of the device this process trains on."""
+TELEMETRY_INTERVAL_S = 1.0
+_telemetry: dict[str, Any] = {"time": 0.0, "values": {}}
+
+
+def device_telemetry(force: bool = False) -> dict[str, float]:
+    """Memory and utilization of the device this process trains on, sampled at most once a
+    second (psutil and NVML calls cost more than a tiny model's step); peak GPU memory is always
+    current, since it is what a user sizes jobs by."""
+    now = time.monotonic()
+    if force or now - _telemetry["time"] >= TELEMETRY_INTERVAL_S:
+        _telemetry["time"], _telemetry["values"] = now, _sample_device()
+    values = dict(_telemetry["values"])
+    if "gpu_mem_peak_mb" in values:
+        values["gpu_mem_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return values
+
+
+def _sample_device() -> dict[str, float]:
     if torch.cuda.is_available():
         device = torch.cuda.current_device()
         record = {
@@ -82,7 +98,7 @@ class MetricsWriter(TrainerCallback):
         self._last_time = time.time()
         self._last_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
-        device_telemetry()  # first psutil cpu_percent call only primes the counter
+        device_telemetry(force=True)  # the first cpu_percent call only primes the counter
 
     def on_substep_end(self, args, state, control, **kwargs):
         self.heartbeat.beat(step=state.global_step)
