@@ -14,6 +14,7 @@ import yaml
 
 from engine.api import Engine
 from engine.job import JobStatus, can_transition
+from engine.users import User
 from ui.charts import compare_chart, job_charts
 from ui.api import user_of
 from ui.errors import as_gradio_errors
@@ -74,11 +75,14 @@ def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
             f'<div class="td-progress-text">{" · ".join(parts)}</div>')
 
 
-def header(job: dict[str, Any]) -> str:
+def header(job: dict[str, Any], user: User | None = None) -> str:
     status = job["status"] + (f" — {job['requested']} requested" if job.get("requested") else "")
+    view_only = user is not None and not user.is_admin and user.name != job["owner"]
     lines = [f"### {html.escape(job['name'])}  ·  `{job['job_id']}`",
              f"**Status:** <span class='td-status td-{job['status']}'>{status}</span>"
-             f" · owner {job['owner']} · priority {job['priority']} · attempt {job['attempt']}"]
+             f" · owner {html.escape(job['owner'])} · priority {job['priority']}"
+             f" · attempt {job['attempt']}"
+             + (f" · *view only: {html.escape(job['owner'])}'s job*" if view_only else "")]
     if job["status"] == JobStatus.QUEUED and job.get("position"):
         lines.append(f"Position in queue: **{job['position']}**"
                      + (f" ({html.escape(job['waiting'])})" if job.get("waiting") else ""))
@@ -87,10 +91,10 @@ def header(job: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def actions_state(job: dict[str, Any] | None) -> list[dict]:
+def actions_state(job: dict[str, Any] | None, user: User | None = None) -> list[dict]:
     """Pause, Resume, Cancel, Download model, Download logs, Export merged: enabled only when
-    legal."""
-    if job is None:
+    legal, and only for the job's owner or an admin."""
+    if job is None or (user is not None and not user.is_admin and user.name != job["owner"]):
         return [gr.update(interactive=False)] * 6
     status, requested = job["status"], job.get("requested")
     can_pause = status in (JobStatus.QUEUED, JobStatus.RUNNING) and not requested
@@ -174,8 +178,8 @@ def create_jobs_tab(engine: Engine) -> None:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return data.iloc[row]["job id"], -1
 
-    def refresh_job(selected: str, drawn_step: int):
-        return job_view(engine, selected, drawn_step)
+    def refresh_job(selected: str, drawn_step: int, request: gr.Request = None):
+        return job_view(engine, selected, drawn_step, user_of(engine, request))
 
     @as_gradio_errors
     def do_pause(selected: str, request: gr.Request = None):
@@ -232,7 +236,7 @@ def create_jobs_tab(engine: Engine) -> None:
     set_priority.click(do_set_priority, [job_id, priority], action_message, **private)
 
 
-def job_view(engine: Engine, selected: str, drawn_step: int) -> list:
+def job_view(engine: Engine, selected: str, drawn_step: int, user: User | None = None) -> list:
     """Everything the job view shows, for the job selected; charts only when a step is new."""
     outputs_when_empty = (["No job selected.", "", gr.skip(), gr.skip(), "", "", gr.skip(),
                            gr.skip(), gr.skip(), gr.skip(), gr.skip(), -1]
@@ -257,9 +261,9 @@ def job_view(engine: Engine, selected: str, drawn_step: int) -> list:
     names = [c["name"] for c in job["checkpoints"]]
     config_text = yaml.safe_dump({"command": job["command"], "config": job["config"],
                                   "resolved automatically": job["resolved"]}, sort_keys=False)
-    return ([header(job), progress_bar(job, analytics), gr.update(choices=names),
+    return ([header(job, user), progress_bar(job, analytics), gr.update(choices=names),
              checkpoints, engine.log_tail(job["job_id"]), config_text]
-            + charts + [analytics_text(analytics), last_step] + actions_state(job))
+            + charts + [analytics_text(analytics), last_step] + actions_state(job, user))
 
 
 def analytics_text(analytics: dict[str, Any]) -> str:
