@@ -213,18 +213,30 @@ class ControlRequests(TrainerCallback):
 ACTIONS = (None, PAUSE, CANCEL)
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank0_decides(value: int) -> int:
+    """Rank 0's value, on every rank (the value itself where there is one process). Under DDP
+    every rank must take the same branch wherever the branches differ in collective calls."""
+    if not _distributed():
+        return value
+    import torch.distributed as dist
+
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    code = torch.tensor([value], device=device)
+    dist.broadcast(code, src=0)
+    return int(code.item())
+
+
 def agreed_action(action: str | None) -> str | None:
     """Rank 0's reading of the request files, for every rank: under DDP all ranks must stop at the
     same step (each reading the file itself could see it one step apart and deadlock)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return action
-    device = (torch.device("cuda", torch.cuda.current_device())
-              if dist.get_backend() == "nccl" else torch.device("cpu"))
-    code = torch.tensor([ACTIONS.index(action)], device=device)
-    dist.broadcast(code, src=0)
-    return ACTIONS[int(code.item())]
+    return ACTIONS[rank0_decides(ACTIONS.index(action))]
 
 
 class TrainDeckTrainerMixin:
@@ -253,18 +265,26 @@ class TrainDeckTrainerMixin:
         if self._tokenized_cache is None or not isinstance(dataset, Dataset):
             return super()._prepare_dataset(dataset, *args, **kwargs)
         folder = self._tokenized_cache / str(dataset_name)
-        if (folder / "dataset_info.json").exists():
+        # TRL's preparation holds barriers between ranks: all ranks reuse the cache, or none.
+        if rank0_decides(int((folder / "dataset_info.json").exists())):
             print(f"tokenized {dataset_name} dataset: reusing cache {folder}", flush=True)
             return load_from_disk(str(folder))
         if self._heartbeat:
             self._heartbeat.beat(force=True, phase="tokenizing")
         prepared = super()._prepare_dataset(dataset, *args, **kwargs)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return prepared  # rank 0 writes the cache
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         prepared.save_to_disk(str(tmp))
         folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        if folder.exists() and not (folder / "dataset_info.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # not a cache entry: never completed
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # Another job with the same data wrote the same key meanwhile: identical content.
+            shutil.rmtree(tmp, ignore_errors=True)
         return load_from_disk(str(folder))
 
     def _save_checkpoint(self, model, trial):
