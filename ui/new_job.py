@@ -21,7 +21,7 @@ from ui.api import user_of
 DATA_FIELDS = ["model", "dataset", "dataset_format", "method"]
 COMMON_FIELDS = ["adapter", "learning_rate", "num_train_epochs", "max_steps",
                  "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                 "lora_r", "lora_alpha", "name", "priority"]
+                 "lora_r", "lora_alpha", "name", "priority", "gpus"]
 ADVANCED_FIELDS = [n for n in SCHEMA if n not in DATA_FIELDS + COMMON_FIELDS]
 PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub id like Qwen/Qwen2.5-0.5B-Instruct",
                 "dataset": "empty: the preset's sample; or a .jsonl/.json/.csv/.parquet path, or a Hub id",
