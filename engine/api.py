@@ -445,7 +445,7 @@ class Engine:
                              timeout=EXPORT_TIMEOUT_S)
         if run.returncode != 0:
             lines = [l for l in (run.stdout + run.stderr).splitlines() if l.strip()]
-            raise ConfigError(f"generation failed: " + "\n".join(lines[-8:]))
+            raise ConfigError("generation failed: " + "\n".join(lines[-8:]))
         return json.loads(run.stdout.strip().splitlines()[-1])
 
     def download_logs(self, job_id: str, user: User | None = None) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config import AUTO, FORMATS, METHOD_FORMATS
+from engine.config import AUTO, METHOD_FORMATS
 
 EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 ROLES = ("system", "user", "assistant", "tool")

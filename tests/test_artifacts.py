@@ -11,7 +11,6 @@ import pytest
 import torch
 from gradio_client import Client
 from peft import PeftModel
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.console import start_console, stop_console

@@ -11,7 +11,7 @@ from engine.api import Engine
 from engine.config import ConfigError
 from engine.job import JobStatus
 from engine.scheduler import DevicePool, Scheduler
-from engine.users import (LOCAL_USER, NotYourJob, QuotaExceeded, User, Users, add_user,
+from engine.users import (LOCAL_USER, NotYourJob, QuotaExceeded, Users, add_user,
                           hash_password, verify_password)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
 downloads. Every endpoint calls the same engine methods as the UI."""
 
-from typing import Any, Optional
+from typing import Optional
 
 import gradio as gr
 

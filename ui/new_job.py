@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from engine.api import Engine
-from engine.config import AUTO, SCHEMA, ConfigError, field_type
+from engine.config import SCHEMA, ConfigError, field_type
 from engine.job import IllegalTransition
 from ui.api import user_of
 
