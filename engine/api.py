@@ -184,8 +184,11 @@ class Engine:
                                 f"(quota {limit}); wait for some to start or cancel one")
 
     def _owner(self, job: Job) -> User:
-        """The job's owner with their quotas (an admin resuming it spends the owner's quota)."""
-        return User(job.owner, quotas=self.users.quotas_of(job.owner))
+        """The job's owner, role and quotas (an admin resuming it spends the owner's quota)."""
+        try:
+            return self.users.get(job.owner)
+        except NotYourJob:  # a job from before logins were enabled, or a removed user
+            return User(job.owner, quotas=self.users.quotas_of(job.owner))
 
     @staticmethod
     def _authorize(job: Job, user: User | None, action: str) -> None:

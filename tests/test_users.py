@@ -126,6 +126,11 @@ def test_engine_enforces_owners_and_quotas(idle_engine, team):
     assert len(engine.list_jobs()) == count  # a refused submit creates nothing
     engine.submit({"max_steps": 5}, carol)  # carol's own quota is untouched
 
+    # An admin's preempting job keeps its owner's rights when resumed with changes.
+    urgent = engine.submit({"max_steps": 5, "preempt": True}, alice)["job_id"]
+    engine.pause(urgent, alice)
+    assert engine.resume(urgent, changes={"max_steps": 6}, user=alice)["status"] == "queued"
+
 
 def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
     from engine.job import Job
