@@ -1,8 +1,10 @@
 """TrainDeck: `python app.py` starts the engine and the console in the browser.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--workspace ./workspace] [--share]
-                  [--auth USER:PASSWORD[:ROLE] ...] [--auth-file users.yaml] [--gpus 0,1,2,3]
+                  [--auth USER:PASSWORD[:ROLE] | --auth @FILE ...] [--auth-file users.yaml]
+                  [--data-root DIR ...] [--max-upload-mb N] [--gpus 0,1,2,3]
     python app.py add-user NAME [--role admin|user] [--file users.yaml] [--quota NAME=N ...]
+    python app.py repair-db [--workspace ./workspace]
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from pathlib import Path
 
 from engine.api import Engine
 from engine.config import ConfigError
-from engine.users import QUOTAS, ROLES, ADMIN, Users, add_user
-from engine.workspace import WorkspaceBusy
+from engine.logins import LoginThrottle
+from engine.repair import repair
+from engine.store import DatabaseDamaged
+from engine.users import QUOTAS, ROLES, USER, Users, add_user
+from engine.workspace import Workspace, WorkspaceBusy
 
 CONSOLE_NICENESS = 10
+AUTH_ENV = "TRAINDECK_AUTH"  # USER:PASSWORD[:ROLE] logins, one per line (kept out of `ps`)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,27 +38,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true",
                         help="also serve through a public share link (requires --auth)")
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLE]",
-                        help="require this login (repeat for several users); ROLE is admin or "
-                             "user (default admin: whoever starts the console owns it)")
+                        help="require this login (repeat for several users); ROLE is user "
+                             "(default) or admin. @FILE reads such lines from a file, and "
+                             f"${AUTH_ENV} holds them too: both keep passwords out of `ps`")
     parser.add_argument("--auth-file", metavar="USERS.yaml",
                         help="logins with hashed passwords, roles and quotas "
                              "(written by `python app.py add-user`)")
     parser.add_argument("--gpus", metavar="0,1,...",
                         help="the GPU indices jobs may use (default: every GPU NVML finds)")
+    parser.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                        help="a folder whose models and datasets users may train on (repeat for "
+                             "several); with logins, nothing else on the server is readable")
+    parser.add_argument("--max-upload-mb", type=int, default=1024, metavar="N",
+                        help="the largest dataset file one upload may be (default 1024)")
     return parser.parse_args(argv)
 
 
 def parse_auth(pairs: list[str]) -> list[tuple[str, str, str]]:
+    """USER:PASSWORD[:ROLE] logins; ROLE is user unless it says admin (least privilege)."""
     logins = []
     for pair in pairs:
         user, sep, rest = pair.partition(":")
-        password, role = rest, ADMIN
+        password, role = rest, USER
         if rest.rsplit(":", 1)[-1] in ROLES and ":" in rest:
             password, role = rest.rsplit(":", 1)
         if not sep or not user or not password:
-            raise SystemExit(f"--auth {pair!r}: expected USER:PASSWORD or USER:PASSWORD:ROLE")
+            raise SystemExit(f"--auth: a login must be USER:PASSWORD or USER:PASSWORD:ROLE "
+                             f"(got one for {user or 'no user'!r})")
         logins.append((user, password, role))
     return logins
+
+
+def auth_lines(args: argparse.Namespace) -> list[str]:
+    """Logins from --auth values, @files and the environment."""
+    lines = []
+    for value in args.auth:
+        if value.startswith("@"):
+            try:
+                text = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SystemExit(f"--auth {value}: cannot read it ({exc.strerror})")
+            lines += [line.strip() for line in text.splitlines()]
+        else:
+            print("warning: a password given with --auth is visible to every account on this "
+                  f"machine (ps); use --auth @FILE or ${AUTH_ENV} instead", file=sys.stderr)
+            lines.append(value)
+    lines += [line.strip() for line in os.environ.get(AUTH_ENV, "").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
@@ -111,14 +143,41 @@ def load_users(args: argparse.Namespace) -> Users:
         raise ConfigError(f"--auth-file {args.auth_file}: no such file (create it with "
                           f"`python app.py add-user NAME --file {args.auth_file}`)")
     users = Users.from_file(args.auth_file) if args.auth_file else Users()
-    users.add_logins(parse_auth(args.auth))
+    users.add_logins(parse_auth(auth_lines(args)))
     return users
+
+
+def repair_db_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python app.py repair-db",
+        description="Rebuild the job database (jobs.json) from the job folders. The old file is "
+                    "kept beside it; the console must not be running.")
+    parser.add_argument("--workspace", default="./workspace")
+    args = parser.parse_args(argv)
+    workspace = Workspace(args.workspace)
+    try:
+        jobs, skipped, kept = repair(workspace)
+    except WorkspaceBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    print(f"{workspace.database}: rebuilt {len(jobs)} jobs from their folders ("
+          + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none") + ")")
+    if kept:
+        print(f"the previous file is kept as {kept}")
+    for folder in skipped:
+        print(f"skipped {folder}: no readable job.yaml with a config", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["add-user"]:
         return add_user_command(argv[1:])
+    if argv[:1] == ["repair-db"]:
+        return repair_db_command(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal request otherwise
@@ -126,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         users = load_users(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for root in args.data_root:
+        if not Path(root).is_dir():
+            print(f"error: --data-root {root}: no such folder", file=sys.stderr)
+            return 2
+    if args.max_upload_mb < 1:
+        print("error: --max-upload-mb must be at least 1", file=sys.stderr)
         return 2
     if args.share and not users.enabled:
         print("error: --share publishes the console on the internet; it needs logins "
@@ -139,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after the cheap checks: gradio takes seconds to import.
     import gradio as gr
 
-    from ui.app import CSS, build_console
+    from starlette.middleware import Middleware
 
-    engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users)
+    from ui.app import CSS, build_console
+    from ui.login_guard import LoginGuard
+
+    engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
+                    data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20)
     try:
         engine.start()
-    except (WorkspaceBusy, ConfigError) as exc:
+    except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # Serving the UI and the API must never take CPU from training. On Linux niceness belongs to a
@@ -160,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    # Failed logins are throttled per name and address before Gradio checks the password.
+    middleware = [Middleware(LoginGuard, throttle=LoginThrottle())] if users.enabled else []
     try:
         console.launch(server_name=args.host, server_port=args.port, share=args.share,
-                       auth=users.authenticate if users.enabled else None, ssr_mode=False, show_error=True,
-                       allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
+                       auth=users.authenticate if users.enabled else None, ssr_mode=False,
+                       auth_message="After 5 wrong passwords a name or address must wait before "
+                                    "it may try again; the wait doubles with each further one.",
+                       show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
+                       max_file_size=args.max_upload_mb << 20,
+                       app_kwargs={"middleware": middleware},
                        prevent_thread_lock=False, quiet=False)
     except KeyboardInterrupt:
         pass

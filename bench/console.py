@@ -24,18 +24,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_console(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_console(workspace: Path, *extra: str,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     workspace.mkdir(parents=True, exist_ok=True)
     log = open(workspace.parent / f"console-{port}.log", "wb")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace",
                                 str(workspace), *extra], cwd=REPO, stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    process.log_path = log.name
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"console exited with code {process.returncode}")
+            raise RuntimeError(f"console exited with code {process.returncode}: "
+                               f"{Path(log.name).read_text()[-2000:]}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return process, url

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.config import AUTO, METHOD_FORMATS
 
@@ -32,6 +32,11 @@ SIGNATURES = (
     ("text", ("text",)),
 )
 PREVIEW_ROWS = 5
+# A row is a training example, not a corpus: a longer line is a mistake (or an attack on the
+# console's memory), refused before it is read whole.
+MAX_LINE_BYTES = 16 << 20
+MAX_JSON_FILE_BYTES = 256 << 20  # a .json file is parsed whole; larger ones belong in .jsonl
+csv.field_size_limit(MAX_LINE_BYTES)
 
 
 class DatasetError(ValueError):
@@ -71,8 +76,17 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        number = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DatasetError(f"dataset {path}: line {number} is longer than "
+                                   f"{MAX_LINE_BYTES >> 20} MiB; one line is one example")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError(f"dataset {path}: line {number} is not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -80,16 +94,23 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"dataset {path}: line {number} is not valid JSON "
                                    f"({exc.msg} at column {exc.colno})") from None
-            except UnicodeDecodeError:
-                raise DatasetError(f"dataset {path}: line {number} is not UTF-8 text") from None
+            except RecursionError:
+                raise DatasetError(f"dataset {path}: line {number} nests too deeply") from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    if path.stat().st_size > MAX_JSON_FILE_BYTES:
+        raise DatasetError(f"dataset {path}: a .json file is read whole, and this one is over "
+                           f"{MAX_JSON_FILE_BYTES >> 20} MiB; write it as .jsonl (one object per line)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"dataset {path}: line {exc.lineno} is not valid JSON "
                            f"({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"dataset {path}: not UTF-8 text") from None
+    except RecursionError:
+        raise DatasetError(f"dataset {path}: nests too deeply") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"train": [...]} or {"data": [...]}
     if not isinstance(data, list):
@@ -102,24 +123,34 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
 def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            return
-        for record in reader:
-            if None in record:
-                raise DatasetError(f"dataset {path}: line {reader.line_num} has more values than "
-                                   f"the header's {len(reader.fieldnames)} columns")
-            yield f"line {reader.line_num}", record
+        try:
+            if not reader.fieldnames:
+                return
+            for record in reader:
+                if None in record:
+                    raise DatasetError(f"dataset {path}: line {reader.line_num} has more values "
+                                       f"than the header's {len(reader.fieldnames)} columns")
+                yield f"line {reader.line_num}", record
+        except csv.Error as exc:
+            raise DatasetError(f"dataset {path}: line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"dataset {path}: after line {reader.line_num}: not UTF-8 text") from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq  # heavy; only parquet files need it
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        index = 0
+        for batch in batches:  # a batch at a time: memory stays bounded whatever the file's size
+            for record in batch.to_pylist():
+                index += 1
+                yield f"row {index}", record
+    except DatasetError:
+        raise
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DatasetError(f"dataset {path}: not a readable parquet file ({exc})") from None
-    for index, record in enumerate(table.to_pylist(), start=1):
-        yield f"row {index}", record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,8 +270,16 @@ def load_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str,
               method: str) -> tuple[str, list[dict[str, Any]]]:
     """Validate every record and convert it; returns (format, trainer rows)."""
     rows: list[dict[str, Any]] = []
+    fmt = scan_rows(records, source, fmt, method, rows.append)
+    return fmt, rows
+
+
+def scan_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str, method: str,
+              keep: Callable[[dict[str, Any]], Any]) -> str:
+    """Validate every record, hand each converted row to `keep`; returns the format."""
+    count = 0
     for where, record in records:
-        if not rows and fmt == AUTO:
+        if not count and fmt == AUTO:
             if not isinstance(record, dict):
                 raise DatasetError(f"dataset {source}: {where}: expected an object with fields, "
                                    f"got {type(record).__name__}")
@@ -250,15 +289,16 @@ def load_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str,
                     f"dataset {source}: {where}: cannot tell the format from its fields "
                     f"({', '.join(sorted(record)) or 'none'}); expected one of: {describe_formats()}")
             fmt = detected
-        if not rows:
+        if not count:
             check_format_for_method(source, fmt, method)
         problem = check_row(fmt, record)
         if problem:
             raise DatasetError(f"dataset {source}: {where}: {problem}")
-        rows.append(to_trainer_row(fmt, record))
-    if not rows:
+        keep(to_trainer_row(fmt, record))
+        count += 1
+    if not count:
         raise DatasetError(f"dataset {source}: no rows (the file is empty)")
-    return fmt, rows
+    return fmt
 
 
 def fingerprint_file(path: Path) -> str:
@@ -269,9 +309,7 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_local(path: str | os.PathLike, fmt: str = AUTO,
-               method: str = "sft") -> tuple[DatasetSummary, list[dict[str, Any]]]:
-    """Read, validate and convert a local dataset file."""
+def _check_file(path: str | os.PathLike) -> Path:
     file = Path(path)
     if not file.exists():
         raise DatasetError(f"dataset {path}: no such file")
@@ -283,6 +321,13 @@ def load_local(path: str | os.PathLike, fmt: str = AUTO,
                            f"use one of {', '.join(EXTENSIONS)}")
     if file.stat().st_size == 0:
         raise DatasetError(f"dataset {path}: the file is empty")
+    return file
+
+
+def load_local(path: str | os.PathLike, fmt: str = AUTO,
+               method: str = "sft") -> tuple[DatasetSummary, list[dict[str, Any]]]:
+    """Read, validate and convert a local dataset file (the trainer keeps every row)."""
+    file = _check_file(path)
     detected, rows = load_rows(read_records(file), str(path), fmt, method)
     summary = DatasetSummary(str(path), detected, len(rows), fingerprint_file(file),
                              rows[:PREVIEW_ROWS])
@@ -290,7 +335,20 @@ def load_local(path: str | os.PathLike, fmt: str = AUTO,
 
 
 def validate_local(path: str | os.PathLike, fmt: str = AUTO, method: str = "sft") -> DatasetSummary:
-    return load_local(path, fmt, method)[0]
+    """Validate every row without keeping them: the console checks files of any size in the
+    memory of one row (and a preview)."""
+    file = _check_file(path)
+    preview: list[dict[str, Any]] = []
+    count = 0
+
+    def keep(row: dict[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        if len(preview) < PREVIEW_ROWS:
+            preview.append(row)
+
+    detected = scan_rows(read_records(file), str(path), fmt, method, keep)
+    return DatasetSummary(str(path), detected, count, fingerprint_file(file), preview)
 
 
 def is_local_dataset(value: str) -> bool:

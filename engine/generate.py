@@ -22,10 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_dir", type=Path)
-    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--prompt", help="the prompt (default: read from stdin)")
     parser.add_argument("--checkpoint", help="a checkpoint-N folder (default: the final model)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args(argv)
+    if args.prompt is None:
+        args.prompt = sys.stdin.read()
     paths = JobPaths(args.job_dir.resolve())
     source = paths.root / args.checkpoint if args.checkpoint else paths.final_model
     if not source.is_dir():

@@ -3,11 +3,14 @@ one function that moves a job from one status to another."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol
+
+from engine.jsonsafe import made_safe, unsafe_parts
 
 
 class JobStatus(str, Enum):
@@ -90,6 +93,8 @@ class Job:
     last_checkpoint: str | None = None
     progress: dict[str, Any] = field(default_factory=lambda: {"step": 0, "total_steps": None})
     resolved: dict[str, Any] = field(default_factory=dict)  # fields that were `auto`, and their values
+    shared: bool = False  # its owner lets every user try it and train on its model
+    damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +103,64 @@ class Job:
     def from_dict(cls, data: dict[str, Any]) -> Job:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names the job's folder
+_NUMBER = (int, float)
+# Each stored field, the types it may hold, and whether None is allowed.
+RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), False), "config": ((dict,), False), "owner": ((str,), False),
+    "priority": ((int,), False), "seq": ((int,), False), "created_at": (_NUMBER, False),
+    "queued_at": (_NUMBER, True), "started_at": (_NUMBER, True), "finished_at": (_NUMBER, True),
+    "paused_at": (_NUMBER, True), "pid": ((int,), True), "attempt": ((int,), False),
+    "attempts": ((list,), False), "exit_code": ((int,), True), "error": ((str,), True),
+    "requested": ((str,), True), "resume_from": ((str,), True), "preempted_by": ((str,), True),
+    "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
+    "shared": ((bool,), False),
+}
+
+
+def record_problems(data: Any) -> list[str]:
+    """What is wrong with a stored job record (empty: nothing). A record whose job_id cannot name
+    a folder is unusable; other problems are repaired on reading (see `readable_record`)."""
+    if not isinstance(data, dict):
+        return [f"not an object but a {type(data).__name__}"]
+    problems = []
+    if not isinstance(data.get("job_id"), str) or not JOB_ID.match(data["job_id"]):
+        problems.append("job_id: missing or not a folder name")
+    if data.get("status") not in {s.value for s in JobStatus}:
+        problems.append(f"status: not one of {', '.join(s.value for s in JobStatus)}")
+    for name, (types, nullable) in RECORD_FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            problems.append(f"{name}: a {type(value).__name__} where {types[0].__name__} belongs")
+    problems += unsafe_parts({k: v for k, v in data.items() if k != "damaged"})
+    if isinstance(data.get("priority"), int) and 2**31 < abs(data["priority"]) <= 2**63:
+        problems.append("priority: out of range")
+    return problems
+
+
+def readable_record(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """A damaged record made safe to read, list and show: bad fields fall back to their
+    defaults, unreadable values become text, and `damaged` says what was wrong. It is never
+    started (the scheduler skips damaged jobs); its owner or an admin can cancel or delete it."""
+    defaults = Job(job_id="", name="", config={}).to_dict()
+    fixed = made_safe(data)
+    for name, (types, nullable) in RECORD_FIELDS.items():
+        value = fixed.get(name, defaults[name])
+        if not (value is None and nullable) and (
+                not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+            fixed[name] = defaults[name]
+    if isinstance(fixed.get("priority"), int) and abs(fixed["priority"]) > 2**31:
+        fixed["priority"] = 0
+    if fixed.get("status") not in {s.value for s in JobStatus}:
+        fixed["status"] = JobStatus.FAILED.value
+    fixed["damaged"] = "; ".join(problems)[:500]
+    return fixed
 
 
 class JobRecords(Protocol):

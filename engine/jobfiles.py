@@ -58,6 +58,11 @@ class JobPaths:
         return self.root / "summary.json"
 
     @property
+    def record(self) -> Path:
+        """The console's copy of the job's database record (for repair-db)."""
+        return self.root / "record.json"
+
+    @property
     def exit_record(self) -> Path:
         return self.root / "exit.json"
 

@@ -15,7 +15,7 @@ from engine import machine as machines
 from engine.config import AUTO, METHOD_FORMATS, ConfigError, check_combinations, validate_fields
 from engine.data import DatasetError, DatasetSummary, validate_local
 from engine.presets import PresetLibrary
-from engine.sources import resolve_dataset_location, resolve_model, sample_dataset
+from engine.sources import SourceRules, resolve_dataset_location, resolve_model, sample_dataset
 
 
 @dataclass
@@ -27,7 +27,9 @@ class Resolution:
 
 
 def resolve_submission(submission: Any, presets: PresetLibrary, machine: machines.Machine,
-                       base_dir: Path | None = None, check_data: bool = True) -> Resolution:
+                       base_dir: Path | None = None, check_data: bool = True,
+                       rules: SourceRules | None = None) -> Resolution:
+    """`rules`: where this submitter's models and datasets may come from (None: anywhere)."""
     if submission is None:
         submission = {}
     if not isinstance(submission, dict):
@@ -39,7 +41,7 @@ def resolve_submission(submission: Any, presets: PresetLibrary, machine: machine
     check_combinations(config)
     resolved: dict[str, Any] = {}
 
-    config["model"] = resolve_model(config["model"], base_dir)
+    config["model"] = resolve_model(config["model"], base_dir, rules)
     summary = None
     if not config["dataset"]:
         fmt = config["dataset_format"]
@@ -47,7 +49,7 @@ def resolve_submission(submission: Any, presets: PresetLibrary, machine: machine
             fmt = preset.sample if preset.sample in METHOD_FORMATS[config["method"]] \
                 else METHOD_FORMATS[config["method"]][0]
         config["dataset"] = str(sample_dataset(fmt))
-    location, is_local = resolve_dataset_location(config["dataset"], base_dir)
+    location, is_local = resolve_dataset_location(config["dataset"], base_dir, rules)
     config["dataset"] = location
     if is_local and check_data:
         try:

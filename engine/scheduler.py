@@ -76,6 +76,9 @@ class Scheduler:
         self.workspace = workspace
         self.devices = devices
         self.listeners = listeners if listeners is not None else []
+        # Exits the database could not record yet (a full disk): retried every round, so a job
+        # never stays "running" after its trainer ended.
+        self.unrecorded: list[TrainerExit] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -86,14 +89,26 @@ class Scheduler:
 
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for finished in self.supervisor.poll(now):
-            self._finish(finished, now)
+        exits, self.unrecorded = self.unrecorded + self.supervisor.poll(now), []
+        for finished in exits:
+            try:
+                self._finish(finished, now)
+            except OSError as exc:
+                log.error("job %s ended (%s) but the database cannot record it yet: %s",
+                          finished.job_id, finished.status, exc)
+                self.unrecorded.append(finished)
+        if self.unrecorded:
+            return  # the database cannot be written: start nothing until it can
         with self.store.lock:
             jobs = self.store.all((JobStatus.QUEUED.value, JobStatus.RUNNING.value))
             running = [j for j in jobs if j.status == JobStatus.RUNNING]
             waiting: dict[str, str] = {}
             blocked = False
             for job in queue_order(jobs):
+                if job.damaged:
+                    waiting[job.job_id] = (f"never started: its stored record is damaged "
+                                           f"({job.damaged}); cancel or delete it")
+                    continue
                 if blocked:
                     waiting[job.job_id] = "behind the jobs above it"
                     continue
@@ -153,6 +168,14 @@ class Scheduler:
         slots = self.devices.take(job.job_id, int(job.config.get("gpus", 1)))
         if slots is None:
             return False
+        try:
+            return self._launch(job, slots, now)
+        except BaseException:
+            if job.job_id not in self.supervisor.running:
+                self.devices.release(job.job_id)  # nothing runs: the devices are free again
+            raise
+
+    def _launch(self, job: Job, slots: list, now: float) -> bool:
         env = {}
         if self.devices.gpu_indices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in slots)
@@ -175,7 +198,6 @@ class Scheduler:
         return True
 
     def _finish(self, finished: TrainerExit, now: float) -> None:
-        self.devices.release(finished.job_id)
         job = self.store.get(finished.job_id)
         paths = self.workspace.job_paths(job.job_id)
         latest = paths.latest_checkpoint()
@@ -192,7 +214,9 @@ class Scheduler:
             job = change_status(self.store, job.job_id, finished.status, self.listeners, now, **fields)
         except IllegalTransition:
             log.exception("job %s: cannot record exit %s", job.job_id, finished)
+            self.devices.release(finished.job_id)
             return
+        self.devices.release(finished.job_id)  # once recorded: until then the job still holds them
         log.info("job %s %s (exit %s)", job.job_id, job.status, finished.exit_code)
         if job.status == JobStatus.PAUSED and job.preempted_by:
             change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, now,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from huggingface_hub import HfApi, try_to_load_from_cache
 from huggingface_hub.utils import HfHubHTTPError
 
-from engine.config import ConfigError
+from engine.config import ConfigError, shorten
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_DIR / "data"
@@ -27,6 +28,7 @@ SAMPLE_FILES = {
     "text": "text.jsonl",
     "preference": "preference.jsonl",
 }
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_TIMEOUT_S = 5
 
@@ -39,12 +41,71 @@ def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~"))
 
 
-def resolve_model(value: str, base: Path) -> str:
+class SourceRules:
+    """Where one user's models and datasets may come from, on a shared console: the shipped tiny
+    model and samples, the data roots an admin configured, the user's own uploads, and the folders
+    of jobs they may use (their own, shared ones, every one for an admin). Everything else is
+    refused with the same words whether it exists or not, so a refusal reveals nothing.
+
+    `confined=False` (a console without logins or data roots: one person's machine) allows every
+    local path."""
+
+    def __init__(self, confined: bool, data_roots: tuple[Path, ...] = (),
+                 workspace: Path | None = None, uploads: tuple[Path, ...] = (),
+                 may_use_job: Callable[[str], bool] = lambda job_id: False):
+        self.confined = confined
+        self.data_roots = tuple(Path(os.path.realpath(r)) for r in data_roots)
+        self.workspace = Path(os.path.realpath(workspace)) if workspace else None
+        self.uploads = tuple(Path(os.path.realpath(u)) for u in uploads)
+        self.may_use_job = may_use_job
+
+    @classmethod
+    def open(cls) -> SourceRules:
+        return cls(confined=False)
+
+    def candidate(self, value: str, base: Path) -> Path:
+        """The absolute, symlink-free path a value names (it may not exist). `~` means nothing
+        on a confined console: the server's home folder is not the user's."""
+        path = Path(value) if self.confined else Path(value).expanduser()
+        return Path(os.path.realpath(path if path.is_absolute() else base / path))
+
+    def allows(self, path: Path) -> bool:
+        if not self.confined or _under(path, DATA_DIR.resolve()):
+            return True
+        if self.workspace is not None and _under(path, self.workspace):
+            # Inside the workspace only its own rules count, whatever data root holds it.
+            if any(_under(path, u) for u in self.uploads):
+                return True
+            jobs = self.workspace / "jobs"
+            if _under(path, jobs) and path != jobs:
+                return self.may_use_job(path.relative_to(jobs).parts[0])
+            return False
+        return any(_under(path, root) for root in self.data_roots)
+
+    def describe(self) -> str:
+        places = ["your uploads", "the shipped samples and tiny model"]
+        if self.data_roots:
+            places.append("the data roots (" + ", ".join(str(r) for r in self.data_roots) + ")")
+        places.append("your own or shared jobs' folders")
+        return ", ".join(places)
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _refused(kind: str, value: str, rules: SourceRules) -> ConfigError:
+    return ConfigError(f"{kind} {shorten(value, 120)}: not a place this console reads from; use "
+                       f"{rules.describe()}, or a Hugging Face Hub id")
+
+
+def resolve_model(value: str, base: Path, rules: SourceRules | None = None) -> str:
     """An absolute local folder, or the hub id unchanged once it is known to be reachable."""
     if not value:
         return str(TINY_MODEL)
-    local = _local_path(value, base)
-    if local is not None:
+    rules = rules or SourceRules.open()
+    local = rules.candidate(value, base)
+    if rules.allows(local) and local.exists():
         if not local.is_dir():
             raise ConfigError(f"model {value}: is a file; name the model's folder")
         if not (local / "config.json").exists() and not (local / "adapter_config.json").exists():
@@ -52,30 +113,30 @@ def resolve_model(value: str, base: Path) -> str:
                               f"transformers model")
         return str(local)
     if looks_like_path(value) or not HUB_ID.match(value):
+        if not rules.allows(local):
+            raise _refused("model", value, rules)
         raise ConfigError(f"model {value}: no such folder, and not a Hugging Face Hub id "
                           f"(organisation/name)")
     check_hub(value, "model")
     return value
 
 
-def resolve_dataset_location(value: str, base: Path) -> tuple[str, bool]:
+def resolve_dataset_location(value: str, base: Path,
+                             rules: SourceRules | None = None) -> tuple[str, bool]:
     """(location, is_local). A local value becomes an absolute path."""
-    local = _local_path(value, base)
-    if local is not None:
+    rules = rules or SourceRules.open()
+    local = rules.candidate(value, base)
+    if rules.allows(local) and local.exists():
         return str(local), True
-    if looks_like_path(value) or Path(value).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"):
-        raise ConfigError(f"dataset {value}: no such file")
-    if not HUB_ID.match(value):
+    looks_local = looks_like_path(value) or Path(value).suffix.lower() in DATASET_SUFFIXES
+    if looks_local or not HUB_ID.match(value):
+        if not rules.allows(local):
+            raise _refused("dataset", value, rules)
+        if looks_local:
+            raise ConfigError(f"dataset {value}: no such file")
         raise ConfigError(f"dataset {value}: no such file, and not a Hugging Face Hub id")
     check_hub(value, "dataset")
     return value, False
-
-
-def _local_path(value: str, base: Path) -> Path | None:
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    return path.resolve() if path.exists() else None
 
 
 def check_hub(repo_id: str, kind: str) -> None:

@@ -8,6 +8,7 @@ or the new database on disk, never a torn one, and every acknowledged write surv
 from __future__ import annotations
 
 import json
+import logging
 import marshal
 import os
 import threading
@@ -18,7 +19,29 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from engine.job import Job
+from engine.config import ConfigError
+from engine.job import Job, readable_record, record_problems
+from engine.jsonsafe import unsafe_parts
+
+log = logging.getLogger("traindeck.store")
+
+
+class DatabaseDamaged(RuntimeError):
+    """The job database cannot be read as it is; the message says how to rebuild it."""
+
+
+class StorageError(ConfigError):
+    """The database or a job folder could not be written (a full disk, say); nothing changed."""
+
+
+class UnsafeValue(ValueError):
+    """A value no JSON client could read back was about to be stored."""
+
+
+def check_storable(fields: dict[str, Any]) -> None:
+    problems = unsafe_parts(fields)
+    if problems:
+        raise UnsafeValue("refusing to store a value no client could read: " + "; ".join(problems[:5]))
 
 
 def clone(data: Any) -> Any:
@@ -52,6 +75,9 @@ class JobStore(ABC):
     def update(self, job_id: str, **fields: Any) -> Job: ...
 
     @abstractmethod
+    def delete(self, job_id: str) -> None: ...
+
+    @abstractmethod
     def all(self, statuses: tuple[str, ...] | None = None, copy: bool = True) -> list[Job]:
         """Every job, or those in `statuses`. copy=False skips copying for callers that only
         read (the job list, asked for every few seconds): they must not change what they get."""
@@ -83,6 +109,7 @@ class MemoryJobStore(JobStore):
         with self.lock:
             if job.job_id in self._jobs:
                 raise ValueError(f"job {job.job_id} already exists")
+            check_storable(job.to_dict())
             self._jobs[job.job_id] = clone(job.to_dict())
             return self.get(job.job_id)
 
@@ -96,8 +123,14 @@ class MemoryJobStore(JobStore):
         with self.lock:
             if job_id not in self._jobs:
                 raise JobNotFound(job_id)
+            check_storable(fields)
             self._jobs[job_id].update(clone(fields))
             return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        with self.lock:
+            if self._jobs.pop(job_id, None) is None:
+                raise JobNotFound(job_id)
 
     def _statuses(self) -> list[str]:
         return [d["status"] for d in self._jobs.values()]
@@ -127,12 +160,24 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            raise self._damaged("is not UTF-8 text") from None
         if not text.strip():
-            return None
+            raise self._damaged("is empty")
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RuntimeError(f"job database {self.path} is not valid JSON: {exc}") from exc
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise self._damaged(f"is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+            raise self._damaged("does not hold a table of jobs")
+        return data
+
+    def _damaged(self, problem: str) -> DatabaseDamaged:
+        # Starting over an unreadable database would write an empty one over the history.
+        return DatabaseDamaged(
+            f"job database {self.path} {problem}; the console will not start over it (that would "
+            f"lose every job's record). Rebuild it from the job folders with `python app.py "
+            f"repair-db --workspace {self.path.parent}` (the damaged file is kept beside it).")
 
     def read(self) -> dict[str, Any] | None:
         return self._data
@@ -172,12 +217,32 @@ class TinyDBJobStore(JobStore):
         self.path = Path(path)
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         self._jobs = self._db.table("jobs", cache_size=0)
-        self._doc_ids = {doc["job_id"]: doc.doc_id for doc in self._jobs.all()}
+        self._doc_ids: dict[str, int] = {}
+        self._damaged: dict[int, list[str]] = {}  # doc id -> problems, for records read made safe
+        for doc in self._jobs.all():
+            problems = record_problems(dict(doc))
+            if any(p.startswith(("job_id:", "not an object")) for p in problems):
+                # Kept on disk untouched (repair-db can look at it), but nothing can address it.
+                log.error("job database: record %s is unusable (%s); ignored", doc.doc_id,
+                          "; ".join(problems))
+                continue
+            if problems:
+                log.error("job %s: damaged record (%s); shown made safe, never started",
+                          doc["job_id"], "; ".join(problems))
+                self._damaged[doc.doc_id] = problems
+            self._doc_ids[doc["job_id"]] = doc.doc_id
+
+    def _job(self, doc, copy: bool = True) -> Job:
+        problems = self._damaged.get(doc.doc_id)
+        if problems:
+            return Job.from_dict(readable_record(dict(doc), problems))
+        return Job.from_dict(clone(dict(doc)) if copy else doc)
 
     def add(self, job: Job) -> Job:
         with self.lock:
             if job.job_id in self._doc_ids:
                 raise ValueError(f"job {job.job_id} already exists")
+            check_storable(job.to_dict())
             self._doc_ids[job.job_id] = self._jobs.insert(clone(job.to_dict()))
             return self.get(job.job_id)
 
@@ -186,22 +251,50 @@ class TinyDBJobStore(JobStore):
             doc = self._jobs.get(doc_id=self._doc_ids.get(job_id, -1))
             if doc is None:
                 raise JobNotFound(job_id)
-            return Job.from_dict(clone(dict(doc)))
+            return self._job(doc)
 
     def update(self, job_id: str, **fields: Any) -> Job:
         with self.lock:
             if job_id not in self._doc_ids:
                 raise JobNotFound(job_id)
-            self._jobs.update(clone(fields), doc_ids=[self._doc_ids[job_id]])
+            check_storable(fields)
+            doc_id = self._doc_ids[job_id]
+            self._jobs.update(clone(fields), doc_ids=[doc_id])
+            if doc_id in self._damaged:
+                problems = record_problems(dict(self._jobs.get(doc_id=doc_id)))
+                if problems:
+                    self._damaged[doc_id] = problems
+                else:
+                    del self._damaged[doc_id]
             return self.get(job_id)
 
+    def delete(self, job_id: str) -> None:
+        with self.lock:
+            if job_id not in self._doc_ids:
+                raise JobNotFound(job_id)
+            doc_id = self._doc_ids.pop(job_id)
+            self._jobs.remove(doc_ids=[doc_id])
+            self._damaged.pop(doc_id, None)
+
+    def _docs(self) -> list:
+        docs = self._jobs.all()
+        if len(docs) == len(self._doc_ids):
+            return docs
+        known = set(self._doc_ids.values())  # skip unusable records
+        return [doc for doc in docs if doc.doc_id in known]
+
+    def _status(self, doc) -> str:
+        return self._job(doc, copy=False).status if doc.doc_id in self._damaged else doc["status"]
+
     def _statuses(self) -> list[str]:
-        return [doc["status"] for doc in self._jobs.all()]
+        return [self._status(doc) for doc in self._docs()]
 
     def all(self, statuses: tuple[str, ...] | None = None, copy: bool = True) -> list[Job]:
         with self.lock:
-            return [Job.from_dict(clone(dict(doc)) if copy else doc) for doc in self._jobs.all()
-                    if statuses is None or doc["status"] in statuses]
+            # Filter on the stored status first: the scheduler asks for queued and running jobs
+            # several times a second out of thousands.
+            return [self._job(doc, copy) for doc in self._docs()
+                    if statuses is None or self._status(doc) in statuses]
 
     def close(self) -> None:
         self._db.close()

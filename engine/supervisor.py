@@ -8,6 +8,7 @@ grace period or a silent heartbeat, and explain every failure with its cause and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,9 +132,12 @@ def trainer_command(job_file: Path, processes: int = 1) -> list[str]:
 
 
 def write_job_file(paths: JobPaths, job: Job, cache_dir: Path, resume_from: str | None) -> None:
+    """The trainer's input; it also carries what `repair-db` needs to rebuild the job's record."""
     paths.root.mkdir(parents=True, exist_ok=True)
     document = {"job_id": job.job_id, "name": job.name, "config": job.config,
-                "resume_from": resume_from, "cache_dir": str(cache_dir)}
+                "resume_from": resume_from, "cache_dir": str(cache_dir),
+                "owner": job.owner, "priority": job.priority, "seq": job.seq,
+                "created_at": job.created_at, "shared": job.shared}
     tmp = paths.job_file.with_name(".job.yaml.tmp")
     tmp.write_text(yaml.safe_dump(document, sort_keys=False))
     os.replace(tmp, paths.job_file)
@@ -149,6 +153,24 @@ def log_tail(paths: JobPaths, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_NOISE)]
     return "\n".join(kept[-lines:])
+
+
+DISK_FULL_FREE_BYTES = 16 << 20
+DISK_FULL_WORDS = ("No space left on device", "Errno 28", "ENOSPC")
+
+
+def disk_full_note(paths: JobPaths, tail: str) -> str | None:
+    """Why a trainer failed, when the disk holding its folder is (or was) full: the trainer may
+    not even have been able to write its traceback."""
+    try:
+        free = shutil.disk_usage(paths.root).free
+    except OSError:
+        free = None
+    if any(word in tail for word in DISK_FULL_WORDS) or (
+            free is not None and free < DISK_FULL_FREE_BYTES):
+        left = f" ({free / 2**20:.1f} MiB free now)" if free is not None else ""
+        return f"no space left on device (ENOSPC): the disk holding the workspace is full{left};"
+    return None
 
 
 def describe_exit(code: int) -> str:
@@ -311,6 +333,11 @@ class Supervisor:
             # Killed while pausing: paused all the same, from the last complete checkpoint.
             return TrainerExit(job_id, JobStatus.PAUSED, code)
         tail = log_tail(trainer.paths)
+        full = disk_full_note(trainer.paths, tail)
+        if full:
+            return TrainerExit(job_id, JobStatus.FAILED, code,
+                               f"{full} {describe_exit(code)}. Free some space, then resume: it "
+                               f"continues from the last complete checkpoint.\n{tail}".strip())
         if trainer.popen is None and trainer.recorded_exit() is None:
             cause = ("interrupted: the trainer stopped while the console was not running"
                      if not trainer.alive_at_attach else

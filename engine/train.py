@@ -179,7 +179,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
 
     # ---- data -----------------------------------------------------------------------------------
     heartbeat.beat(force=True, phase="reading data")
-    if Path(config["dataset"]).exists():
+    if Path(config["dataset"]).is_absolute() or Path(config["dataset"]).exists():
         summary, rows = load_local(config["dataset"], config["dataset_format"], config["method"])
         data_key = summary.fingerprint
     else:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
+import stat
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +39,16 @@ LOCAL = "local"  # the owner of every job when the console runs without logins
 
 # name -> (what it limits, built-in default; None = unlimited)
 QUOTAS: dict[str, tuple[str, int | None]] = {
+    "max_jobs": ("jobs kept at once, whatever their status (delete old ones to make room)", 200),
     "max_queued_jobs": ("jobs waiting in the queue at once", 20),
     "max_running_jobs": ("jobs running at once", 4),
     "max_gpus": ("GPUs in use at once", 8),
     "max_steps": ("max_steps of one job", None),
     "max_epochs": ("num_train_epochs of one job", None),
+    "max_upload_mb": ("MiB of uploaded datasets stored at once", 2048),
 }
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+log = logging.getLogger("traindeck.users")
 
 
 class NotYourJob(PermissionError):
@@ -120,6 +125,10 @@ class Users:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Users:
+        mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0
+        if mode & 0o077:
+            log.warning("%s is readable by other accounts on this machine (mode %o): its password "
+                        "hashes can be copied and guessed offline; chmod 600 %s", path, mode, path)
         data = _read(Path(path))
         defaults = _check_quotas(data.get("defaults"), f"{path}: defaults")
         users = {}
@@ -143,8 +152,10 @@ class Users:
             self._users[name] = (User(name, role), hash_password(password))
 
     def authenticate(self, name: str, password: str) -> bool:
+        """Takes as long for an unknown name as for a known one: timing tells no names."""
         entry = self._users.get(name)
-        return entry is not None and verify_password(password, entry[1])
+        matches = verify_password(password, entry[1] if entry else _UNKNOWN_USER_HASH)
+        return entry is not None and matches
 
     def get(self, name: str | None) -> User:
         if not self.enabled:
@@ -161,6 +172,10 @@ class Users:
             return LOCAL_USER.quotas
         entry = self._users.get(name)
         return self.defaults | (entry[0].quotas if entry else {})
+
+
+# Checked against for unknown names, so that refusing one costs a real scrypt run too.
+_UNKNOWN_USER_HASH = hash_password(secrets.token_hex(16))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -196,6 +211,11 @@ def add_user(path: str | os.PathLike, name: str, password: str, role: str = USER
     users[name] = entry
     data.setdefault("defaults", {name_: default for name_, (_, default) in QUOTAS.items()})
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.chmod(tmp, 0o600)  # hashes are still worth keeping private
+    tmp.unlink(missing_ok=True)
+    # Created private: hashes are worth keeping from other accounts, not even for a moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(yaml.safe_dump(data, sort_keys=False))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -36,11 +36,21 @@ class Workspace:
         return self.root / "exports"
 
     @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "console.lock"
 
     def job_paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.jobs_dir / job_id)
+
+    def job_folders(self) -> list[Path]:
+        """Folders under jobs/ that hold a job file (what repair-db can rebuild from)."""
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(p for p in self.jobs_dir.iterdir() if (p / "job.yaml").is_file())
 
     def create(self) -> None:
         for folder in (self.root, self.jobs_dir, self.cache_dir, self.exports_dir):

@@ -20,6 +20,19 @@ QUICK = {"max_steps": 12, "learning_rate": 5e-3, "warmup_steps": 0}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub: fail fast, not slow
 
 
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll until `predicate()` returns something true (and return it); past the deadline, fail
+    saying what was awaited."""
+    deadline = time.time() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.time() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
+
+
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -61,7 +61,7 @@ def test_add_user_command_reads_password_from_stdin(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ({"users": {"x": {"password": "hunter22"}}}, "not a scrypt hash"),
     ({"users": {"x": {"password": hash_password("p" * 8), "role": "root"}}}, "role: must be one of admin, user"),
-    ({"defaults": {"max_jobs": 3}}, "max_jobs: unknown quota; allowed: max_queued_jobs"),
+    ({"defaults": {"max_job": 3}}, "max_job: unknown quota; allowed: max_jobs"),
     ({"users": {"x": {"password": hash_password("p" * 8), "quotas": {"max_gpus": -1}}}},
      "users.x.quotas.max_gpus: must be a whole number >= 0"),
 ])

@@ -1,6 +1,7 @@
 """The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
 downloads. Every endpoint calls the same engine methods as the UI."""
 
+from pathlib import Path
 from typing import Optional
 
 import gradio as gr
@@ -39,15 +40,28 @@ def register_api(engine: Engine) -> None:
         return engine.submit(config, user_of(engine, request))
 
     @as_gradio_errors
-    def list_jobs(status: Optional[str] = None) -> list:
-        """Job summaries, newest first; status filters (queued, running, paused, completed,
-        failed, cancelled) or null for all."""
-        return engine.list_jobs(status or None)
+    def check_job(config: dict, request: gr.Request = None) -> dict:
+        """Check a config as /submit_job would, without queueing it: the resolved config, what
+        was chosen automatically, and the dataset's format, row count and first rows."""
+        resolution = engine.check(config, user_of(engine, request))
+        summary = resolution.dataset
+        # No "path" keys: gradio_client would take such a dict for a file and download it.
+        dataset = summary and {"location": summary.path, "format": summary.format,
+                               "rows": summary.rows, "preview": summary.preview}
+        return {"valid": True, "config": resolution.config, "resolved": resolution.resolved,
+                "dataset": dataset}
 
     @as_gradio_errors
-    def get_job(job_id: str) -> dict:
-        """The full job: config, status, progress, last metrics, error, checkpoints."""
-        return engine.get_job(job_id)
+    def list_jobs(status: Optional[str] = None, request: gr.Request = None) -> list:
+        """Job summaries, newest first; status filters (queued, running, paused, completed,
+        failed, cancelled) or null for all. Other users' jobs show no paths or error details."""
+        return engine.list_jobs(status or None, user_of(engine, request))
+
+    @as_gradio_errors
+    def get_job(job_id: str, request: gr.Request = None) -> dict:
+        """The full job: config, status, progress, last metrics, error, checkpoints (paths, log
+        details and errors only for its owner and admins)."""
+        return engine.get_job(job_id, user_of(engine, request))
 
     @as_gradio_errors
     def get_metrics(job_id: str, since_step: int = 0) -> list:
@@ -92,18 +106,32 @@ def register_api(engine: Engine) -> None:
 
     @as_gradio_errors
     def try_model(job_id: str, prompt: str, checkpoint: Optional[str] = None,
-                  max_new_tokens: int = 64) -> dict:
-        """Answers of the base model and the trained one (final or a checkpoint) to a prompt."""
-        return engine.try_model(job_id, prompt, checkpoint or None, int(max_new_tokens))
+                  max_new_tokens: int = 64, request: gr.Request = None) -> dict:
+        """Answers of the base model and the trained one (final or a checkpoint) to a prompt
+        (owner, admin, or anyone for a shared job; one generation at a time per user)."""
+        return engine.try_model(job_id, prompt, checkpoint or None, max_new_tokens,
+                                user_of(engine, request))
+
+    @as_gradio_errors
+    def share_job(job_id: str, shared: bool = True, request: gr.Request = None) -> dict:
+        """Let every user try, download and train on this job's model (owner or admin); false
+        stops sharing."""
+        return engine.share_job(job_id, shared, user_of(engine, request))
+
+    @as_gradio_errors
+    def delete_job(job_id: str, request: gr.Request = None) -> dict:
+        """Delete a job that is not queued or running: its record, folder and exports (owner or
+        admin). Frees room under the max_jobs quota."""
+        return engine.delete_job(job_id, user_of(engine, request))
 
     @as_gradio_errors
     def system_stats() -> dict:
         """CPU, memory, disk and per-GPU telemetry, and the queue's counts."""
         return engine.system_stats()
 
-    for fn in (health, list_presets, get_preset, submit_job, list_jobs, get_job, get_metrics,
-               pause_job, resume_job, cancel_job, set_priority, list_checkpoints, job_analytics, try_model,
-               system_stats):
+    for fn in (health, list_presets, get_preset, check_job, submit_job, list_jobs, get_job, get_metrics,
+               pause_job, resume_job, cancel_job, set_priority, list_checkpoints, job_analytics,
+               try_model, system_stats, share_job, delete_job):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
 
     # Downloads return files, which need a File output component: hidden ones serve the API.
@@ -113,6 +141,9 @@ def register_api(engine: Engine) -> None:
         model_file = gr.File(label="model zip")
         logs_file = gr.File(label="logs zip")
         merged_file = gr.File(label="merged model zip")
+        dataset_file = gr.File(label="dataset file")
+        upload_result = gr.JSON(label="stored upload")
+        upload_trigger = gr.Button("upload dataset")
         model_trigger = gr.Button("download model")
         logs_trigger = gr.Button("download logs")
         export_trigger = gr.Button("export merged model")
@@ -130,6 +161,16 @@ def register_api(engine: Engine) -> None:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
         return str(engine.export_merged(job_id, checkpoint or None, user_of(engine, request)))
 
+    @as_gradio_errors
+    def upload_dataset(file: str, request: gr.Request = None) -> dict:
+        """Store a dataset file for the caller (within their upload quota); returns
+        {dataset: the path to name in /submit_job, bytes, stored_mb}."""
+        if not file:
+            raise gr.Error("no file was uploaded")
+        return engine.upload_dataset(file, Path(file).name, user_of(engine, request))
+
+    upload_trigger.click(upload_dataset, dataset_file, upload_result, api_name="upload_dataset",
+                         concurrency_limit=None)
     export_trigger.click(export_model, [job_id, checkpoint], merged_file, api_name="export_model",
                          concurrency_limit=None)
     model_trigger.click(download_model, [job_id, checkpoint], model_file,

@@ -30,7 +30,7 @@ def build_console(engine: Engine) -> gr.Blocks:
                     f"v{health['version']} · workspace `{engine.workspace.root}`")
         with gr.Tabs():
             with gr.Tab("New job", id="new"):
-                create_new_job_tab(engine, engine.workspace.root / "uploads")
+                create_new_job_tab(engine)
             with gr.Tab("Jobs", id="jobs"):
                 create_jobs_tab(engine)
             with gr.Tab("System", id="system"):

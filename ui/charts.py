@@ -7,6 +7,7 @@ however long the run.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 from typing import Any
 
@@ -144,7 +145,8 @@ def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> go.Figur
     for job_id, (name, records) in runs.items():
         shown, stride = sample_records(records)
         xs, ys = series(shown, "loss")
-        _add(figure, xs, smooth(ys, SMOOTHING ** stride), f"{name} ({job_id[-4:]})")
+        # Plotly reads trace names as HTML-like markup: a name is shown as its letters only.
+        _add(figure, xs, smooth(ys, SMOOTHING ** stride), html.escape(f"{name} ({job_id[-4:]})"))
     return figure
 
 

@@ -18,6 +18,7 @@ from engine.users import User
 from ui.charts import compare_chart, job_charts
 from ui.api import user_of
 from ui.errors import as_gradio_errors
+from ui.safe_text import as_text
 
 TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "model", "progress",
                  "loss", "started", "duration", "job id"]
@@ -78,16 +79,20 @@ def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
 def header(job: dict[str, Any], user: User | None = None) -> str:
     status = job["status"] + (f" — {job['requested']} requested" if job.get("requested") else "")
     view_only = user is not None and not user.is_admin and user.name != job["owner"]
-    lines = [f"### {html.escape(job['name'])}  ·  `{job['job_id']}`",
-             f"**Status:** <span class='td-status td-{job['status']}'>{status}</span>"
-             f" · owner {html.escape(job['owner'])} · priority {job['priority']}"
+    owner = as_text(job["owner"])
+    lines = [f"### {as_text(job['name'])}  ·  `{job['job_id']}`",
+             f"**Status:** <span class='td-status td-{html.escape(job['status'])}'>{status}</span>"
+             f" · owner {owner} · priority {job['priority']}"
              f" · attempt {job['attempt']}"
-             + (f" · *view only: {html.escape(job['owner'])}'s job*" if view_only else "")]
+             + (" · shared" if job.get("shared") else "")
+             + (f" · *view only: {owner}'s job*" if view_only else "")]
+    if job.get("damaged"):
+        lines.append(f"**Damaged record:** {as_text(job['damaged'])}")
     if job["status"] == JobStatus.QUEUED and job.get("position"):
         lines.append(f"Position in queue: **{job['position']}**"
-                     + (f" ({html.escape(job['waiting'])})" if job.get("waiting") else ""))
+                     + (f" ({as_text(job['waiting'])})" if job.get("waiting") else ""))
     if job.get("error"):
-        lines.append(f"**Error:** {html.escape(job['error'].splitlines()[0])}")
+        lines.append(f"**Error:** {as_text(job['error'].splitlines()[0])}")
     return "\n\n".join(lines)
 
 
@@ -160,14 +165,14 @@ def create_jobs_tab(engine: Engine) -> None:
 
     # ---- handlers ---------------------------------------------------------------------------
 
-    def refresh_table():
-        jobs = engine.list_jobs()
+    def refresh_table(request: gr.Request = None):
+        jobs = engine.list_jobs(user=user_of(engine, request))
         choices = [(f"{j['name']} ({j['job_id']})", j["job_id"]) for j in jobs]
         return job_table(jobs), gr.update(choices=choices)
 
     @as_gradio_errors
-    def do_generate(selected: str, chosen: str | None, text: str):
-        result = engine.try_model(selected, text, chosen or None)
+    def do_generate(selected: str, chosen: str | None, text: str, request: gr.Request = None):
+        result = engine.try_model(selected, text, chosen or None, user=user_of(engine, request))
         return result["base"], result["tuned"]
 
     def do_compare(job_ids: list[str]):
@@ -244,9 +249,9 @@ def job_view(engine: Engine, selected: str, drawn_step: int, user: User | None =
     if not selected or not selected.strip():
         return outputs_when_empty
     try:
-        job = engine.get_job(selected.strip())
+        job = engine.get_job(selected.strip(), user)
     except (KeyError, ValueError):
-        return [f"No job with id `{html.escape(selected)}`.", ""] + outputs_when_empty[2:]
+        return [f"No job with id {as_text(selected, 80)}.", ""] + outputs_when_empty[2:]
     analytics = engine.job_analytics(job["job_id"])
     last_step = (job["last_metrics"] or {}).get("step", 0)
     if last_step != drawn_step or not last_step:
@@ -262,7 +267,7 @@ def job_view(engine: Engine, selected: str, drawn_step: int, user: User | None =
     config_text = yaml.safe_dump({"command": job["command"], "config": job["config"],
                                   "resolved automatically": job["resolved"]}, sort_keys=False)
     return ([header(job, user), progress_bar(job, analytics), gr.update(choices=names),
-             checkpoints, engine.log_tail(job["job_id"]), config_text]
+             checkpoints, engine.log_tail(job["job_id"], user=user), config_text]
             + charts + [analytics_text(analytics), last_step] + actions_state(job, user))
 
 

@@ -4,8 +4,6 @@ config and command that will run, and submit."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from engine.api import Engine
 from engine.config import SCHEMA, ConfigError, field_type
 from engine.job import IllegalTransition
 from ui.api import user_of
+from ui.safe_text import as_text
 
 DATA_FIELDS = ["model", "dataset", "dataset_format", "method"]
 COMMON_FIELDS = ["adapter", "learning_rate", "num_train_epochs", "max_steps",
@@ -74,7 +73,7 @@ def preview_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{k: show(v) for k, v in row.items()} for row in rows])
 
 
-def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.components.Component]:
+def create_new_job_tab(engine: Engine) -> dict[str, gr.components.Component]:
     presets = engine.list_presets()
     default = engine.presets.default_name
     start = engine.get_preset(default)
@@ -134,21 +133,22 @@ def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.compon
         config = engine.get_preset(name)
         return [preset_details(engine, name)] + [gr.update(value=_shown(config[n])) for n in names]
 
-    def save_upload(file: str | None):
+    def save_upload(file: str | None, request: gr.Request = None):
         if not file:
-            return gr.skip()
-        source = Path(file)
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-        target = uploads_dir / f"{digest}-{source.name}"
-        uploads_dir.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            shutil.copyfile(source, target)  # Gradio's temp copy may be cleaned up; ours stays
-        return str(target)
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            stored = engine.upload_dataset(file, Path(file).name, user_of(engine, request))
+        except (ConfigError, ValueError) as exc:
+            return gr.skip(), None, _error(exc, "**Not uploaded.**")
+        # The file now lives in the user's uploads: the upload box is cleared, the path filled in.
+        return (stored["dataset"], None,
+                f"**Uploaded** `{Path(stored['dataset']).name}` ({stored['bytes'] / 2**20:.1f} MiB; "
+                f"your uploads hold {stored['stored_mb']} MiB).")
 
-    def check_config(preset_name: str, *values):
+    def check_config(preset_name: str, *values, request: gr.Request = None):
         submission = submission_from(preset_name, names, values)
         try:
-            resolution = engine.validate(submission)
+            resolution = engine.check(submission, user_of(engine, request))
         except (ConfigError, ValueError) as exc:
             return _error(exc), gr.skip(), gr.skip(), gr.skip()
         config = resolution.config
@@ -178,7 +178,8 @@ def create_new_job_tab(engine: Engine, uploads_dir: Path) -> dict[str, gr.compon
                 f"Follow it in the **Jobs** tab.")
 
     preset.change(load_preset, preset, [details] + inputs, api_visibility="private")
-    upload.upload(save_upload, upload, widgets["dataset"], api_visibility="private")
+    upload.upload(save_upload, upload, [widgets["dataset"], upload, message],
+                  api_visibility="private")
     check.click(check_config, [preset] + inputs,
                 [message, data_summary, data_preview, config_preview], api_visibility="private")
     submit.click(submit_from_form, [preset] + inputs, message, api_visibility="private",
@@ -190,6 +191,6 @@ def _shown(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _error(exc: Exception) -> str:
+def _error(exc: Exception, title: str = "**Not submitted.**") -> str:
     lines = str(exc).splitlines() or [type(exc).__name__]
-    return "**Not submitted.** Fix:\n" + "\n".join(f"- {line}" for line in lines)
+    return f"{title} Fix:\n" + "\n".join(f"- {as_text(line, 1000)}" for line in lines)
