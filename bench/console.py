@@ -24,11 +24,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_console(workspace: Path, *extra: str,
-                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_console(workspace: Path, *extra: str, env: dict[str, str] | None = None,
+                  log_dir: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     workspace.mkdir(parents=True, exist_ok=True)
-    log = open(workspace.parent / f"console-{port}.log", "wb")
+    log = open((log_dir or workspace.parent) / f"console-{port}.log", "wb")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace",
                                 str(workspace), *extra], cwd=REPO, stdout=log,
                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

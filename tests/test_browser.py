@@ -4,8 +4,9 @@ import os
 import time
 
 import pytest
+from gradio_client import Client
 
-from conftest import REPO
+from conftest import REPO, wait_until
 from bench.console import start_console as launch_console
 from bench.console import stop_console
 
@@ -17,11 +18,18 @@ pytestmark = [pytest.mark.browser,
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
+def console(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("browser") / "workspace"
     process, url = launch_console(workspace)
+    yield url
+    stop_console(process)
+
+
+@pytest.fixture(scope="module")
+def page(console):
+    from playwright.sync_api import sync_playwright
+
+    url = console
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -32,7 +40,6 @@ def page(tmp_path_factory):
         page.goto(url)
         yield page
         browser.close()
-    stop_console(process)
 
 
 def loss_points(page) -> int:
@@ -90,3 +97,30 @@ def test_an_invalid_submission_shows_the_problem_inline(page):
     message = page.locator("#submit-message")
     message.get_by_text("learning_rate must be > 0").wait_for()
     assert "Not submitted" in message.inner_text()
+
+
+def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
+    """A job name written as Markdown and HTML shows as those characters: no link, no image
+    fetched from elsewhere, in the job header and in the Compare legend."""
+    name = ('[click](http://evil.example/x) ![pixel](http://127.0.0.1:9/x.png) '
+            '<a href="http://evil.example">link</a>')
+    client = Client(console, verbose=False)
+    job_id = client.predict({"max_steps": 2, "name": name}, api_name="/submit_job")["job_id"]
+    wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed", 120,
+               "the job with the hostile name to complete")
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#selected-job textarea").fill(job_id)
+    header = page.locator("#job-header")
+    header.get_by_text("[click](http://evil.example/x)").wait_for()
+    assert header.locator("a").count() == 0 and header.locator("img").count() == 0
+    assert '<a href="http://evil.example">link</a>' in header.inner_text()
+
+    page.get_by_text("Compare runs").click()
+    page.get_by_label("Jobs to overlay (loss, smoothed)").click()
+    page.get_by_role("option", name=job_id).click()
+    legend = page.locator("#compare-chart .legend")
+    legend.wait_for()
+    assert legend.locator("a").count() == 0
+    assert '<a href="http://evil.example">' in legend.text_content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "text-not-markup.png"), full_page=True)

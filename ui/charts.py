@@ -142,11 +142,13 @@ def system_chart(samples: list[dict[str, Any]]) -> go.Figure:
 def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> go.Figure:
     """Smoothed loss of several jobs on one chart: {job_id: (name, records)}."""
     figure = _figure("Loss, smoothed", "step", "loss")
+    figure.update_layout(showlegend=True)  # the names matter even for one run
     for job_id, (name, records) in runs.items():
         shown, stride = sample_records(records)
         xs, ys = series(shown, "loss")
         # Plotly reads trace names as HTML-like markup: a name is shown as its letters only.
-        _add(figure, xs, smooth(ys, SMOOTHING ** stride), html.escape(f"{name} ({job_id[-4:]})"))
+        label = html.escape(f"{name} ({job_id[-4:]})", quote=False)
+        _add(figure, xs, smooth(ys, SMOOTHING ** stride), label)
     return figure
 
 

@@ -152,7 +152,7 @@ def create_jobs_tab(engine: Engine) -> None:
             tuned_answer = gr.Textbox(label="Trained", lines=4, interactive=False)
     with gr.Accordion("Compare runs", open=False):
         compare_ids = gr.Dropdown([], multiselect=True, label="Jobs to overlay (loss, smoothed)")
-        compare_plot = gr.Plot(label="Loss of several runs")
+        compare_plot = gr.Plot(label="Loss of several runs", elem_id="compare-chart")
     log_tail = gr.Textbox(label="Training log (last lines)", lines=12, max_lines=12,
                           autoscroll=True, interactive=False, elem_id="log-tail")
     with gr.Accordion("Config and command", open=False):
