@@ -30,7 +30,9 @@ def call(client, api_name, *args, **kwargs):
 def test_the_api_page_shows_exactly_the_contract(console):
     client, _ = console
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert named == CONTRACT | {"/export_model", "/try_model", "/set_priority"}  # plus three actions
+    actions = {"/export_model", "/try_model", "/set_priority", "/check_job", "/upload_dataset",
+               "/share_job", "/delete_job"}
+    assert named == CONTRACT | actions  # the contract plus the console's further actions
 
 
 def test_a_job_through_the_whole_contract(console, tmp_path):

@@ -97,10 +97,10 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
 
 
 def actions_state(job: dict[str, Any] | None, user: User | None = None) -> list[dict]:
-    """Pause, Resume, Cancel, Download model, Download logs, Export merged: enabled only when
-    legal, and only for the job's owner or an admin."""
+    """Pause, Resume, Cancel, Download model, Download logs, Export merged, Share, Delete:
+    enabled only when legal, and only for the job's owner or an admin."""
     if job is None or (user is not None and not user.is_admin and user.name != job["owner"]):
-        return [gr.update(interactive=False)] * 6
+        return [gr.update(interactive=False)] * 7 + [gr.update(interactive=False, value="Share")]
     status, requested = job["status"], job.get("requested")
     can_pause = status in (JobStatus.QUEUED, JobStatus.RUNNING) and not requested
     can_resume = can_transition(status, JobStatus.QUEUED)
@@ -108,8 +108,10 @@ def actions_state(job: dict[str, Any] | None, user: User | None = None) -> list[
     has_model = status == JobStatus.COMPLETED or bool(job.get("checkpoints"))
     has_logs = status != JobStatus.QUEUED or job.get("attempt", 0) > 0
     can_merge = has_model and job["config"].get("adapter") in ("lora", "qlora")
-    return [gr.update(interactive=v) for v in (can_pause, can_resume, can_cancel, has_model, has_logs,
-                                               can_merge)]
+    can_delete = status not in (JobStatus.QUEUED, JobStatus.RUNNING)
+    return ([gr.update(interactive=v) for v in (can_pause, can_resume, can_cancel, has_model,
+                                                has_logs, can_merge, can_delete)]
+            + [gr.update(interactive=True, value="Unshare" if job.get("shared") else "Share")])
 
 
 def create_jobs_tab(engine: Engine) -> None:
@@ -129,6 +131,8 @@ def create_jobs_tab(engine: Engine) -> None:
         download_model = gr.Button("Download model", interactive=False)
         download_logs = gr.Button("Download logs", interactive=False)
         export_merged = gr.Button("Export merged model", interactive=False)
+        delete = gr.Button("Delete", interactive=False, elem_id="delete-button")
+        share = gr.Button("Share", interactive=False, elem_id="share-button")
     with gr.Row():
         priority = gr.Number(0, precision=0, label="Priority (higher starts first)", scale=1)
         set_priority = gr.Button("Set priority", scale=1, elem_id="set-priority-button")
@@ -217,6 +221,19 @@ def create_jobs_tab(engine: Engine) -> None:
                          visible=True)
 
     @as_gradio_errors
+    def do_delete(selected: str, request: gr.Request = None):
+        job = engine.delete_job(selected, user_of(engine, request))
+        return f"Job `{job['job_id']}` deleted with its folder.", ""
+
+    @as_gradio_errors
+    def do_share(selected: str, request: gr.Request = None):
+        user = user_of(engine, request)
+        shared = not engine.get_job(selected, user).get("shared")
+        job = engine.share_job(selected, shared, user)
+        return (f"Job `{job['job_id']}` is shared: everyone may try, download and train on its "
+                f"model." if shared else f"Job `{job['job_id']}` is no longer shared.")
+
+    @as_gradio_errors
     def do_set_priority(selected: str, priority: float, request: gr.Request = None):
         job = engine.set_priority(selected, int(priority or 0), user_of(engine, request))
         where = f"; queue position {job['position']}" if job.get("position") else ""
@@ -225,7 +242,8 @@ def create_jobs_tab(engine: Engine) -> None:
 
     view_outputs = [title, bar, checkpoint, checkpoints_table, log_tail, config_code, loss_plot,
                     optimizer_plot, throughput_plot, device_plot, analytics_md, shown_step,
-                    pause, resume, cancel, download_model, download_logs, export_merged]
+                    pause, resume, cancel, download_model, download_logs, export_merged, delete,
+                    share]
     private = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
     table_timer.tick(refresh_table, None, [table, compare_ids], **private)
     generate.click(do_generate, [job_id, checkpoint, prompt], [base_answer, tuned_answer], **private)
@@ -238,6 +256,8 @@ def create_jobs_tab(engine: Engine) -> None:
     download_model.click(do_download_model, [job_id, checkpoint], download, **private)
     download_logs.click(do_download_logs, job_id, download, **private)
     export_merged.click(do_export_merged, [job_id, checkpoint], download, **private)
+    delete.click(do_delete, job_id, [action_message, job_id], **private)
+    share.click(do_share, job_id, action_message, **private)
     set_priority.click(do_set_priority, [job_id, priority], action_message, **private)
 
 
