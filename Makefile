@@ -1,17 +1,22 @@
-# The two commands of the README: `make run` (the console) and `make test` (the test suite).
+# The two commands of the README: `make run` (the console) and `make test` (the test suite);
+# `make test-fast` runs the unit tier alone.
 # Each creates or updates .venv first, so both work on a fresh clone.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test
+.PHONY: run test test-fast setup setup-test
 
 run: setup
 	$(PY) app.py $(ARGS)
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier: no training, no console, no browser (under a minute).
+test-fast: setup-test
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 setup:
 	@VENV=$(VENV) scripts/setup_env.sh run

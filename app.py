@@ -16,13 +16,13 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.api import Engine
+from engine.console.engine import Engine
 from engine.config import ConfigError
-from engine.logins import LoginThrottle
-from engine.repair import repair
-from engine.store import DatabaseDamaged
-from engine.users import QUOTAS, ROLES, USER, Users, add_user
-from engine.workspace import Workspace, WorkspaceBusy
+from engine.console.logins import LoginThrottle
+from engine.console.repair import repair
+from engine.console.store import DatabaseDamaged
+from engine.console.users import QUOTAS, ROLES, USER, Users, add_user
+from engine.console.workspace import Workspace, WorkspaceBusy
 
 CONSOLE_NICENESS = 10
 AUTH_ENV = "TRAINDECK_AUTH"  # USER:PASSWORD[:ROLE] logins, one per line (kept out of `ps`)
@@ -172,6 +172,19 @@ def repair_db_command(argv: list[str]) -> int:
     return 0
 
 
+def check_flags(args: argparse.Namespace, users: Users) -> str | None:
+    """What is wrong with the flags, before anything starts (None: nothing)."""
+    for root in args.data_root:
+        if not Path(root).is_dir():
+            return f"--data-root {root}: no such folder"
+    if args.max_upload_mb < 1:
+        return "--max-upload-mb must be at least 1"
+    if args.share and not users.enabled:
+        return ("--share publishes the console on the internet; it needs logins "
+                "(--auth USER:PASSWORD or --auth-file users.yaml)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["add-user"]:
@@ -183,40 +196,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal request otherwise
     try:
         users = load_users(args)
-    except ConfigError as exc:
+        problem = check_flags(args, users)
+        if problem:
+            raise ConfigError(problem)
+        engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
+                        data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20)
+        engine.start()
+    except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for root in args.data_root:
-        if not Path(root).is_dir():
-            print(f"error: --data-root {root}: no such folder", file=sys.stderr)
-            return 2
-    if args.max_upload_mb < 1:
-        print("error: --max-upload-mb must be at least 1", file=sys.stderr)
-        return 2
-    if args.share and not users.enabled:
-        print("error: --share publishes the console on the internet; it needs logins "
-              "(--auth USER:PASSWORD or --auth-file users.yaml)", file=sys.stderr)
-        return 2
+    try:
+        serve(engine, args, users)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+    return 0
 
+
+def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
+    """Build the console on a started engine and serve it until stopped."""
     # Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event by
     # default; with many polling clients that costs more than the requests themselves.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
-    # Imported after the cheap checks: gradio takes seconds to import.
+    # Imported after the cheap checks and the engine's start: gradio takes seconds to import.
     import gradio as gr
-
     from starlette.middleware import Middleware
 
     from ui.app import CSS, build_console
     from ui.login_guard import LoginGuard
 
-    engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
-                    data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20)
-    try:
-        engine.start()
-    except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     # Serving the UI and the API must never take CPU from training. On Linux niceness belongs to a
     # thread: the scheduler thread (already started, it launches the trainers) keeps priority 0,
     # while this thread and the web server's threads it creates from here on yield to trainers.
@@ -232,20 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     # Failed logins are throttled per name and address before Gradio checks the password.
     middleware = [Middleware(LoginGuard, throttle=LoginThrottle())] if users.enabled else []
-    try:
-        console.launch(server_name=args.host, server_port=args.port, share=args.share,
-                       auth=users.authenticate if users.enabled else None, ssr_mode=False,
-                       auth_message="After 5 wrong passwords a name or address must wait before "
-                                    "it may try again; the wait doubles with each further one.",
-                       show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
-                       max_file_size=args.max_upload_mb << 20,
-                       app_kwargs={"middleware": middleware},
-                       prevent_thread_lock=False, quiet=False)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.close()
-    return 0
+    console.launch(server_name=args.host, server_port=args.port, share=args.share,
+                   auth=users.authenticate if users.enabled else None, ssr_mode=False,
+                   auth_message="After 5 wrong passwords a name or address must wait before it "
+                                "may try again; the wait doubles with each further one.",
+                   show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
+                   max_file_size=args.max_upload_mb << 20, app_kwargs={"middleware": middleware},
+                   prevent_thread_lock=False, quiet=False)
 
 
 if __name__ == "__main__":

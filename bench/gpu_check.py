@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import REPO  # noqa: E402
+from tests.harness import REPO  # noqa: E402
 from bench.trainer_run import run_trainer  # noqa: E402
-from engine.analytics import mean_of, steady_state  # noqa: E402
+from engine.console.analytics import mean_of, steady_state  # noqa: E402
 
 # Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import HTTPCaller, start_console, stop_console  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
 
 
 def follow(client: HTTPCaller, job_id: str, interval: float) -> list[float]:

@@ -24,15 +24,15 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import REPO  # noqa: E402
+from tests.harness import REPO  # noqa: E402
 from engine.jobfiles import SUPERVISED_ENV  # noqa: E402
 from engine.machine import detect  # noqa: E402
 from engine.presets import PresetLibrary  # noqa: E402
-from engine.resolve import resolve_submission  # noqa: E402
+from engine.resolve import resolve  # noqa: E402
 
 # The first matching part names a sample, most specific first.
 PARTS = [
-    ("TrainDeck callbacks (metrics, heartbeat, requests)", ("engine/trainer_hooks.py", "engine/heartbeat.py")),
+    ("TrainDeck callbacks (metrics, heartbeat, requests)", ("engine/trainer/hooks.py", "engine/trainer/heartbeat.py")),
     ("logging (HF: loss/grad-norm gather, callbacks)", ("_maybe_log_save_evaluate",)),
     ("optimizer and scheduler step", ("optimizer.py", "adamw", "lr_scheduler")),
     ("forward and backward", ("training_step", "compute_loss")),
@@ -70,11 +70,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=15, help="seconds before sampling starts")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    config = resolve_submission({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(),
+    config = resolve({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(),
                                 detect()).config
     (folder / "job").mkdir()
     job_file = folder / "job" / "job.yaml"
-    job_file.write_text(yaml.safe_dump({"job_id": "profile", "config": config,
+    job_file.write_text(yaml.safe_dump({"job_id": "profile", "config": config.to_dict(),
                                         "cache_dir": str(folder / "cache")}))
     runs = {
         "plain TRL script": ([sys.executable, "bench/plain_trl.py", str(folder / "plain.jsonl"),

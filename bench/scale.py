@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import HTTPCaller, start_console, stop_console  # noqa: E402
-from engine.api import Engine  # noqa: E402
-from engine.job import Job  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
+from engine.console.engine import Engine  # noqa: E402
+from engine.console.job import Job  # noqa: E402
 from engine.machine import detect  # noqa: E402
 from engine.presets import PresetLibrary  # noqa: E402
-from engine.resolve import resolve_submission  # noqa: E402
-from engine.workspace import Workspace  # noqa: E402
+from engine.resolve import resolve  # noqa: E402
+from engine.console.workspace import Workspace  # noqa: E402
 
 STATUSES = ["completed"] * 6 + ["failed", "cancelled", "paused"]
 
@@ -49,12 +49,12 @@ def build_workspace(root: Path, jobs: int, steps: int) -> str:
     """Write the job database and the long run's files directly, as years of use would leave them."""
     workspace = Workspace(root)
     workspace.create()
-    config = resolve_submission({}, PresetLibrary(), detect()).config
+    config = resolve({}, PresetLibrary(), detect()).config
     started = time.time() - 86400 * 30
     documents, long_run = {}, ""
     for n in range(1, jobs + 1):
         at = started + n * 600
-        job = Job(job_id=f"20261001-{n:06d}-scal", name=f"run {n}", config=dict(config), seq=n,
+        job = Job(job_id=f"20261001-{n:06d}-scal", name=f"run {n}", config=config, seq=n,
                   status=random.choice(STATUSES), created_at=at, queued_at=at, started_at=at + 5,
                   finished_at=at + 300, attempt=1, progress={"step": 100, "total_steps": 100,
                                                              "loss": 0.5})

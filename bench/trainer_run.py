@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
-from bench.console import REPO
-from engine.analytics import steady_state
+from tests.harness import REPO
+from engine.console.analytics import steady_state
 from engine.jobfiles import SUPERVISED_ENV
 from engine.machine import detect
 from engine.presets import PresetLibrary
-from engine.resolve import resolve_submission
+from engine.resolve import resolve
 
 
 def steady_rate(records: list[dict[str, Any]], samples_per_step: int) -> float:
@@ -32,9 +32,9 @@ def run_trainer(folder: Path, config: dict[str, Any], cache_dir: Path,
     """Train once in `folder` (a fresh job folder) and return its metrics records."""
     folder.mkdir(parents=True)
     job_file = folder / "job.yaml"
-    resolution = resolve_submission(config, PresetLibrary(), detect(), base_dir=REPO)
+    resolution = resolve(config, PresetLibrary(), detect(), base_dir=REPO)
     # Written as the console writes a job file, with one tokenized-data cache shared by all runs.
-    job_file.write_text(yaml.safe_dump({"job_id": folder.name, "config": resolution.config,
+    job_file.write_text(yaml.safe_dump({"job_id": folder.name, "config": resolution.config.to_dict(),
                                         "cache_dir": str(cache_dir)}))
     started = time.time()
     with open(folder / "training.log", "wb") as log:

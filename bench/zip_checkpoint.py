@@ -23,7 +23,7 @@ import psutil
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.console import HTTPCaller, start_console, stop_console  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
 
 
 def plant_weights(path: Path, size_mb: int) -> None:

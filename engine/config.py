@@ -7,6 +7,7 @@ follow TRL/transformers where one exists.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import MISSING, dataclass, field, fields
@@ -32,15 +33,24 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-def spec(help: str, group: str, *, choices: tuple | None = None, minimum: float | None = None,
-         above: float | None = None, maximum: float | None = None, chars: int | None = None,
-         auto: bool = False, none: bool = False, advanced: bool = False) -> dict[str, Any]:
-    """Field metadata. `minimum` and `maximum` are inclusive, `above` exclusive; `chars` caps a
-    text's length; `auto` admits the string "auto", `none` admits null; `advanced` puts the widget
-    in the UI's advanced section. Every number and text has an upper bound: a shared console must
-    not accept a value that no trainer, store or client can handle."""
-    return {"help": help, "group": group, "choices": choices, "minimum": minimum, "above": above,
-            "maximum": maximum, "chars": chars, "auto": auto, "none": none, "advanced": advanced}
+def spec(label: str, help: str, group: str, *, choices: tuple | None = None,
+         minimum: float | None = None, above: float | None = None, maximum: float | None = None,
+         chars: int | None = None, auto: bool = False, none: bool = False, advanced: bool = False,
+         arg: str | None = None, methods: tuple[str, ...] | None = None,
+         adapters: tuple[str, ...] | None = None, form: bool = True) -> dict[str, Any]:
+    """Field metadata, written once and read by validation, the UI and the trainer.
+
+    `label`: the form's words for it (the field name shows as a hint). `minimum` and `maximum` are
+    inclusive, `above` exclusive; `chars` caps a text's length (every number and text has an upper
+    bound: a shared console must not accept a value no trainer, store or client can handle).
+    `auto` admits "auto" (resolved at submit from the machine), `none` admits null. `advanced`
+    puts the widget in the form's advanced section. `arg`: the TRL/transformers training argument
+    that takes the value as it is. `methods`/`adapters`: the only ones the field applies to (None:
+    all). `form=False`: not a form field (set by TrainDeck itself)."""
+    return {"label": label, "help": help, "group": group, "choices": choices, "minimum": minimum,
+            "above": above, "maximum": maximum, "chars": chars, "auto": auto, "none": none,
+            "advanced": advanced, "arg": arg, "methods": methods, "adapters": adapters,
+            "form": form}
 
 
 # Upper bounds, with the reasoning: generous for real work, finite for everything.
@@ -50,136 +60,183 @@ MAX_SEED = 2**32 - 1  # numpy's seed range: the trainer seeds numpy too
 MAX_PRIORITY = 1000
 MAX_NAME_CHARS = 200
 MAX_PATH_CHARS = 1024
+ADAPTERS = ("lora", "qlora", "full")
+LORA = ("lora", "qlora")
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobConfig:
+    """A job's complete config. Instances come from `engine.resolve.resolve` (every `auto`
+    replaced by what the machine calls for) or from a stored record (`from_dict`); code reads
+    attributes, never dict keys."""
+
     # ---- Job ------------------------------------------------------------------------------------
+    preset: str = field(default="", metadata=spec(
+        "Template", "The template the job started from.", "job", chars=100, form=False))
     name: str = field(default="", metadata=spec(
-        "A label for the job. Empty: the preset's name and the submit time.", "job",
+        "Job name", "A label for the job. Empty: the preset's name and the submit time.", "job",
         chars=MAX_NAME_CHARS))
     priority: int = field(default=0, metadata=spec(
-        "Higher starts first; equal priorities start in submit order.", "job",
+        "Priority", "Higher starts first; equal priorities start in submit order.", "job",
         minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY))
     gpus: int = field(default=1, metadata=spec(
-        "GPUs for this job. More than one trains data-parallel (DDP through torchrun, one process "
-        "per GPU; the batch size is per GPU).", "job", minimum=1, maximum=64))
+        "GPUs", "GPUs for this job. More than one trains data-parallel (DDP through torchrun, one "
+        "process per GPU; the batch size is per GPU).", "job", minimum=1, maximum=64))
     preempt: bool = field(default=False, metadata=spec(
-        "Admins only: when this job cannot start, pause the lowest-priority running job (exactly, "
-        "with a checkpoint) to make room; that job resumes by itself when room frees up.", "job",
-        advanced=True))
+        "Preempt lower-priority jobs", "Admins only: when this job cannot start, pause the "
+        "lowest-priority running job (exactly, with a checkpoint) to make room; that job resumes "
+        "by itself when room frees up.", "job", advanced=True))
     timeout_minutes: float = field(default=10.0, metadata=spec(
-        "Kill the trainer and mark the job failed (resumable) after this long without progress.",
-        "job", above=0, maximum=7 * 24 * 60, advanced=True))
+        "Timeout without progress (min)", "Kill the trainer and mark the job failed (resumable) "
+        "after this long without progress.", "job", above=0, maximum=7 * 24 * 60, advanced=True))
     max_retries: int = field(default=0, metadata=spec(
-        "Re-queue a crashed job from its last checkpoint up to this many times.", "job",
-        minimum=0, maximum=10, advanced=True))
+        "Retries after a crash", "Re-queue a crashed job from its last checkpoint up to this many "
+        "times.", "job", minimum=0, maximum=10, advanced=True))
     seed: int = field(default=42, metadata=spec(
-        "Seeds weights of new layers, dropout and data order; same seed, same run.", "job",
-        minimum=0, maximum=MAX_SEED, advanced=True))
+        "Seed", "Seeds weights of new layers, dropout and data order; same seed, same run.",
+        "job", minimum=0, maximum=MAX_SEED, advanced=True, arg="seed"))
 
     # ---- Model and data -------------------------------------------------------------------------
     method: str = field(default="sft", metadata=spec(
-        "sft: supervised fine-tuning on examples. dpo: preference alignment on chosen/rejected "
-        "pairs.", "data", choices=tuple(METHOD_FORMATS)))
+        "Method", "sft: supervised fine-tuning on examples. dpo: preference alignment on "
+        "chosen/rejected pairs.", "data", choices=tuple(METHOD_FORMATS)))
     model: str = field(default="", metadata=spec(
-        "A local model folder or a Hugging Face Hub id. Empty: the embedded tiny model.", "data",
-        chars=MAX_PATH_CHARS))
+        "Model", "A local model folder or a Hugging Face Hub id. Empty: the embedded tiny model.",
+        "data", chars=MAX_PATH_CHARS))
     dataset: str = field(default="", metadata=spec(
-        "A local .jsonl/.json/.csv/.parquet file or a Hub dataset id. Empty: the preset's shipped "
-        "sample.", "data", chars=MAX_PATH_CHARS))
+        "Dataset", "A local .jsonl/.json/.csv/.parquet file or a Hub dataset id. Empty: the "
+        "preset's shipped sample.", "data", chars=MAX_PATH_CHARS))
     dataset_format: str = field(default=AUTO, metadata=spec(
-        "How rows are shaped; auto detects it from the columns.", "data",
+        "Dataset format", "How rows are shaped; auto detects it from the columns.", "data",
         choices=(AUTO,) + FORMATS))
     max_length: int = field(default=512, metadata=spec(
-        "Tokens per example; longer examples are truncated.", "data", minimum=8, maximum=131072))
+        "Max tokens per example", "Tokens per example; longer examples are truncated.", "data",
+        minimum=8, maximum=131072, arg="max_length"))
     packing: bool = field(default=False, metadata=spec(
-        "Pack several short examples into each max_length sequence (SFT only).", "data",
-        advanced=True))
+        "Pack short examples", "Pack several short examples into each max_length sequence.",
+        "data", advanced=True, arg="packing", methods=("sft",)))
     assistant_only_loss: bool = field(default=False, metadata=spec(
-        "Chat data: learn only from the assistant's turns (SFT only).", "data", advanced=True))
+        "Learn from assistant turns only", "Chat data: the loss counts only the assistant's "
+        "turns.", "data", advanced=True, arg="assistant_only_loss", methods=("sft",)))
 
     # ---- Adapter --------------------------------------------------------------------------------
     adapter: str = field(default="lora", metadata=spec(
-        "lora: small trainable matrices on a frozen model. qlora: the same on a 4-bit frozen "
-        "model. full: train every weight.", "adapter", choices=("lora", "qlora", "full")))
+        "Adapter", "lora: small trainable matrices on a frozen model. qlora: the same on a 4-bit "
+        "frozen model (meant for a GPU). full: train every weight.", "adapter", choices=ADAPTERS))
     lora_r: int = field(default=16, metadata=spec(
-        "LoRA rank: capacity of the adapter.", "adapter", minimum=1, maximum=1024))
+        "LoRA rank", "Capacity of the adapter.", "adapter", minimum=1, maximum=1024,
+        adapters=LORA))
     lora_alpha: int = field(default=32, metadata=spec(
-        "LoRA scale numerator; the update is scaled by lora_alpha / lora_r.", "adapter",
-        minimum=1, maximum=8192))
+        "LoRA alpha", "Scale numerator; the update is scaled by lora_alpha / lora_r.", "adapter",
+        minimum=1, maximum=8192, adapters=LORA))
     lora_dropout: float = field(default=0.05, metadata=spec(
-        "Dropout on the adapter's input.", "adapter", minimum=0, maximum=0.9, advanced=True))
+        "LoRA dropout", "Dropout on the adapter's input.", "adapter", minimum=0, maximum=0.9,
+        advanced=True, adapters=LORA))
     lora_target_modules: str = field(default="all-linear", metadata=spec(
-        "Layers that get adapters: all-linear, or comma-separated module names (q_proj,v_proj).",
-        "adapter", chars=1000, advanced=True))
+        "LoRA target modules", "Layers that get adapters: all-linear, or comma-separated module "
+        "names (q_proj,v_proj).", "adapter", chars=1000, advanced=True, adapters=LORA))
 
     # ---- Training -------------------------------------------------------------------------------
     learning_rate: float = field(default=2e-4, metadata=spec(
-        "Peak learning rate.", "training", above=0, maximum=1))
+        "Learning rate", "Peak learning rate.", "training", above=0, maximum=1,
+        arg="learning_rate"))
     num_train_epochs: float = field(default=1.0, metadata=spec(
-        "Passes over the dataset (ignored when max_steps > 0).", "training", above=0,
-        maximum=1000))
+        "Epochs", "Passes over the dataset (ignored when max_steps > 0).", "training", above=0,
+        maximum=1000, arg="num_train_epochs"))
     max_steps: int = field(default=-1, metadata=spec(
-        "Optimizer steps to run; -1 runs num_train_epochs.", "training", minimum=-1,
-        maximum=MAX_STEPS))
+        "Max steps", "Optimizer steps to run; -1 runs num_train_epochs.", "training", minimum=-1,
+        maximum=MAX_STEPS, arg="max_steps"))
     per_device_train_batch_size: int = field(default=8, metadata=spec(
-        "Examples per forward pass on each device.", "training", minimum=1, maximum=MAX_BATCH))
+        "Batch size per device", "Examples per forward pass on each device.", "training",
+        minimum=1, maximum=MAX_BATCH, arg="per_device_train_batch_size"))
     gradient_accumulation_steps: int = field(default=1, metadata=spec(
-        "Forward passes per optimizer step; effective batch = batch size x this x devices.",
-        "training", minimum=1, maximum=MAX_BATCH))
+        "Gradient accumulation", "Forward passes per optimizer step; effective batch = batch size "
+        "x this x devices.", "training", minimum=1, maximum=MAX_BATCH,
+        arg="gradient_accumulation_steps"))
     lr_scheduler_type: str = field(default="cosine", metadata=spec(
-        "How the learning rate changes over the run.", "training", choices=SCHEDULERS,
-        advanced=True))
+        "LR schedule", "How the learning rate changes over the run.", "training",
+        choices=SCHEDULERS, advanced=True, arg="lr_scheduler_type"))
     warmup_steps: float = field(default=0.03, metadata=spec(
-        "Linear warm-up: a step count, or a fraction of the run when below 1.", "training",
-        minimum=0, maximum=MAX_STEPS, advanced=True))
+        "Warm-up", "Linear warm-up: a step count, or a fraction of the run when below 1.",
+        "training", minimum=0, maximum=MAX_STEPS, advanced=True, arg="warmup_steps"))
     weight_decay: float = field(default=0.0, metadata=spec(
-        "AdamW weight decay.", "training", minimum=0, maximum=10, advanced=True))
+        "Weight decay", "AdamW weight decay.", "training", minimum=0, maximum=10, advanced=True,
+        arg="weight_decay"))
     max_grad_norm: float = field(default=1.0, metadata=spec(
-        "Clip gradients to this norm; 0 disables clipping.", "training", minimum=0, maximum=1e6,
-        advanced=True))
+        "Gradient clipping", "Clip gradients to this norm; 0 disables clipping.", "training",
+        minimum=0, maximum=1e6, advanced=True, arg="max_grad_norm"))
     optim: str = field(default=AUTO, metadata=spec(
-        "Optimizer; auto picks fused AdamW on CUDA, AdamW elsewhere.", "training",
-        choices=OPTIMIZERS, advanced=True))
+        "Optimizer", "auto picks fused AdamW.", "training", choices=OPTIMIZERS, advanced=True,
+        arg="optim"))
     precision: str = field(default=AUTO, metadata=spec(
-        "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older ones, fp32 on "
-        "the CPU.", "training", choices=(AUTO, "fp32", "bf16", "fp16"), advanced=True))
-    gradient_checkpointing: bool = field(default=False, metadata=spec(
-        "Recompute activations in the backward pass: less memory, about 20% slower.", "training",
+        "Precision", "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older "
+        "ones, fp32 on the CPU.", "training", choices=(AUTO, "fp32", "bf16", "fp16"),
         advanced=True))
+    gradient_checkpointing: bool = field(default=False, metadata=spec(
+        "Gradient checkpointing", "Recompute activations in the backward pass: less memory, "
+        "about 20% slower.", "training", advanced=True, arg="activation_checkpointing"))
     beta: float = field(default=0.1, metadata=spec(
-        "DPO: how far the policy may move from the reference model (higher = closer).",
-        "training", above=0, maximum=100, advanced=True))
+        "DPO beta", "How far the policy may move from the reference model (higher = closer).",
+        "training", above=0, maximum=100, advanced=True, arg="beta", methods=("dpo",)))
 
     # ---- Performance ----------------------------------------------------------------------------
     dataloader_num_workers: Any = field(default=AUTO, metadata=spec(
-        "Processes preparing batches; auto chooses from the CPU count and whether there is a GPU.",
-        "performance", minimum=0, maximum=64, auto=True, advanced=True))
+        "Data-loader workers", "Processes preparing batches; auto chooses from the CPU count and "
+        "whether there is a GPU.", "performance", minimum=0, maximum=64, auto=True, advanced=True,
+        arg="dataloader_num_workers"))
     dataloader_prefetch_factor: Any = field(default=AUTO, metadata=spec(
-        "Batches each worker prepares ahead; auto: 2 with workers, none without.",
-        "performance", minimum=1, maximum=64, auto=True, none=True, advanced=True))
+        "Prefetch per worker", "Batches each worker prepares ahead; auto: 2 with workers, none "
+        "without.", "performance", minimum=1, maximum=64, auto=True, none=True, advanced=True,
+        arg="dataloader_prefetch_factor"))
     group_by_length: bool = field(default=False, metadata=spec(
-        "Batch examples of similar length together to waste less compute on padding.",
-        "performance", advanced=True))
+        "Group by length", "Batch examples of similar length together to waste less compute on "
+        "padding.", "performance", advanced=True))
 
     # ---- Checkpoints and logging ----------------------------------------------------------------
     logging_steps: int = field(default=1, metadata=spec(
-        "Record metrics every this many optimizer steps.", "checkpoints", minimum=1,
-        maximum=MAX_STEPS, advanced=True))
+        "Log every (steps)", "Record metrics every this many optimizer steps.", "checkpoints",
+        minimum=1, maximum=MAX_STEPS, advanced=True, arg="logging_steps"))
     save_steps: int = field(default=100, metadata=spec(
-        "Write a checkpoint every this many optimizer steps (pausing always writes one).",
-        "checkpoints", minimum=1, maximum=MAX_STEPS, advanced=True))
+        "Checkpoint every (steps)", "Write a checkpoint every this many optimizer steps (pausing "
+        "always writes one).", "checkpoints", minimum=1, maximum=MAX_STEPS, advanced=True,
+        arg="save_steps"))
     save_total_limit: int = field(default=3, metadata=spec(
-        "Keep at most this many checkpoints; 0 keeps all.", "checkpoints", minimum=0,
-        maximum=1000, advanced=True))
+        "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", "checkpoints",
+        minimum=0, maximum=1000, advanced=True))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobConfig:
+        """A stored config as it is (known fields; missing ones take the defaults). Validation is
+        resolve()'s job: this only reads back what was resolved before."""
+        return cls(**{k: v for k, v in data.items() if k in _FIELD_NAMES})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+    def replace(self, **changes: Any) -> JobConfig:
+        return dataclasses.replace(self, **changes)
+
+    def applies(self, name: str) -> bool:
+        """Whether a field means anything for this config's method and adapter."""
+        return field_applies(name, self.method, self.adapter)
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The fields that are training arguments of TRL/transformers, by those names."""
+        return {SCHEMA[name].metadata["arg"]: getattr(self, name) for name in _TRAINER_FIELDS
+                if self.applies(name)}
 
 
 SCHEMA = {f.name: f for f in fields(JobConfig)}
+_FIELD_NAMES = tuple(SCHEMA)
+_TRAINER_FIELDS = tuple(name for name, f in SCHEMA.items() if f.metadata["arg"])
+FORM_FIELDS = tuple(name for name, f in SCHEMA.items() if f.metadata["form"])
+
+
+def field_applies(name: str, method: str, adapter: str) -> bool:
+    meta = SCHEMA[name].metadata
+    return ((meta["methods"] is None or method in meta["methods"])
+            and (meta["adapters"] is None or adapter in meta["adapters"]))
 # Keys a submission may carry besides the schema's fields.
-SUBMIT_ONLY_KEYS = ("preset",)
-
-
 def default_config() -> dict[str, Any]:
     return {name: f.default for name, f in SCHEMA.items() if f.default is not MISSING}
 
@@ -292,7 +349,7 @@ MAX_KEYS = 100  # a config has about 40 fields; more keys than this is not a con
 
 def check_keys(config: dict[str, Any], extra: tuple[str, ...] = ()) -> list[str]:
     """Problems with unknown keys, each with the nearest known name when there is one."""
-    known = list(SCHEMA) + list(SUBMIT_ONLY_KEYS) + list(extra)
+    known = list(SCHEMA) + list(extra)
     if len(config) > MAX_KEYS:
         return [f"config has {len(config)} fields; a job has at most {len(known)} "
                 f"(see /get_preset for them)"]
@@ -322,22 +379,21 @@ def validate_fields(config: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def check_combinations(config: dict[str, Any]) -> None:
+def check_combinations(config: JobConfig) -> None:
     """Rules that involve more than one field."""
     problems = []
-    method = config["method"]
-    fmt = config["dataset_format"]
+    method, fmt = config.method, config.dataset_format
     if fmt != AUTO and fmt not in METHOD_FORMATS[method]:
         problems.append(f"dataset_format {fmt} does not suit method {method} "
                         f"(allowed: {', '.join(METHOD_FORMATS[method])})")
-    if method == "dpo" and config["packing"]:
+    if method == "dpo" and config.packing:
         problems.append("packing applies to SFT only; set packing: false for dpo")
-    if config["assistant_only_loss"] and method != "sft":
+    if config.assistant_only_loss and method != "sft":
         problems.append("assistant_only_loss applies to SFT only")
-    if config["max_steps"] == 0:
+    if config.max_steps == 0:
         problems.append("max_steps must be -1 (train num_train_epochs) or a positive number")
-    if config["lora_target_modules"] != "all-linear":
-        names = [m.strip() for m in config["lora_target_modules"].split(",")]
+    if config.lora_target_modules != "all-linear":
+        names = [m.strip() for m in config.lora_target_modules.split(",")]
         if not all(names):
             problems.append("lora_target_modules must be all-linear or comma-separated module names")
     if problems:

@@ -4,9 +4,7 @@ trainer's exit codes. The console and the trainer talk only through these files.
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +72,10 @@ class JobPaths:
     def checkpoints_dir(self) -> Path:
         return self.root  # HF Trainer's output_dir: checkpoint-N folders sit in the job folder
 
+    def merged(self, checkpoint: str | None = None) -> Path:
+        """Where the merged (adapter + base) model of the final model or a checkpoint goes."""
+        return self.root / (f"merged-{checkpoint}" if checkpoint else "merged")
+
     def request_file(self, action: str) -> Path:
         return self.root / f"{action}.request"
 
@@ -118,14 +120,7 @@ def requested(paths: JobPaths) -> str | None:
     return None
 
 
-# ---- heartbeat ---------------------------------------------------------------------------------
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    # The temp name is unique per thread: two threads of one trainer may write the same file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+# ---- small JSON files --------------------------------------------------------------------------
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -10,10 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
-try:
-    import pynvml
-except ImportError:  # nvidia-ml-py is a dependency, but a broken install must not stop the console
-    pynvml = None
+from engine import nvml
 
 
 @dataclass(frozen=True)
@@ -55,22 +52,10 @@ def usable_cpu_count() -> int:
 
 
 def read_gpus() -> tuple[GPU, ...]:
-    if pynvml is None:
-        return ()
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return ()
     gpus = []
-    for index in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        name = pynvml.nvmlDeviceGetName(handle)
-        memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20
-        try:
-            capability = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
-        except pynvml.NVMLError:
-            capability = (0, 0)
-        gpus.append(GPU(index, name if isinstance(name, str) else name.decode(), memory, capability))
+    for index in range(nvml.device_count()):
+        info = nvml.describe(index)
+        gpus.append(GPU(index, info["name"], info["memory_total_mb"], info["compute_capability"]))
     return tuple(gpus)
 
 

@@ -1,8 +1,9 @@
 """Turn a submission (a preset name plus overrides) into the complete config a trainer runs.
 
-Everything that can be checked before a job is queued is checked here: field names, types and
-ranges, combinations, the model's and dataset's location, every dataset row. `auto` values are
-replaced by what this machine calls for, and recorded.
+One pipeline for every way a config comes in: a submit, a resume with changes, and a plain config
+given to the headless trainer. Everything that can be checked before a job is queued is checked
+here: field names, types and ranges, combinations, the model's and dataset's location, every
+dataset row. `auto` values are replaced by what this machine calls for, and recorded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import machine as machines
-from engine.config import AUTO, METHOD_FORMATS, ConfigError, check_combinations, validate_fields
+from engine.config import (AUTO, METHOD_FORMATS, ConfigError, JobConfig, check_combinations,
+                           validate_fields)
 from engine.data import DatasetError, DatasetSummary, validate_local
 from engine.presets import PresetLibrary
 from engine.sources import SourceRules, resolve_dataset_location, resolve_model, sample_dataset
@@ -20,66 +22,81 @@ from engine.sources import SourceRules, resolve_dataset_location, resolve_model,
 
 @dataclass
 class Resolution:
-    preset: str
-    config: dict[str, Any]
-    resolved: dict[str, Any] = field(default_factory=dict)
+    config: JobConfig
+    resolved: dict[str, Any] = field(default_factory=dict)  # what `auto` became, and row counts
     dataset: DatasetSummary | None = None
 
+    @property
+    def preset(self) -> str:
+        return self.config.preset
 
-def resolve_submission(submission: Any, presets: PresetLibrary, machine: machines.Machine,
-                       base_dir: Path | None = None, check_data: bool = True,
-                       rules: SourceRules | None = None) -> Resolution:
-    """`rules`: where this submitter's models and datasets may come from (None: anywhere)."""
+
+def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
+            base_dir: Path | None = None, check_data: bool = True,
+            rules: SourceRules | None = None, base: JobConfig | None = None) -> Resolution:
+    """`submission`: field values over a preset (`preset` names it; none: the default) or, for a
+    resume, over `base`, the job's config. `rules`: where this submitter's models and datasets may
+    come from (None: anywhere). `check_data=False` skips reading every dataset row."""
     if submission is None:
         submission = {}
     if not isinstance(submission, dict):
         raise ConfigError(f"config must be an object of field: value, got {type(submission).__name__}")
     base_dir = base_dir or Path.cwd()
-    preset = presets.get(submission.get("preset"))
     overrides = validate_fields({k: v for k, v in submission.items() if k != "preset"})
-    config = {**preset.config(), **overrides}
+    if base is None:
+        preset = presets.get(submission.get("preset"))
+        values = {**preset.config(), **overrides, "preset": preset.name}
+    else:
+        preset = presets.get(base.preset) if base.preset in presets.names() else None
+        values = {**base.to_dict(), **overrides}
+    config = JobConfig.from_dict(values)
     check_combinations(config)
     resolved: dict[str, Any] = {}
 
-    config["model"] = resolve_model(config["model"], base_dir, rules)
-    summary = None
-    if not config["dataset"]:
-        fmt = config["dataset_format"]
+    changes: dict[str, Any] = {"model": resolve_model(config.model, base_dir, rules)}
+    if not config.dataset:
+        fmt = config.dataset_format
         if fmt == AUTO:
-            fmt = preset.sample if preset.sample in METHOD_FORMATS[config["method"]] \
-                else METHOD_FORMATS[config["method"]][0]
-        config["dataset"] = str(sample_dataset(fmt))
-    location, is_local = resolve_dataset_location(config["dataset"], base_dir, rules)
-    config["dataset"] = location
+            sample = preset.sample if preset else None
+            fmt = sample if sample in METHOD_FORMATS[config.method] else METHOD_FORMATS[config.method][0]
+        changes["dataset"] = str(sample_dataset(fmt))
+    location, is_local = resolve_dataset_location(changes.get("dataset", config.dataset), base_dir,
+                                                  rules)
+    changes["dataset"] = location
+    summary = None
     if is_local and check_data:
         try:
-            summary = validate_local(location, config["dataset_format"], config["method"])
+            summary = validate_local(location, config.dataset_format, config.method)
         except DatasetError as exc:
             raise ConfigError(str(exc)) from None
-        if config["dataset_format"] == AUTO:
+        if config.dataset_format == AUTO:
             resolved["dataset_format"] = summary.format
-        config["dataset_format"] = summary.format
+        changes["dataset_format"] = summary.format
         resolved["dataset_rows"] = summary.rows
-
-    _resolve_auto(config, resolved, machine)
-    return Resolution(preset=preset.name, config={"preset": preset.name, **config},
-                      resolved=resolved, dataset=summary)
+    changes.update(_resolve_auto(config, resolved, machine))
+    return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
 
 
-def _resolve_auto(config: dict[str, Any], resolved: dict[str, Any], machine: machines.Machine) -> None:
-    if config["precision"] == AUTO:
-        config["precision"] = resolved["precision"] = machines.auto_precision(machine)
-    if config["precision"] == "fp16" and not machine.has_cuda:
+def _resolve_auto(config: JobConfig, resolved: dict[str, Any],
+                  machine: machines.Machine) -> dict[str, Any]:
+    """What each `auto` field becomes on this machine (recorded in `resolved` too)."""
+    chosen: dict[str, Any] = {}
+    precision = config.precision
+    if precision == AUTO:
+        precision = chosen["precision"] = machines.auto_precision(machine)
+    if precision == "fp16" and not machine.has_cuda:
         raise ConfigError("precision fp16 needs a CUDA GPU, and this machine has none "
                           "(use auto, fp32 or bf16)")
-    if config["optim"] == AUTO:
-        config["optim"] = resolved["optim"] = machines.auto_optimizer(machine)
-    if config["dataloader_num_workers"] == AUTO:
-        config["dataloader_num_workers"] = resolved["dataloader_num_workers"] = \
-            machines.auto_num_workers(machine)
-    if config["dataloader_prefetch_factor"] == AUTO:
-        config["dataloader_prefetch_factor"] = resolved["dataloader_prefetch_factor"] = \
-            machines.auto_prefetch_factor(config["dataloader_num_workers"])
-    if config["dataloader_num_workers"] == 0 and config["dataloader_prefetch_factor"] is not None:
+    if config.optim == AUTO:
+        chosen["optim"] = machines.auto_optimizer(machine)
+    workers = config.dataloader_num_workers
+    if workers == AUTO:
+        workers = chosen["dataloader_num_workers"] = machines.auto_num_workers(machine)
+    prefetch = config.dataloader_prefetch_factor
+    if prefetch == AUTO:
+        prefetch = chosen["dataloader_prefetch_factor"] = machines.auto_prefetch_factor(workers)
+    if workers == 0 and prefetch is not None:
         raise ConfigError("dataloader_prefetch_factor needs dataloader_num_workers > 0 "
                           "(set it to null or auto)")
+    resolved.update(chosen)
+    return chosen

@@ -17,7 +17,7 @@ from huggingface_hub.utils import HfHubHTTPError
 
 from engine.config import ConfigError, shorten
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+from engine import REPO_DIR
 DATA_DIR = REPO_DIR / "data"
 TINY_MODEL = DATA_DIR / "tiny-model"
 SAMPLES_DIR = DATA_DIR / "samples"

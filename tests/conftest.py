@@ -1,4 +1,10 @@
-"""Shared fixtures: real engines on temporary workspaces, and helpers to wait on real jobs."""
+"""Shared fixtures and helpers.
+
+Unit tier (`make test-fast`): an in-memory store, a stand-in supervisor and a scheduler stepped by
+hand on an injected clock (`stepped`), and an engine that is open but schedules nothing
+(`idle_engine`). Everything else (marked slow or browser) runs real trainers, real consoles and a
+real browser; its waits have deadlines and say what they waited for.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.api import Engine
-from engine.job import JobStatus
+from engine.config import JobConfig
+from engine.console.devices import DevicePool
+from engine.console.engine import Engine
+from engine.console.job import Job, JobStatus
+from engine.console.scheduler import Scheduler
+from engine.console.store import MemoryJobStore
+from engine.console.users import Users, add_user
+from engine.console.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}
@@ -36,17 +48,17 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = engine.get_job(job_id)
+        job = engine.views.get_job(job_id)
         if job["status"] in statuses:
             return job
         time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {engine.get_job(job_id)['status']} after {timeout}s")
+    raise AssertionError(f"job {job_id} still {engine.views.get_job(job_id)['status']} after {timeout}s")
 
 
 def wait_for_step(engine: Engine, job_id: str, step: int = 1, timeout: float = 120) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = engine.get_job(job_id)
+        job = engine.views.get_job(job_id)
         if job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step:
             return job
         assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), (job["status"], job["error"])
@@ -95,8 +107,81 @@ def default_run(tmp_path_factory):
     """One run of the default preset, untouched, shared by the tests that need a finished job."""
     engine = open_engine(tmp_path_factory.mktemp("shared") / "workspace")
     submitted = time.time()
-    job_id = engine.submit({})["job_id"]
+    job_id = engine.jobs.submit({})["job_id"]
     job = wait_for_status(engine, job_id)
     wall_s = time.time() - submitted
     yield engine, job, wall_s
     shutdown(engine)
+
+
+# ---- the unit tier --------------------------------------------------------------------------------
+
+
+class StandInSupervisor:
+    """Launches nothing: records what the scheduler asked for, and reports the exits a test
+    queues in `exits`."""
+
+    def __init__(self):
+        self.running, self.launched, self.exits, self.stops = {}, [], [], []
+
+    def launch(self, job, paths, env=None):
+        self.launched.append((job.job_id, env))
+        trainer = type("Trainer", (), {"pid": 1000 + len(self.launched)})()
+        self.running[job.job_id] = trainer
+        return trainer
+
+    def request_stop(self, job_id, action, now=None):
+        self.stops.append((job_id, action))
+
+    def poll(self, now=None):
+        exits, self.exits = self.exits, []
+        for finished in exits:
+            self.running.pop(finished.job_id, None)
+        return exits
+
+
+class Stepped:
+    """A scheduler over an in-memory store and a stand-in supervisor, stepped by hand."""
+
+    def __init__(self, folder: Path, gpus=(), quotas=None):
+        self.store = MemoryJobStore()
+        self.supervisor = StandInSupervisor()
+        self.devices = DevicePool(list(gpus))
+        self.scheduler = Scheduler(self.store, self.supervisor, Workspace(folder), self.devices,
+                                   quotas_of=lambda owner: (quotas or {}).get(owner, {}))
+        self.now = 1000.0
+
+    def add(self, job_id: str, priority: int = 0, owner: str = "local", **config) -> None:
+        self.store.add(Job(job_id=job_id, name=job_id, priority=priority, owner=owner,
+                           seq=self.store.next_seq(), config=JobConfig(**config)))
+
+    def step(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+        self.scheduler.step(now=self.now)
+
+    def started(self) -> list[str]:
+        return [job_id for job_id, _ in self.supervisor.launched]
+
+
+@pytest.fixture
+def stepped(tmp_path) -> Stepped:
+    return Stepped(tmp_path)
+
+
+@pytest.fixture
+def team(tmp_path) -> Users:
+    """alice (admin), bob and carol (users; bob with small quotas)."""
+    path = tmp_path / "users.yaml"
+    add_user(path, "alice", "alice-secret", "admin")
+    add_user(path, "bob", "bob-secret", "user", {"max_queued_jobs": 2, "max_steps": 50,
+                                                  "max_gpus": 2})
+    add_user(path, "carol", "carol-secret", "user")
+    return Users.from_file(path)
+
+
+@pytest.fixture
+def idle_engine(tmp_path, team):
+    """An engine with logins whose scheduler does not run: jobs stay where the calls put them."""
+    engine = Engine(tmp_path / "workspace", users=team).open()
+    yield engine
+    engine.close()

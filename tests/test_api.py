@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from bench.console import start_console as launch_console
-from bench.console import stop_console
+from harness import start_console as launch_console
+from harness import stop_console
+
+from conftest import wait_until
+
+pytestmark = pytest.mark.slow  # real trainers and consoles
 
 CONTRACT = {"/health", "/list_presets", "/get_preset", "/submit_job", "/list_jobs", "/get_job",
             "/get_metrics", "/pause_job", "/resume_job", "/cancel_job", "/list_checkpoints",
@@ -103,10 +107,8 @@ def test_pause_resume_and_cancel_of_a_queued_job(console):
     assert call(client, "/resume_job", waiting, None)["status"] == "queued"
     assert call(client, "/cancel_job", waiting)["status"] == "cancelled"
     assert call(client, "/cancel_job", blocker)["status"] in ("cancelled", "running")
-    deadline = time.time() + 30
-    while call(client, "/get_job", blocker)["status"] != "cancelled":
-        assert time.time() < deadline
-        time.sleep(0.3)
+    wait_until(lambda: call(client, "/get_job", blocker)["status"] == "cancelled", 30,
+               "the blocking job to be cancelled")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -13,10 +13,12 @@ from gradio_client import Client
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bench.console import start_console, stop_console
+from harness import start_console, stop_console
 from engine.sources import TINY_MODEL
 
-from conftest import losses
+from conftest import losses, wait_until
+
+pytestmark = pytest.mark.slow  # real trainers and consoles
 
 PROBE = "What is the capital of Norway?"
 
@@ -28,12 +30,8 @@ def console(tmp_path_factory):
     client = Client(url, verbose=False)
     job_id = client.predict({"max_steps": 10, "save_steps": 5, "learning_rate": 5e-3,
                              "warmup_steps": 0}, api_name="/submit_job")["job_id"]
-    import time
-
-    deadline = time.time() + 120
-    while client.predict(job_id, api_name="/get_job")["status"] in ("queued", "running"):
-        assert time.time() < deadline
-        time.sleep(0.5)
+    wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"]
+               not in ("queued", "running"), 120, "the shared job to finish")
     assert client.predict(job_id, api_name="/get_job")["status"] == "completed"
     yield client, workspace, job_id
     stop_console(process)
@@ -140,16 +138,16 @@ def test_rotation_never_removes_the_best_checkpoint(engine):
     from conftest import wait_for_status
 
     # A rate this high makes the loss jump about, so the best step is rarely the newest.
-    job_id = engine.submit({"max_steps": 24, "save_steps": 2, "save_total_limit": 2,
+    job_id = engine.jobs.submit({"max_steps": 24, "save_steps": 2, "save_total_limit": 2,
                             "learning_rate": 0.3, "adapter": "full", "warmup_steps": 0,
                             "lr_scheduler_type": "constant"})["job_id"]
     assert wait_for_status(engine, job_id)["status"] == "completed"
-    curve = {r["step"]: r["loss"] for r in engine.get_metrics(job_id, 0)}
+    curve = {r["step"]: r["loss"] for r in engine.views.get_metrics(job_id, 0)}
     best_step = min((step for step in curve if step % 2 == 0), key=lambda s: curve[s])
-    kept = [c["name"] for c in engine.list_checkpoints(job_id)]
+    kept = [c["name"] for c in engine.views.list_checkpoints(job_id)]
     assert f"checkpoint-{best_step}" in kept and "checkpoint-24" in kept
     assert len(kept) == 2
-    assert losses(engine.get_metrics(job_id, 0))  # the run logged its losses
+    assert losses(engine.views.get_metrics(job_id, 0))  # the run logged its losses
 
 
 def test_try_it_answers_from_the_base_and_the_trained_model(console):

@@ -7,8 +7,8 @@ import pytest
 from gradio_client import Client
 
 from conftest import REPO, wait_until
-from bench.console import start_console as launch_console
-from bench.console import stop_console
+from harness import start_console as launch_console
+from harness import stop_console
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -42,6 +42,11 @@ def page(console):
         browser.close()
 
 
+def field(page, name: str):
+    """The New job form's input for a config field (its label is the schema's, its id the name)."""
+    return page.locator(f"#field-{name} input, #field-{name} textarea").first
+
+
 def loss_points(page) -> int:
     """Points plotly drew in the loss chart's first series (decoded from the packed arrays)."""
     return page.evaluate("""() => {
@@ -56,8 +61,8 @@ def test_pick_a_template_submit_and_watch_it_train(page):
     page.get_by_role("option", name="QA optimized").click()
     details = page.locator("#preset-details")
     details.get_by_text("qa-optimized").wait_for()
-    page.get_by_label("max_steps").fill("200")
-    page.get_by_label("name").fill("browser job")
+    field(page, "max_steps").fill("200")
+    field(page, "name").fill("browser job")
     page.get_by_role("button", name="Check and preview").click()
     page.get_by_text("format instruction").wait_for()  # the dataset preview came back
 
@@ -92,7 +97,7 @@ def test_pick_a_template_submit_and_watch_it_train(page):
 
 def test_an_invalid_submission_shows_the_problem_inline(page):
     page.get_by_role("tab", name="New job").click()
-    page.get_by_label("learning_rate").fill("-1")
+    field(page, "learning_rate").fill("-1")
     page.get_by_role("button", name="Submit job").click()
     message = page.locator("#submit-message")
     message.get_by_text("learning_rate must be > 0").wait_for()

@@ -8,7 +8,7 @@ import yaml
 from engine.config import SCHEMA, ConfigError, default_config, validate_fields
 from engine.machine import GPU, Machine, auto_num_workers
 from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
-from engine.resolve import resolve_submission
+from engine.resolve import resolve
 from engine.sources import TINY_MODEL, sample_dataset
 
 CPU = Machine(cpu_count=2)
@@ -32,15 +32,15 @@ def test_the_nine_presets_load_and_resolve_offline(presets):
     assert len(presets.names()) == 9
     assert presets.default_name == "basic-fine-tune"
     for name in presets.names():
-        resolution = resolve_submission({"preset": name}, presets, CPU)
+        resolution = resolve({"preset": name}, presets, CPU)
         config = resolution.config
-        assert config["model"] == str(TINY_MODEL)
-        assert Path(config["dataset"]).exists()
-        assert config["dataset_format"] in ("messages", "instruction", "prompt_completion", "text",
+        assert config.model == str(TINY_MODEL)
+        assert Path(config.dataset).exists()
+        assert config.dataset_format in ("messages", "instruction", "prompt_completion", "text",
                                             "preference")
         assert resolution.dataset.rows > 50
-    dpo = resolve_submission({"preset": "dpo-preference"}, presets, CPU).config
-    assert dpo["method"] == "dpo" and dpo["dataset"] == str(sample_dataset("preference"))
+    dpo = resolve({"preset": "dpo-preference"}, presets, CPU).config
+    assert dpo.method == "dpo" and dpo.dataset == str(sample_dataset("preference"))
 
 
 def test_presets_list_only_what_differs_and_explain_it():
@@ -56,19 +56,19 @@ def test_presets_list_only_what_differs_and_explain_it():
 
 
 def test_auto_settings_follow_the_machine(presets):
-    cpu = resolve_submission({}, presets, CPU)
-    assert cpu.config["dataloader_num_workers"] == 0
-    assert cpu.config["dataloader_prefetch_factor"] is None
-    assert cpu.config["precision"] == "fp32" and cpu.config["optim"] == "adamw_torch_fused"
+    cpu = resolve({}, presets, CPU)
+    assert cpu.config.dataloader_num_workers == 0
+    assert cpu.config.dataloader_prefetch_factor is None
+    assert cpu.config.precision == "fp32" and cpu.config.optim == "adamw_torch_fused"
     assert cpu.resolved["dataloader_num_workers"] == 0  # recorded as chosen automatically
-    gpu = resolve_submission({}, presets, GPU_BOX)
-    assert gpu.config["dataloader_num_workers"] == auto_num_workers(GPU_BOX) == 8
-    assert gpu.config["dataloader_prefetch_factor"] == 2
-    assert gpu.config["precision"] == "bf16" and gpu.config["optim"] == "adamw_torch_fused"
-    assert resolve_submission({}, presets, OLD_GPU_BOX).config["precision"] == "fp16"
-    fixed = resolve_submission({"dataloader_num_workers": 3, "dataloader_prefetch_factor": 4},
+    gpu = resolve({}, presets, GPU_BOX)
+    assert gpu.config.dataloader_num_workers == auto_num_workers(GPU_BOX) == 8
+    assert gpu.config.dataloader_prefetch_factor == 2
+    assert gpu.config.precision == "bf16" and gpu.config.optim == "adamw_torch_fused"
+    assert resolve({}, presets, OLD_GPU_BOX).config.precision == "fp16"
+    fixed = resolve({"dataloader_num_workers": 3, "dataloader_prefetch_factor": 4},
                                presets, GPU_BOX)
-    assert fixed.config["dataloader_num_workers"] == 3
+    assert fixed.config.dataloader_num_workers == 3
     assert "dataloader_num_workers" not in fixed.resolved
 
 
@@ -94,7 +94,7 @@ def test_auto_settings_follow_the_machine(presets):
 ])
 def test_bad_values_are_refused_with_the_field_named(presets, overrides, message):
     with pytest.raises(ConfigError) as err:
-        resolve_submission(overrides, presets, CPU)
+        resolve(overrides, presets, CPU)
     assert message in str(err.value)
 
 
@@ -113,17 +113,17 @@ def test_values_are_coerced_from_text():
 
 def test_a_config_that_is_not_a_mapping_is_refused(presets):
     with pytest.raises(ConfigError, match="config must be an object"):
-        resolve_submission(["learning_rate", 1], presets, CPU)
+        resolve(["learning_rate", 1], presets, CPU)
 
 
 def test_hub_ids_fail_at_submit_when_offline(presets, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError) as err:
-        resolve_submission({"model": "Qwen/Qwen2.5-0.5B-Instruct"}, presets, CPU)
+        resolve({"model": "Qwen/Qwen2.5-0.5B-Instruct"}, presets, CPU)
     assert "model Qwen/Qwen2.5-0.5B-Instruct: not in the local Hugging Face cache" in str(err.value)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     with pytest.raises(ConfigError) as err:  # no network on this machine: refused at once
-        resolve_submission({"dataset": "someone/some-dataset"}, presets, CPU)
+        resolve({"dataset": "someone/some-dataset"}, presets, CPU)
     assert "dataset someone/some-dataset" in str(err.value)
 
 

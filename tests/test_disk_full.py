@@ -11,11 +11,12 @@ import subprocess
 import pytest
 from gradio_client import Client
 
-from bench.console import start_console, stop_console
+from harness import start_console, stop_console
 
 from conftest import processes_of, wait_until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")]
 
 
 @pytest.fixture

@@ -4,15 +4,16 @@ import itertools
 
 import pytest
 
-from engine.job import (TRANSITIONS, IllegalTransition, Job, JobStatus, change_status,
+from engine.config import JobConfig
+from engine.console.job import (TRANSITIONS, IllegalTransition, Job, JobStatus, change_status,
                         can_transition)
-from engine.store import MemoryJobStore
+from engine.console.store import MemoryJobStore
 
 ALL = list(JobStatus)
 
 
 def make_job(store, status=JobStatus.QUEUED):
-    job = store.add(Job(job_id="j1", name="j", config={}, status=status.value))
+    job = store.add(Job(job_id="j1", name="j", config=JobConfig(), status=status.value))
     return job
 
 
@@ -64,6 +65,6 @@ def test_timestamps_follow_the_status():
 
 def test_statuses_are_plain_strings():
     assert JobStatus.QUEUED == "queued"
-    job = Job(job_id="x", name="x", config={})
+    job = Job(job_id="x", name="x", config=JobConfig())
     assert job.to_dict()["status"] == "queued"
     assert Job.from_dict({**job.to_dict(), "unknown_future_field": 1}).job_id == "x"

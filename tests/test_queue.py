@@ -3,11 +3,11 @@ and cancel: tests/test_teams.py)."""
 
 import pytest
 
-from engine.api import Engine
+from engine.console.engine import Engine
 from engine.config import ConfigError
-from engine.job import IllegalTransition
-from engine.store import JobNotFound
-from engine.workspace import WorkspaceBusy
+from engine.console.job import IllegalTransition
+from engine.console.store import JobNotFound
+from engine.console.workspace import WorkspaceBusy
 
 BAD_SUBMISSIONS = [
     ({"learning_rate": 0}, "learning_rate must be > 0"),
@@ -37,23 +37,24 @@ def test_bad_submissions_are_refused_and_queue_nothing(engine, tmp_path):
     ]
     for config, message in cases:
         with pytest.raises(ConfigError) as err:
-            engine.submit(config)
+            engine.jobs.submit(config)
         assert message in str(err.value), (config, str(err.value))
-    assert engine.list_jobs() == []
+    assert engine.views.list_jobs() == []
     assert list(engine.workspace.jobs_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_actions_on_unknown_or_finished_jobs_are_refused(default_run):
     engine, job, _ = default_run
     with pytest.raises(JobNotFound, match="no job with id 'nope'"):
-        engine.get_job("nope")
+        engine.views.get_job("nope")
     with pytest.raises(IllegalTransition, match="is completed; it cannot become cancelled"):
-        engine.cancel(job["job_id"])
+        engine.jobs.cancel(job["job_id"])
     with pytest.raises(IllegalTransition, match="cannot become queued"):
-        engine.resume(job["job_id"])
+        engine.jobs.resume(job["job_id"])
     with pytest.raises(ConfigError, match="status must be one of queued"):
-        engine.list_jobs("finished")
-    assert engine.get_job(job["job_id"])["status"] == "completed"
+        engine.views.list_jobs("finished")
+    assert engine.views.get_job(job["job_id"])["status"] == "completed"
 
 
 def test_a_second_console_on_the_same_workspace_is_refused(engine):

@@ -13,9 +13,11 @@ from engine.config import ConfigError
 from engine.jobfiles import INCOMPLETE_MARKER
 
 from conftest import (losses, open_engine, processes_of, shutdown, wait_for_status,
-                      wait_for_step)
-from bench.console import start_console as launch_console
-from bench.console import stop_console
+                      wait_for_step, wait_until)
+from harness import start_console as launch_console
+from harness import stop_console
+
+pytestmark = pytest.mark.slow  # real trainers and consoles
 
 # 85 rows in batches of 4: 22 micro-batches, 6 optimizer steps per epoch with accumulation 4.
 # Micro-batch 10 is the 2nd of step 3's 4: mid-cycle and mid-epoch. Dropout makes RNG matter.
@@ -39,7 +41,7 @@ STRAIGHT_RUNS: dict[str, str] = {}  # config -> job id: one straight run serves 
 def straight_run(engine, config):
     key = repr(sorted(config.items()))
     if key not in STRAIGHT_RUNS:
-        STRAIGHT_RUNS[key] = engine.submit({**config, "name": "straight"})["job_id"]
+        STRAIGHT_RUNS[key] = engine.jobs.submit({**config, "name": "straight"})["job_id"]
         wait_for_status(engine, STRAIGHT_RUNS[key])
     return STRAIGHT_RUNS[key]
 
@@ -47,14 +49,14 @@ def straight_run(engine, config):
 def straight_and_paused(engine, config, resume_faults=""):
     straight = straight_run(engine, config)
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "pause-at-microstep:10"}
-    paused = engine.submit({**config, "name": "paused"})["job_id"]
+    paused = engine.jobs.submit({**config, "name": "paused"})["job_id"]
     job = wait_for_status(engine, paused)
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": resume_faults} if resume_faults else {}
     assert job["status"] == "paused" and job["paused_at"]
     assert job["progress"]["step"] == 3 and job["last_checkpoint"] == "checkpoint-3"
     log = engine.workspace.job_paths(paused).log.read_text()
     assert "pause requested during step 3, after micro-batch 2 of 4" in log
-    engine.resume(paused)
+    engine.jobs.resume(paused)
     assert wait_for_status(engine, paused)["status"] == "completed"
     engine.supervisor.extra_env = {}
     log = engine.workspace.job_paths(paused).log.read_text()
@@ -75,20 +77,20 @@ def exact_engine(tmp_path_factory):
 def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
     engine = exact_engine
     straight, paused = straight_and_paused(engine, {**EXACT, **KINDS[kind]})
-    straight_losses = losses(engine.get_metrics(straight, 0))
+    straight_losses = losses(engine.views.get_metrics(straight, 0))
     assert len(straight_losses) == 10
-    assert losses(engine.get_metrics(paused, 0)) == straight_losses  # bitwise, step for step
+    assert losses(engine.views.get_metrics(paused, 0)) == straight_losses  # bitwise, step for step
     a, b = final_tensors(engine, straight), final_tensors(engine, paused)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert engine.get_job(paused)["attempt"] == 2
+    assert engine.views.get_job(paused)["attempt"] == 2
 
 
 @pytest.mark.slow
 def test_negative_control_resume_without_rng_and_data_position_diverges(exact_engine):
     engine = exact_engine
     straight, paused = straight_and_paused(engine, EXACT, resume_faults="resume-without-state")
-    a, b = losses(engine.get_metrics(straight, 0)), losses(engine.get_metrics(paused, 0))
+    a, b = losses(engine.views.get_metrics(straight, 0)), losses(engine.views.get_metrics(paused, 0))
     assert a[:3] == b[:3]  # identical until the pause...
     assert a[3:] != b[3:]  # ...and the comparison sees the divergence after it
     ta, tb = final_tensors(engine, straight), final_tensors(engine, paused)
@@ -96,8 +98,8 @@ def test_negative_control_resume_without_rng_and_data_position_diverges(exact_en
 
 
 def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
-    victim = engine.submit({**LONG, "name": "victim"})["job_id"]
-    waiting = engine.submit({"max_steps": 3, "name": "next"})["job_id"]
+    victim = engine.jobs.submit({**LONG, "name": "victim"})["job_id"]
+    waiting = engine.jobs.submit({"max_steps": 3, "name": "next"})["job_id"]
     running = wait_for_step(engine, victim, step=6)  # checkpoint-5 exists by now
     job_file = engine.workspace.job_paths(victim).job_file
     os.kill(running["pid"], signal.SIGKILL)
@@ -113,14 +115,14 @@ def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
     # The failed job resumes from its last complete checkpoint.
     checkpoint = failed["last_checkpoint"]
     assert checkpoint and checkpoint.startswith("checkpoint-")
-    engine.resume(victim, changes={"max_steps": int(checkpoint.split("-")[1]) + 3})
+    engine.jobs.resume(victim, changes={"max_steps": int(checkpoint.split("-")[1]) + 3})
     done = wait_for_status(engine, victim)
     assert done["status"] == "completed" and done["attempt"] == 2
     assert f"resuming from {checkpoint}" in engine.workspace.job_paths(victim).log.read_text()
 
 
 def test_a_hung_trainer_is_killed_after_its_timeout(engine):
-    job_id = engine.submit({**LONG, "timeout_minutes": 0.1, "name": "hang"})["job_id"]
+    job_id = engine.jobs.submit({**LONG, "timeout_minutes": 0.1, "name": "hang"})["job_id"]
     running = wait_for_step(engine, job_id, step=2)
     job_file = engine.workspace.job_paths(job_id).job_file
     os.kill(running["pid"], signal.SIGSTOP)
@@ -130,24 +132,24 @@ def test_a_hung_trainer_is_killed_after_its_timeout(engine):
     assert failed["status"] == "failed"
     assert failed["error"].startswith("timed out after 0.1 min without progress")
     assert processes_of(job_file) == []
-    assert engine.resume(job_id)["status"] == "queued"  # resumable
-    engine.cancel(job_id)
+    assert engine.jobs.resume(job_id)["status"] == "queued"  # resumable
+    engine.jobs.cancel(job_id)
 
 
 def test_a_checkpoint_killed_mid_save_is_skipped_on_resume(engine):
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-in-save:10"}
-    job_id = engine.submit({"max_steps": 14, "save_steps": 5, "save_total_limit": 0,
+    job_id = engine.jobs.submit({"max_steps": 14, "save_steps": 5, "save_total_limit": 0,
                             "name": "torn"})["job_id"]
     failed = wait_for_status(engine, job_id)
     engine.supervisor.extra_env = {}
     paths = engine.workspace.job_paths(job_id)
     assert failed["status"] == "failed"
     assert (paths.root / "checkpoint-10" / INCOMPLETE_MARKER).exists()  # a torn checkpoint
-    assert [c["name"] for c in engine.list_checkpoints(job_id)] == ["checkpoint-5"]
+    assert [c["name"] for c in engine.views.list_checkpoints(job_id)] == ["checkpoint-5"]
     assert failed["last_checkpoint"] == "checkpoint-5"
     with pytest.raises(ConfigError, match="no complete checkpoint checkpoint-10"):
-        engine.resume(job_id, "checkpoint-10")
-    engine.resume(job_id)
+        engine.jobs.resume(job_id, "checkpoint-10")
+    engine.jobs.resume(job_id)
     done = wait_for_status(engine, job_id)
     assert done["status"] == "completed"
     assert "resuming from checkpoint-5" in paths.log.read_text()
@@ -155,7 +157,7 @@ def test_a_checkpoint_killed_mid_save_is_skipped_on_resume(engine):
 
 
 def test_a_crashed_job_is_retried_from_its_checkpoint(engine):
-    job_id = engine.submit({**LONG, "max_steps": 12, "max_retries": 1, "name": "retry"})["job_id"]
+    job_id = engine.jobs.submit({**LONG, "max_steps": 12, "max_retries": 1, "name": "retry"})["job_id"]
     running = wait_for_step(engine, job_id, step=6)
     os.kill(running["pid"], signal.SIGKILL)
     done = wait_for_status(engine, job_id, statuses={"completed"}, timeout=120)
@@ -163,25 +165,25 @@ def test_a_crashed_job_is_retried_from_its_checkpoint(engine):
     assert [a["status"] for a in done["attempts"]] == ["failed", "completed"]
     assert done["attempts"][1]["resume_from"] == "checkpoint-5" or \
         done["attempts"][1]["resume_from"].startswith("checkpoint-")
-    assert len(losses(engine.get_metrics(job_id, 0))) == 12
+    assert len(losses(engine.views.get_metrics(job_id, 0))) == 12
 
 
 def test_resume_refuses_changes_that_break_exactness(engine):
-    job_id = engine.submit({**LONG, "name": "strict"})["job_id"]
+    job_id = engine.jobs.submit({**LONG, "name": "strict"})["job_id"]
     wait_for_step(engine, job_id, step=1)
-    engine.pause(job_id)
+    engine.jobs.pause(job_id)
     paused = wait_for_status(engine, job_id)
     assert paused["status"] == "paused"
     with pytest.raises(ConfigError, match="changing per_device_train_batch_size, seed on resume "
                                           "breaks exact continuation"):
-        engine.resume(job_id, changes={"per_device_train_batch_size": 2, "seed": 7})
+        engine.jobs.resume(job_id, changes={"per_device_train_batch_size": 2, "seed": 7})
     with pytest.raises(ConfigError, match="cannot change adapter on resume"):
-        engine.resume(job_id, changes={"adapter": "full"})
-    assert engine.get_job(job_id)["status"] == "paused"  # refused: nothing changed
-    queued = engine.resume(job_id, changes={"gradient_accumulation_steps": 2, "max_steps": 8},
+        engine.jobs.resume(job_id, changes={"adapter": "full"})
+    assert engine.views.get_job(job_id)["status"] == "paused"  # refused: nothing changed
+    queued = engine.jobs.resume(job_id, changes={"gradient_accumulation_steps": 2, "max_steps": 8},
                            allow_inexact=True)
     assert queued["status"] == "queued"
-    assert engine.get_job(job_id)["config"]["gradient_accumulation_steps"] == 2
+    assert engine.views.get_job(job_id)["config"]["gradient_accumulation_steps"] == 2
     assert wait_for_status(engine, job_id)["status"] == "completed"
 
 
@@ -195,10 +197,8 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
     survivor = client.predict({"max_steps": 600, "save_steps": 100, "name": "survivor"},
                               api_name="/submit_job")["job_id"]
     behind = client.predict({"max_steps": 3, "name": "behind"}, api_name="/submit_job")["job_id"]
-    deadline = time.time() + 60
-    while client.predict(survivor, api_name="/get_job")["progress"]["step"] < 5:
-        assert time.time() < deadline
-        time.sleep(0.3)
+    wait_until(lambda: client.predict(survivor, api_name="/get_job")["progress"]["step"] >= 5, 60,
+               "the survivor to reach step 5")
     trainer_pid = client.predict(survivor, api_name="/get_job")["pid"]
     console.send_signal(signal.SIGKILL)
     console.wait()
@@ -210,40 +210,33 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
         job = client.predict(survivor, api_name="/get_job")
         assert job["status"] == "running" and job["pid"] == trainer_pid  # re-attached
         step = job["progress"]["step"]
-        deadline = time.time() + 120
-        while (job := client.predict(survivor, api_name="/get_job"))["status"] == "running":
-            assert time.time() < deadline
-            time.sleep(0.5)
+        job = wait_until(lambda: (j := client.predict(survivor, api_name="/get_job"))["status"]
+                         != "running" and j, 120, "the re-attached survivor to finish")
         assert job["status"] == "completed", job["error"]
         metrics = client.predict(survivor, step, api_name="/get_metrics")
         assert metrics and metrics[-1]["step"] == 600  # metrics kept flowing after the restart
-        while client.predict(behind, api_name="/get_job")["status"] != "completed":
-            assert time.time() < deadline
-            time.sleep(0.5)
+        wait_until(lambda: client.predict(behind, api_name="/get_job")["status"] == "completed",
+                   60, "the job queued behind the survivor to complete")
 
         # A trainer that dies while no console watches: failed on restart, then resumable.
         lost = client.predict({"max_steps": 100000, "save_steps": 5, "name": "lost"},
                               api_name="/submit_job")["job_id"]
-        while client.predict(lost, api_name="/get_job")["progress"]["step"] < 6:
-            assert time.time() < deadline + 60
-            time.sleep(0.3)
+        wait_until(lambda: client.predict(lost, api_name="/get_job")["progress"]["step"] >= 6, 60,
+                   "the job to be lost to reach step 6 (past its first checkpoint)")
         lost_pid = client.predict(lost, api_name="/get_job")["pid"]
         console.send_signal(signal.SIGKILL)
         console.wait()
         os.killpg(lost_pid, signal.SIGKILL)
         console, url = launch_console(workspace)
         client = Client(url, verbose=False)
-        deadline = time.time() + 10
-        while (job := client.predict(lost, api_name="/get_job"))["status"] == "running":
-            assert time.time() < deadline
-            time.sleep(0.3)
+        job = wait_until(lambda: (j := client.predict(lost, api_name="/get_job"))["status"]
+                         != "running" and j, 10, "the lost job to be reaped after the restart")
         assert job["status"] == "failed"
         assert job["error"].startswith("interrupted: the trainer stopped while the console was not running")
         assert client.predict(lost, None, {"max_steps": 8}, False,
                               api_name="/resume_job")["status"] == "queued"
-        deadline = time.time() + 120
-        while (job := client.predict(lost, api_name="/get_job"))["status"] != "completed":
-            assert job["status"] in ("queued", "running") and time.time() < deadline
-            time.sleep(0.5)
+        job = wait_until(lambda: (j := client.predict(lost, api_name="/get_job"))["status"]
+                         not in ("queued", "running") and j, 120, "the resumed lost job to end")
+        assert job["status"] == "completed", job["error"]
     finally:
         stop_console(console)

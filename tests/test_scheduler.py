@@ -1,47 +1,29 @@
 """The scheduler stepped by hand over an in-memory store and a stand-in supervisor (fast unit
 tests of its decisions; test_queue.py covers the same with real trainers)."""
 
-from engine.job import Job, JobStatus
-from engine.metrics import MetricsLog, truncate_after
-from engine.scheduler import DevicePool, Scheduler, queue_order
-from engine.store import MemoryJobStore
-from engine.supervisor import TrainerExit
-from engine.workspace import Workspace
+from engine.config import JobConfig
+from engine.console.job import Job, JobStatus
+from engine.console.metrics import MetricsLog, truncate_after
+from engine.console.scheduler import queue_order
+from engine.console.supervisor import TrainerExit
 
-
-class StandInSupervisor:
-    def __init__(self):
-        self.running, self.launched, self.exits = {}, [], []
-
-    def launch(self, job, paths, env=None):
-        self.launched.append((job.job_id, env))
-        trainer = type("Trainer", (), {"pid": 1000 + len(self.launched)})()
-        self.running[job.job_id] = trainer
-        return trainer
-
-    def poll(self, now=None):
-        exits, self.exits = self.exits, []
-        for finished in exits:
-            self.running.pop(finished.job_id, None)
-        return exits
+from conftest import Stepped
 
 
 def make(tmp_path, gpus=()):
-    store = MemoryJobStore()
-    supervisor = StandInSupervisor()
-    scheduler = Scheduler(store, supervisor, Workspace(tmp_path), DevicePool(list(gpus)))
-    return store, supervisor, scheduler
+    stepped = Stepped(tmp_path, gpus)
+    return stepped.store, stepped.supervisor, stepped.scheduler
 
 
 def add(store, job_id, priority=0, max_retries=0):
     store.add(Job(job_id=job_id, name=job_id, priority=priority, seq=store.next_seq(),
-                  config={"max_retries": max_retries}))
+                  config=JobConfig(max_retries=max_retries)))
 
 
 def test_queue_order_is_priority_then_submit_order():
-    jobs = [Job(job_id=i, name=i, config={}, priority=p, seq=s)
+    jobs = [Job(job_id=i, name=i, config=JobConfig(), priority=p, seq=s)
             for i, p, s in [("a", 0, 1), ("b", 5, 2), ("c", 0, 3), ("d", 5, 4)]]
-    jobs.append(Job(job_id="e", name="e", config={}, priority=9, seq=5, status="paused"))
+    jobs.append(Job(job_id="e", name="e", config=JobConfig(), priority=9, seq=5, status="paused"))
     assert [j.job_id for j in queue_order(jobs)] == ["b", "d", "a", "c"]
 
 
@@ -115,3 +97,86 @@ def test_a_step_is_looked_up_without_scanning(tmp_path):
     log.refresh()
     assert log.at(5) == {"step": 5, "loss": 5}
     assert log.at(3) is None and log.at(10) is None
+
+
+def test_an_owners_running_quota_holds_their_job_while_others_go_ahead(tmp_path):
+    stepped = Stepped(tmp_path, gpus=[0, 1, 2], quotas={"bob": {"max_running_jobs": 1}})
+    stepped.add("b1", owner="bob")
+    stepped.add("b2", owner="bob")
+    stepped.add("c1", owner="carol")
+    stepped.step()
+    assert stepped.started() == ["b1", "c1"]
+    assert stepped.scheduler.waiting["b2"] == "quota max_running_jobs: bob has 1 running (quota 1)"
+
+
+def test_the_head_of_the_queue_waits_for_devices_and_nobody_jumps_it(tmp_path):
+    stepped = Stepped(tmp_path, gpus=[0, 1])
+    stepped.add("one", gpus=1)
+    stepped.step()
+    stepped.add("pair", gpus=2)
+    stepped.add("small", gpus=1)
+    stepped.step()
+    assert stepped.started() == ["one"]  # a GPU is free, but "small" may not pass "pair"
+    assert stepped.scheduler.waiting == {"pair": "waiting for 2 free GPUs",
+                                         "small": "behind the jobs above it"}
+
+
+def test_a_preempting_job_pauses_the_lowest_priority_running_one(tmp_path):
+    stepped = Stepped(tmp_path)
+    stepped.add("low", priority=-1)
+    stepped.step()
+    stepped.add("urgent", priority=5, preempt=True)
+    stepped.step()
+    assert stepped.supervisor.stops == [("low", "pause")]
+    assert stepped.store.get("low").preempted_by == "urgent"
+    stepped.step()
+    assert stepped.supervisor.stops == [("low", "pause")]  # asked once, not every round
+    stepped.supervisor.exits.append(TrainerExit("low", JobStatus.PAUSED, 75))
+    stepped.step()
+    assert stepped.started() == ["low", "urgent"]
+    assert stepped.store.get("low").status == JobStatus.QUEUED  # back in line by itself
+
+
+def test_a_damaged_record_is_never_started(tmp_path):
+    stepped = Stepped(tmp_path)
+    stepped.add("broken")
+    stepped.store.update("broken", damaged="priority: integer out of range")
+    stepped.add("fine")
+    stepped.step()
+    assert stepped.started() == ["fine"]
+    assert "damaged" in stepped.scheduler.waiting["broken"]
+
+
+class FailingWrites:
+    """A store whose writes fail while `full` is set, as on a full disk."""
+
+    def __init__(self, store):
+        self.store, self.full = store, False
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def update(self, job_id, **fields):
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return self.store.update(job_id, **fields)
+
+
+def test_an_end_that_cannot_be_written_is_written_once_it_can(tmp_path):
+    stepped = Stepped(tmp_path)
+    failing = FailingWrites(stepped.store)
+    stepped.scheduler.store = failing
+    stepped.add("a")
+    stepped.add("b")
+    stepped.step()
+    failing.full = True
+    stepped.supervisor.exits.append(TrainerExit("a", JobStatus.FAILED, 1, "no space left"))
+    stepped.step()
+    stepped.step()
+    assert stepped.store.get("a").status == JobStatus.RUNNING  # not recorded yet...
+    assert stepped.started() == ["a"]  # ...and nothing else starts meanwhile
+    failing.full = False
+    stepped.step()
+    assert stepped.store.get("a").status == JobStatus.FAILED
+    assert stepped.store.get("a").error == "no space left"
+    assert stepped.started() == ["a", "b"]

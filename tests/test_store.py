@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from engine.job import Job
-from engine.store import JobNotFound, MemoryJobStore, TinyDBJobStore
+from engine.config import JobConfig
+
+from engine.console.job import Job
+from engine.console.store import JobNotFound, MemoryJobStore, TinyDBJobStore
 
 from conftest import REPO
 
@@ -26,11 +28,13 @@ def store(request, tmp_path):
 
 
 def test_add_get_update_all(store):
-    store.add(Job(job_id="a", name="first", config={"lr": 1}, seq=1))
-    store.add(Job(job_id="b", name="second", config={}, seq=2))
+    store.add(Job(job_id="a", name="first", config=JobConfig(learning_rate=0.1), seq=1,
+                  resolved={"optim": "sgd"}))
+    store.add(Job(job_id="b", name="second", config=JobConfig(), seq=2))
     job = store.get("a")
-    job.config["lr"] = 999  # a returned copy: the stored job must not change
-    assert store.get("a").config == {"lr": 1}
+    job.resolved["optim"] = "adam"  # a returned copy: the stored job must not change
+    assert store.get("a").resolved == {"optim": "sgd"}
+    assert store.get("a").config.learning_rate == 0.1
     updated = store.update("a", status="running", progress={"step": 3, "total_steps": 9})
     assert updated.status == "running" and updated.progress["step"] == 3
     assert sorted(j.job_id for j in store.all()) == ["a", "b"]
@@ -40,31 +44,32 @@ def test_add_get_update_all(store):
     with pytest.raises(JobNotFound):
         store.update("missing", status="queued")
     with pytest.raises(ValueError):
-        store.add(Job(job_id="a", name="again", config={}))
+        store.add(Job(job_id="a", name="again", config=JobConfig()))
 
 
 def test_tinydb_store_persists_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "jobs.json"
     store = TinyDBJobStore(path)
-    store.add(Job(job_id="a", name="first", config={"x": [1, 2]}))
+    store.add(Job(job_id="a", name="first", config=JobConfig(lora_target_modules="q_proj,v_proj")))
     store.update("a", status="failed", error="boom")
     store.close()
     reopened = TinyDBJobStore(path)
     assert reopened.get("a").error == "boom"
-    assert reopened.get("a").config == {"x": [1, 2]}
+    assert reopened.get("a").config == JobConfig(lora_target_modules="q_proj,v_proj")
     assert json.loads(path.read_text())  # plain, valid JSON on disk
     assert [p.name for p in tmp_path.iterdir()] == ["jobs.json"]
 
 
 WRITER = """
 import sys
-from engine.job import Job
-from engine.store import TinyDBJobStore
+from engine.config import JobConfig
+from engine.console.job import Job
+from engine.console.store import TinyDBJobStore
 store = TinyDBJobStore(sys.argv[1])
 n = 0
 while True:
     job_id = f"{sys.argv[2]}-{n}"
-    store.add(Job(job_id=job_id, name=job_id, config={"pad": "x" * 500}, seq=n))
+    store.add(Job(job_id=job_id, name=job_id, config=JobConfig(name="x" * 200), seq=n))
     print("ack", job_id, flush=True)            # acknowledged: add() returned
     store.update(job_id, status="running", pid=n)
     print("ack-update", job_id, flush=True)

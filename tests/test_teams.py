@@ -10,11 +10,14 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.console import REPO, start_console, stop_console
-from engine.api import Engine
-from engine.users import add_user
+from harness import REPO, start_console, stop_console
+from engine.console.engine import Engine
+from engine.console.users import add_user
 
-from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step
+from conftest import (losses, processes_of, shutdown, wait_for_status, wait_for_step,
+                      wait_until)
+
+pytestmark = pytest.mark.slow  # real trainers and consoles
 
 LONG = {"max_steps": 100000, "save_steps": 5, "learning_rate": 1e-3}
 
@@ -69,8 +72,8 @@ def test_users_see_every_job_but_act_only_on_their_own(team_console):
     assert {bobs, carols} <= {j["job_id"] for j in call(carol, "/list_jobs", None)}
     assert call(carol, "/get_job", bobs)["owner"] == "bob"
     assert call(bob, "/get_job", carols)["owner"] == "carol"
-    while call(bob, "/get_job", bobs)["progress"].get("step", 0) < 6:  # a checkpoint exists
-        time.sleep(0.5)
+    wait_until(lambda: call(bob, "/get_job", bobs)["progress"].get("step", 0) >= 6, 60,
+               "bob's job to pass its first checkpoint (step 5)")
 
     for api_name, args in (("/cancel_job", (bobs,)), ("/pause_job", (bobs,)),
                            ("/set_priority", (bobs, 9)), ("/download_logs", (bobs,)),
@@ -83,10 +86,8 @@ def test_users_see_every_job_but_act_only_on_their_own(team_console):
     assert Path(call(bob, "/download_logs", bobs)).exists()  # the owner may
     call(alice, "/pause_job", bobs)  # and so may an admin
     assert "not your job" in refused(bob, "/cancel_job", carols)
-    deadline = time.time() + 60
-    while call(alice, "/get_job", bobs)["status"] != "paused" and time.time() < deadline:
-        time.sleep(0.5)
-    assert call(alice, "/get_job", bobs)["status"] == "paused"
+    wait_until(lambda: call(alice, "/get_job", bobs)["status"] == "paused", 60,
+               "bob's job to be paused by alice")
 
 
 def test_over_quota_submits_are_refused_with_the_quota_named(team_console):
@@ -102,8 +103,8 @@ def test_over_quota_submits_are_refused_with_the_quota_named(team_console):
     assert len(call(bob, "/list_jobs", None)) == before  # the refusal created nothing
     for job_id in jobs + [blocker]:
         call(alice, "/cancel_job", job_id)
-    while call(alice, "/get_job", blocker)["status"] != "cancelled":
-        time.sleep(0.5)
+    wait_until(lambda: call(alice, "/get_job", blocker)["status"] == "cancelled", 60,
+               "the blocker to be cancelled")
 
 
 def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_console):
@@ -113,8 +114,8 @@ def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_
     alice = clients["alice"]
     low = call(alice, "/submit_job", {"max_steps": 60, "save_steps": 5, "priority": -1,
                                       "name": "low"})["job_id"]
-    while call(alice, "/get_job", low)["progress"].get("step", 0) < 1:
-        time.sleep(0.3)
+    wait_until(lambda: call(alice, "/get_job", low)["progress"].get("step", 0) >= 1, 60,
+               "the low-priority job to take its first step")
     queued = [call(alice, "/submit_job", {"max_steps": 1, "save_steps": 100, "name": f"q{n}"})
               for n in range(5)]
     assert [q["position"] for q in queued] == [1, 2, 3, 4, 5]  # each as submitted
@@ -131,10 +132,9 @@ def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_
     urgent = call(alice, "/submit_job", {"max_steps": 1, "priority": 10, "preempt": True,
                                          "name": "urgent"})["job_id"]
     everything = [urgent, *queued, low]
-    deadline = time.time() + 240
-    while any(call(alice, "/get_job", j)["status"] != "completed" for j in everything):
-        assert time.time() < deadline, [call(alice, "/get_job", j)["status"] for j in everything]
-        time.sleep(1)
+    wait_until(lambda: all(call(alice, "/get_job", j)["status"] == "completed"
+                           for j in everything), 240, "the urgent, queued and low jobs to complete",
+               interval=1)
     jobs = {j: call(alice, "/get_job", j) for j in everything}
     first_starts = {j: job["attempts"][0]["started_at"] for j, job in jobs.items()}
     assert sorted(queued, key=first_starts.get) == shown_order
@@ -160,12 +160,12 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
               "per_device_train_batch_size": 4, "lora_dropout": 0.1, "learning_rate": 5e-3,
               "warmup_steps": 0, "save_steps": 1000}
     try:
-        straight = engine.submit({**config, "name": "ddp straight"})["job_id"]
-        paused = engine.submit({**config, "name": "ddp paused"})["job_id"]
-        third = engine.submit({**config, **LONG, "name": "third"})["job_id"]
+        straight = engine.jobs.submit({**config, "name": "ddp straight"})["job_id"]
+        paused = engine.jobs.submit({**config, "name": "ddp paused"})["job_id"]
+        third = engine.jobs.submit({**config, **LONG, "name": "third"})["job_id"]
         wait_for_step(engine, paused, step=2)
-        engine.pause(paused)
-        states = [engine.get_job(j) for j in (straight, paused, third)]
+        engine.jobs.pause(paused)
+        states = [engine.views.get_job(j) for j in (straight, paused, third)]
         assert [s["status"] for s in states] == ["running", "running", "queued"]
         assert states[2]["waiting"] == "waiting for 2 free GPUs"
         assert sorted(s["attempts"][-1]["devices"] for s in states[:2]) == [[0, 1], [2, 3]]
@@ -179,27 +179,27 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
         # It took the pair of whichever job ended first (the paused one, or the straight one if
         # that finished sooner), and only once that job had let go of it.
         taken = third_job["attempts"][-1]
-        holder = next(engine.get_job(s["job_id"]) for s in states[:2]
+        holder = next(engine.views.get_job(s["job_id"]) for s in states[:2]
                       if s["attempts"][-1]["devices"] == taken["devices"])
         assert holder["attempts"][0]["finished_at"] <= taken["started_at"]
 
         assert wait_for_status(engine, straight)["status"] == "completed"
         log = engine.workspace.job_paths(straight).log.read_text()
         assert "rank 0 of 2" in log and "rank 1 of 2" in log and "CPU (gloo)" in log
-        straight_losses = losses(engine.get_metrics(straight, 0))
+        straight_losses = losses(engine.views.get_metrics(straight, 0))
         assert len(straight_losses) == 12  # one metrics stream: rank 0's, one record a step
 
         # Cancel reaches every rank at the same step boundary: torchrun and both ranks are gone.
         wait_for_step(engine, third, step=1)
         asked = time.time()
-        engine.cancel(third)
+        engine.jobs.cancel(third)
         assert wait_for_status(engine, third, timeout=30)["status"] == "cancelled"
         assert time.time() - asked < 5
         assert processes_of(engine.workspace.job_paths(third).job_file) == []
 
-        engine.resume(paused)
+        engine.jobs.resume(paused)
         assert wait_for_status(engine, paused)["status"] == "completed"
         assert f"resuming from checkpoint-{step}" in engine.workspace.job_paths(paused).log.read_text()
-        assert losses(engine.get_metrics(paused, 0)) == straight_losses
+        assert losses(engine.views.get_metrics(paused, 0)) == straight_losses
     finally:
         shutdown(engine)

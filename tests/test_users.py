@@ -1,5 +1,6 @@
 """Logins, roles and quotas: the users file, and the engine's checks (no training needed)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.api import Engine
+from engine.config import JobConfig
 from engine.config import ConfigError
-from engine.job import JobStatus
-from engine.scheduler import DevicePool, Scheduler
-from engine.users import (LOCAL_USER, NotYourJob, QuotaExceeded, Users, add_user,
+from engine.console.job import JobStatus
+from engine.console.scheduler import DevicePool, Scheduler
+from engine.console.users import (LOCAL_USER, NotYourJob, QuotaExceeded, Users, add_user,
                           hash_password, verify_password)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,62 +80,44 @@ def test_without_logins_everyone_is_the_local_admin():
     assert all(v is None for v in users.quotas_of("local").values())
 
 
-@pytest.fixture
-def team(tmp_path):
-    path = tmp_path / "users.yaml"
-    add_user(path, "alice", "alice-secret", "admin")
-    add_user(path, "bob", "bob-secret", "user", {"max_queued_jobs": 2, "max_steps": 50,
-                                                  "max_gpus": 2})
-    add_user(path, "carol", "carol-secret", "user")
-    return Users.from_file(path)
-
-
-@pytest.fixture
-def idle_engine(tmp_path, team):
-    """An engine whose scheduler does not run: jobs stay where the calls put them."""
-    engine = Engine(tmp_path / "workspace", users=team).open()
-    yield engine
-    engine.close()
-
-
 def test_engine_enforces_owners_and_quotas(idle_engine, team):
     engine = idle_engine
     alice, bob, carol = team.get("alice"), team.get("bob"), team.get("carol")
-    job = engine.submit({"max_steps": 5}, bob)["job_id"]
-    assert engine.get_job(job)["owner"] == "bob"
-    for action in (lambda u: engine.pause(job, u), lambda u: engine.cancel(job, u),
-                   lambda u: engine.set_priority(job, 5, u), lambda u: engine.download_logs(job, u)):
+    job = engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
+    assert engine.views.get_job(job)["owner"] == "bob"
+    for action in (lambda u: engine.jobs.pause(job, u), lambda u: engine.jobs.cancel(job, u),
+                   lambda u: engine.jobs.set_priority(job, 5, u), lambda u: engine.artifacts.download_logs(job, u)):
         with pytest.raises(NotYourJob, match=f"not your job: {job} belongs to bob"):
             action(carol)
-    assert engine.get_job(job)["status"] == JobStatus.QUEUED  # nothing changed
-    assert engine.set_priority(job, 3, bob)["priority"] == 3
-    assert engine.pause(job, alice)["status"] == JobStatus.PAUSED  # an admin may
-    engine.resume(job, user=bob)
+    assert engine.views.get_job(job)["status"] == JobStatus.QUEUED  # nothing changed
+    assert engine.jobs.set_priority(job, 3, bob)["priority"] == 3
+    assert engine.jobs.pause(job, alice)["status"] == JobStatus.PAUSED  # an admin may
+    engine.jobs.resume(job, user=bob)
 
     with pytest.raises(QuotaExceeded, match="quota max_steps: bob may use at most 50; the job asks "
                                             "for max_steps 500"):
-        engine.submit({"max_steps": 500}, bob)
+        engine.jobs.submit({"max_steps": 500}, bob)
     with pytest.raises(QuotaExceeded, match="quota max_gpus: bob may use at most 2"):
-        engine.submit({"max_steps": 5, "gpus": 3}, bob)
+        engine.jobs.submit({"max_steps": 5, "gpus": 3}, bob)
     with pytest.raises(ConfigError, match="preempt: only admins"):
-        engine.submit({"max_steps": 5, "preempt": True}, bob)
-    engine.submit({"max_steps": 5}, bob)
-    count = len(engine.list_jobs())
+        engine.jobs.submit({"max_steps": 5, "preempt": True}, bob)
+    engine.jobs.submit({"max_steps": 5}, bob)
+    count = len(engine.views.list_jobs())
     with pytest.raises(QuotaExceeded, match="quota max_queued_jobs: bob has 2 jobs queued "
                                             r"\(quota 2\)"):
-        engine.submit({"max_steps": 5}, bob)
-    assert len(engine.list_jobs()) == count  # a refused submit creates nothing
-    engine.submit({"max_steps": 5}, carol)  # carol's own quota is untouched
+        engine.jobs.submit({"max_steps": 5}, bob)
+    assert len(engine.views.list_jobs()) == count  # a refused submit creates nothing
+    engine.jobs.submit({"max_steps": 5}, carol)  # carol's own quota is untouched
 
     # An admin's preempting job keeps its owner's rights when resumed with changes.
-    urgent = engine.submit({"max_steps": 5, "preempt": True}, alice)["job_id"]
-    engine.pause(urgent, alice)
-    assert engine.resume(urgent, changes={"max_steps": 6}, user=alice)["status"] == "queued"
+    urgent = engine.jobs.submit({"max_steps": 5, "preempt": True}, alice)["job_id"]
+    engine.jobs.pause(urgent, alice)
+    assert engine.jobs.resume(urgent, changes={"max_steps": 6}, user=alice)["status"] == "queued"
 
 
 def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
-    from engine.job import Job
-    from engine.store import MemoryJobStore
+    from engine.console.job import Job
+    from engine.console.store import MemoryJobStore
 
     class Launcher:  # stands in for the supervisor: records what would start
         running: dict = {}
@@ -151,8 +134,21 @@ def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
     scheduler = Scheduler(store, Launcher(), type("W", (), {"job_paths": lambda s, j: None})(),
                           DevicePool([0, 1, 2, 3]), quotas_of=lambda owner: quotas[owner])
     for seq, owner in enumerate(["bob", "bob", "carol"], start=1):
-        store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config={"gpus": 1}, owner=owner, seq=seq))
+        store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config=JobConfig(gpus=1), owner=owner, seq=seq))
     scheduler.step(now=1.0)
     status = {j.job_id: j.status for j in store.all()}
     assert status == {"j1": "running", "j2": "queued", "j3": "running"}
     assert scheduler.waiting["j2"] == "quota max_running_jobs: bob has 1 running (quota 1)"
+
+
+def test_add_user_never_writes_the_hashes_readable_to_others(tmp_path, monkeypatch):
+    modes = []
+    real_replace = os.replace
+
+    def spy(source, destination):
+        modes.append(os.stat(source).st_mode & 0o777)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", spy)
+    add_user(tmp_path / "users.yaml", "zed", "zed-secret", "user")
+    assert modes == [0o600]

@@ -1,13 +1,14 @@
 """The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
-downloads. Every endpoint calls the same engine methods as the UI."""
+downloads and uploads. Every endpoint calls the same engine methods as the UI; each function's
+docstring is its description on the API page."""
 
 from pathlib import Path
 from typing import Optional
 
 import gradio as gr
 
-from engine.api import Engine
-from engine.users import User
+from engine.console.engine import Engine
+from engine.console.users import User
 from ui.errors import as_gradio_errors
 
 
@@ -18,148 +19,142 @@ def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
 
 def register_api(engine: Engine) -> None:
     """Call inside the Blocks context."""
+    for group in (_console_endpoints, _queue_endpoints, _control_endpoints, _result_endpoints):
+        for fn in group(engine):
+            gr.api(as_gradio_errors(fn), api_name=fn.__name__, concurrency_limit=None)
+    _file_endpoints(engine)
 
-    @as_gradio_errors
+
+def _console_endpoints(engine: Engine) -> list:
     def health() -> dict:
         """Console status: version, device, GPUs, and how many jobs are queued and running."""
         return engine.health()
 
-    @as_gradio_errors
     def list_presets() -> list:
         """The training templates: name, title, description, method."""
         return engine.list_presets()
 
-    @as_gradio_errors
     def get_preset(name: str) -> dict:
         """A preset's full config (schema defaults with the preset's values)."""
         return engine.get_preset(name)
 
-    @as_gradio_errors
-    def submit_job(config: dict, request: gr.Request = None) -> dict:
-        """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
-        return engine.submit(config, user_of(engine, request))
+    def system_stats() -> dict:
+        """CPU, memory, disk and per-GPU telemetry, and the queue's counts."""
+        return engine.system_stats()
 
-    @as_gradio_errors
+    return [health, list_presets, get_preset, system_stats]
+
+
+def _queue_endpoints(engine: Engine) -> list:
     def check_job(config: dict, request: gr.Request = None) -> dict:
         """Check a config as /submit_job would, without queueing it: the resolved config, what
         was chosen automatically, and the dataset's format, row count and first rows."""
-        resolution = engine.check(config, user_of(engine, request))
+        resolution = engine.jobs.check(config, user_of(engine, request))
         summary = resolution.dataset
         # No "path" keys: gradio_client would take such a dict for a file and download it.
         dataset = summary and {"location": summary.path, "format": summary.format,
                                "rows": summary.rows, "preview": summary.preview}
-        return {"valid": True, "config": resolution.config, "resolved": resolution.resolved,
-                "dataset": dataset}
+        return {"valid": True, "config": resolution.config.to_dict(),
+                "resolved": resolution.resolved, "dataset": dataset}
 
-    @as_gradio_errors
+    def submit_job(config: dict, request: gr.Request = None) -> dict:
+        """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
+        return engine.jobs.submit(config, user_of(engine, request))
+
     def list_jobs(status: Optional[str] = None, request: gr.Request = None) -> list:
         """Job summaries, newest first; status filters (queued, running, paused, completed,
         failed, cancelled) or null for all. Other users' jobs show no paths or error details."""
-        return engine.list_jobs(status or None, user_of(engine, request))
+        return engine.views.list_jobs(status or None, user_of(engine, request))
 
-    @as_gradio_errors
     def get_job(job_id: str, request: gr.Request = None) -> dict:
         """The full job: config, status, progress, last metrics, error, checkpoints (paths, log
         details and errors only for its owner and admins)."""
-        return engine.get_job(job_id, user_of(engine, request))
+        return engine.views.get_job(job_id, user_of(engine, request))
 
-    @as_gradio_errors
     def get_metrics(job_id: str, since_step: int = 0) -> list:
         """Metric records with step > since_step."""
-        return engine.get_metrics(job_id, since_step)
+        return engine.views.get_metrics(job_id, since_step)
 
-    @as_gradio_errors
+    return [check_job, submit_job, list_jobs, get_job, get_metrics]
+
+
+def _control_endpoints(engine: Engine) -> list:
     def pause_job(job_id: str, request: gr.Request = None) -> dict:
         """Pause: a running job writes a checkpoint at its next step and stops; a queued one
         leaves the queue."""
-        return engine.pause(job_id, user_of(engine, request))
+        return engine.jobs.pause(job_id, user_of(engine, request))
 
-    @as_gradio_errors
     def resume_job(job_id: str, checkpoint: Optional[str] = None, changes: Optional[dict] = None,
                    allow_inexact: bool = False, request: gr.Request = None) -> dict:
         """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest.
         Optional `changes` edit its config; ones that break exact continuation (batch size,
         accumulation, seed) need allow_inexact."""
-        return engine.resume(job_id, checkpoint or None, changes or None, bool(allow_inexact),
-                             user_of(engine, request))
+        return engine.jobs.resume(job_id, checkpoint or None, changes or None,
+                                  bool(allow_inexact), user_of(engine, request))
 
-    @as_gradio_errors
     def cancel_job(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a queued or running job."""
-        return engine.cancel(job_id, user_of(engine, request))
+        return engine.jobs.cancel(job_id, user_of(engine, request))
 
-    @as_gradio_errors
     def set_priority(job_id: str, priority: int, request: gr.Request = None) -> dict:
         """Reorder the queue (owner or admin): higher starts first, ties in submit order.
         Returns the job summary with its new queue position."""
-        return engine.set_priority(job_id, priority, user_of(engine, request))
+        return engine.jobs.set_priority(job_id, priority, user_of(engine, request))
 
-    @as_gradio_errors
+    def share_job(job_id: str, shared: bool = True, request: gr.Request = None) -> dict:
+        """Let every user try, download and train on this job's model (owner or admin); false
+        stops sharing."""
+        return engine.jobs.share(job_id, shared, user_of(engine, request))
+
+    def delete_job(job_id: str, request: gr.Request = None) -> dict:
+        """Delete a job that is not queued or running: its record, folder and exports (owner or
+        admin). Frees room under the max_jobs quota."""
+        return engine.jobs.delete(job_id, user_of(engine, request))
+
+    return [pause_job, resume_job, cancel_job, set_priority, share_job, delete_job]
+
+
+def _result_endpoints(engine: Engine) -> list:
     def list_checkpoints(job_id: str) -> list:
         """Complete checkpoints: name, step, size_bytes, created_at, loss."""
-        return engine.list_checkpoints(job_id)
+        return engine.views.list_checkpoints(job_id)
 
-    @as_gradio_errors
     def job_analytics(job_id: str) -> dict:
         """Elapsed, ETA, steady-state rates, best loss and step, loss trend, phases."""
-        return engine.job_analytics(job_id)
+        return engine.views.job_analytics(job_id)
 
-    @as_gradio_errors
     def try_model(job_id: str, prompt: str, checkpoint: Optional[str] = None,
                   max_new_tokens: int = 64, request: gr.Request = None) -> dict:
         """Answers of the base model and the trained one (final or a checkpoint) to a prompt
         (owner, admin, or anyone for a shared job; one generation at a time per user)."""
-        return engine.try_model(job_id, prompt, checkpoint or None, max_new_tokens,
-                                user_of(engine, request))
+        return engine.artifacts.try_model(job_id, prompt, checkpoint or None, max_new_tokens,
+                                          user_of(engine, request))
 
-    @as_gradio_errors
-    def share_job(job_id: str, shared: bool = True, request: gr.Request = None) -> dict:
-        """Let every user try, download and train on this job's model (owner or admin); false
-        stops sharing."""
-        return engine.share_job(job_id, shared, user_of(engine, request))
+    return [list_checkpoints, job_analytics, try_model]
 
-    @as_gradio_errors
-    def delete_job(job_id: str, request: gr.Request = None) -> dict:
-        """Delete a job that is not queued or running: its record, folder and exports (owner or
-        admin). Frees room under the max_jobs quota."""
-        return engine.delete_job(job_id, user_of(engine, request))
 
-    @as_gradio_errors
-    def system_stats() -> dict:
-        """CPU, memory, disk and per-GPU telemetry, and the queue's counts."""
-        return engine.system_stats()
-
-    for fn in (health, list_presets, get_preset, check_job, submit_job, list_jobs, get_job, get_metrics,
-               pause_job, resume_job, cancel_job, set_priority, list_checkpoints, job_analytics,
-               try_model, system_stats, share_job, delete_job):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
-
-    # Downloads return files, which need a File output component: hidden ones serve the API.
+def _file_endpoints(engine: Engine) -> None:
+    """Files in and out need File components: hidden ones serve the API."""
+    artifacts = engine.artifacts
     with gr.Column(visible=False):
-        job_id = gr.Textbox(label="job_id")
-        checkpoint = gr.Textbox(label="checkpoint")
-        model_file = gr.File(label="model zip")
-        logs_file = gr.File(label="logs zip")
-        merged_file = gr.File(label="merged model zip")
+        job_id, checkpoint = gr.Textbox(label="job_id"), gr.Textbox(label="checkpoint")
         dataset_file = gr.File(label="dataset file")
-        upload_result = gr.JSON(label="stored upload")
-        upload_trigger = gr.Button("upload dataset")
-        model_trigger = gr.Button("download model")
-        logs_trigger = gr.Button("download logs")
-        export_trigger = gr.Button("export merged model")
+        names = ("upload_dataset", "download_model", "download_logs", "export_model")
+        triggers = {name: gr.Button(name) for name in names}
+        results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in names}
 
     @as_gradio_errors
     def download_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
-        return str(engine.download_model(job_id, checkpoint or None, user_of(engine, request)))
+        return str(artifacts.download_model(job_id, checkpoint or None, user_of(engine, request)))
 
     @as_gradio_errors
     def download_logs(job_id: str, request: gr.Request = None) -> str:
-        return str(engine.download_logs(job_id, user_of(engine, request)))
+        return str(artifacts.download_logs(job_id, user_of(engine, request)))
 
     @as_gradio_errors
     def export_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
-        return str(engine.export_merged(job_id, checkpoint or None, user_of(engine, request)))
+        return str(artifacts.export_merged(job_id, checkpoint or None, user_of(engine, request)))
 
     @as_gradio_errors
     def upload_dataset(file: str, request: gr.Request = None) -> dict:
@@ -167,13 +162,11 @@ def register_api(engine: Engine) -> None:
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
         if not file:
             raise gr.Error("no file was uploaded")
-        return engine.upload_dataset(file, Path(file).name, user_of(engine, request))
+        return artifacts.upload_dataset(file, Path(file).name, user_of(engine, request))
 
-    upload_trigger.click(upload_dataset, dataset_file, upload_result, api_name="upload_dataset",
-                         concurrency_limit=None)
-    export_trigger.click(export_model, [job_id, checkpoint], merged_file, api_name="export_model",
-                         concurrency_limit=None)
-    model_trigger.click(download_model, [job_id, checkpoint], model_file,
-                        api_name="download_model", concurrency_limit=None)
-    logs_trigger.click(download_logs, [job_id], logs_file, api_name="download_logs",
-                       concurrency_limit=None)
+    wiring = {"upload_dataset": (upload_dataset, [dataset_file]),
+              "download_model": (download_model, [job_id, checkpoint]),
+              "download_logs": (download_logs, [job_id]),
+              "export_model": (export_model, [job_id, checkpoint])}
+    for name, (fn, inputs) in wiring.items():
+        triggers[name].click(fn, inputs, results[name], api_name=name, concurrency_limit=None)

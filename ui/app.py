@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine.api import Engine
+from engine.console.engine import Engine
 from ui.api import register_api
 from ui.jobs import create_jobs_tab
 from ui.new_job import create_new_job_tab

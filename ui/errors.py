@@ -8,9 +8,9 @@ import logging
 import gradio as gr
 
 from engine.config import ConfigError
-from engine.job import IllegalTransition
-from engine.store import JobNotFound
-from engine.users import NotYourJob
+from engine.console.job import IllegalTransition
+from engine.console.store import JobNotFound
+from engine.console.users import NotYourJob
 
 log = logging.getLogger("traindeck.ui")
 USER_ERRORS = (ConfigError, IllegalTransition, JobNotFound, NotYourJob, ValueError, KeyError)

@@ -11,34 +11,42 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from engine.api import Engine
-from engine.config import SCHEMA, ConfigError, field_type
-from engine.job import IllegalTransition
+from engine.console.engine import Engine
+from engine.config import FORM_FIELDS, SCHEMA, ConfigError, field_applies, field_type
+from engine.console.job import IllegalTransition
+from engine.sources import DATASET_SUFFIXES
 from ui.api import user_of
 from ui.safe_text import as_text
 
-DATA_FIELDS = ["model", "dataset", "dataset_format", "method"]
-COMMON_FIELDS = ["adapter", "learning_rate", "num_train_epochs", "max_steps",
-                 "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                 "lora_r", "lora_alpha", "name", "priority", "gpus"]
-ADVANCED_FIELDS = [n for n in SCHEMA if n not in DATA_FIELDS + COMMON_FIELDS]
-PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub id like Qwen/Qwen2.5-0.5B-Instruct",
-                "dataset": "empty: the preset's sample; or a .jsonl/.json/.csv/.parquet path, or a Hub id",
+# The form's sections, from the schema: what to train on (text fields of the data group), the
+# common settings (every other field not marked advanced), and the advanced ones by group.
+SOURCE_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].metadata["group"] == "data"
+                 and not SCHEMA[n].metadata["advanced"] and field_type(n) is str]
+COMMON_FIELDS = [n for n in FORM_FIELDS if not SCHEMA[n].metadata["advanced"]
+                 and n not in SOURCE_FIELDS]
+ADVANCED_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].metadata["advanced"]]
+FIELD_NAMES = SOURCE_FIELDS + COMMON_FIELDS + ADVANCED_FIELDS
+PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub id like "
+                         "Qwen/Qwen2.5-0.5B-Instruct",
+                "dataset": "empty: the preset's sample; or a .jsonl/.json/.csv/.parquet path, or "
+                           "a Hub id",
                 "name": "empty: the preset's name and the time"}
 
 
-def make_widget(name: str, value: Any) -> gr.components.Component:
+def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Component:
+    """The field's widget: its label from the schema, its name and help text below it."""
     meta = SCHEMA[name].metadata
-    label, info = name, meta["help"]
+    common = dict(label=meta["label"], info=f"{name} · {meta['help']}", visible=visible,
+                  elem_id=f"field-{name}")
     if meta["choices"]:
-        return gr.Dropdown(list(meta["choices"]), value=value, label=label, info=info)
+        return gr.Dropdown(list(meta["choices"]), value=value, **common)
     kind = field_type(name)
     if kind is bool:
-        return gr.Checkbox(value=value, label=label, info=info)
+        return gr.Checkbox(value=value, **common)
     if meta["auto"] or kind is str:
-        return gr.Textbox("" if value is None else str(value), label=label, info=info,
-                          placeholder=PLACEHOLDERS.get(name, ""))
-    return gr.Number(value, label=label, info=info, precision=0 if kind is int else None)
+        return gr.Textbox("" if value is None else str(value),
+                          placeholder=PLACEHOLDERS.get(name, ""), **common)
+    return gr.Number(value, precision=0 if kind is int else None, **common)
 
 
 def widget_value(name: str, value: Any) -> Any:
@@ -73,118 +81,144 @@ def preview_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{k: show(v) for k, v in row.items()} for row in rows])
 
 
+def visibility(method: str, adapter: str) -> dict[str, bool]:
+    """Which fields the form shows for a method and adapter (beta only for DPO, LoRA settings
+    only with an adapter, ...): the schema's `methods` and `adapters` say."""
+    return {name: field_applies(name, method, adapter) for name in FIELD_NAMES}
+
+
 def create_new_job_tab(engine: Engine) -> dict[str, gr.components.Component]:
-    presets = engine.list_presets()
     default = engine.presets.default_name
     start = engine.get_preset(default)
-    names = DATA_FIELDS + COMMON_FIELDS + ADVANCED_FIELDS
-    widgets: dict[str, gr.components.Component] = {}
-
     with gr.Row():
         with gr.Column(scale=2):
-            preset = gr.Dropdown([(p["title"], p["name"]) for p in presets], value=default,
-                                 label="Template", info="How to train; every value below can be changed.")
+            preset = gr.Dropdown([(p["title"], p["name"]) for p in engine.list_presets()],
+                                 value=default, label="Template",
+                                 info="How to train; every value below can be changed.")
         with gr.Column(scale=3):
             details = gr.Markdown(preset_details(engine, default), elem_id="preset-details")
-    with gr.Group():
-        with gr.Row():
-            widgets["model"] = make_widget("model", start["model"])
-            widgets["dataset"] = make_widget("dataset", start["dataset"])
-        with gr.Row():
-            upload = gr.File(label="…or upload a dataset file",
-                             file_types=[".jsonl", ".json", ".csv", ".parquet"], height=120)
-            widgets["dataset_format"] = make_widget("dataset_format", start["dataset_format"])
-            widgets["method"] = make_widget("method", start["method"])
-    with gr.Row(equal_height=True):
-        for name in COMMON_FIELDS[:6]:
-            widgets[name] = make_widget(name, start[name])
-    with gr.Row(equal_height=True):
-        for name in COMMON_FIELDS[6:]:
-            widgets[name] = make_widget(name, start[name])
-    with gr.Accordion("Advanced", open=False):
-        groups: dict[str, list[str]] = {}
-        for name in ADVANCED_FIELDS:
-            groups.setdefault(SCHEMA[name].metadata["group"], []).append(name)
-        for group, fields in groups.items():
-            gr.Markdown(f"**{group.capitalize()}**")
-            for offset in range(0, len(fields), 4):
-                with gr.Row(equal_height=True):
-                    for name in fields[offset:offset + 4]:
-                        widgets[name] = make_widget(name, start[name])
+    widgets, upload = _build_fields(start)
     with gr.Row():
         check = gr.Button("Check and preview", variant="secondary")
         submit = gr.Button("Submit job", variant="primary", elem_id="submit-job")
     message = gr.Markdown(elem_id="submit-message")
     with gr.Row():
         with gr.Column():
-            data_summary = gr.Markdown("Dataset preview appears here after a check.")
-            data_preview = gr.Dataframe(None, headers=["(check to preview)"], wrap=True,
-                                        label="First rows, as the trainer sees them",
-                                        max_height=300, interactive=False)
+            summary = gr.Markdown("Dataset preview appears here after a check.")
+            preview = gr.Dataframe(None, headers=["(check to preview)"], wrap=True,
+                                   label="First rows, as the trainer sees them",
+                                   max_height=300, interactive=False)
         with gr.Column():
-            config_preview = gr.Code(label="Resolved config (job.yaml) and command", language="yaml",
-                                     lines=18, max_lines=30)
+            resolved = gr.Code(label="Resolved config (job.yaml) and command", language="yaml",
+                               lines=18, max_lines=30)
+    _bind_form(engine, preset, details, widgets, upload, check, submit, message,
+               [summary, preview, resolved])
+    return widgets
 
-    inputs = [widgets[n] for n in names]
 
-    # ---- handlers ---------------------------------------------------------------------------
+def _build_fields(start: dict[str, Any]) -> tuple[dict[str, gr.components.Component], gr.File]:
+    widgets: dict[str, gr.components.Component] = {}
+    shown = visibility(start["method"], start["adapter"])
+
+    def add(name: str) -> None:
+        widgets[name] = make_widget(name, start[name], shown[name])
+
+    with gr.Group():
+        with gr.Row():
+            for name in ("model", "dataset"):
+                add(name)
+        with gr.Row():
+            upload = gr.File(label="…or upload a dataset file", file_types=list(DATASET_SUFFIXES),
+                             height=120)
+            for name in SOURCE_FIELDS:
+                if name not in widgets:
+                    add(name)
+    half = (len(COMMON_FIELDS) + 1) // 2
+    for names in (COMMON_FIELDS[:half], COMMON_FIELDS[half:]):
+        with gr.Row(equal_height=True):
+            for name in names:
+                add(name)
+    with gr.Accordion("Advanced", open=False):
+        groups: dict[str, list[str]] = {}
+        for name in ADVANCED_FIELDS:
+            groups.setdefault(SCHEMA[name].metadata["group"], []).append(name)
+        for group, names in groups.items():
+            gr.Markdown(f"**{group.capitalize()}**")
+            for offset in range(0, len(names), 4):
+                with gr.Row(equal_height=True):
+                    for name in names[offset:offset + 4]:
+                        add(name)
+    return widgets, upload
+
+
+def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, message,
+               results) -> None:
+    inputs = [widgets[n] for n in FIELD_NAMES]
 
     def load_preset(name: str):
         config = engine.get_preset(name)
-        return [preset_details(engine, name)] + [gr.update(value=_shown(config[n])) for n in names]
+        shown = visibility(config["method"], config["adapter"])
+        return [preset_details(engine, name)] + [
+            gr.update(value=_shown(config[n]), visible=shown[n]) for n in FIELD_NAMES]
+
+    def show_fields(method: str, adapter: str):
+        shown = visibility(method, adapter)
+        return [gr.update(visible=shown[n]) for n in FIELD_NAMES]
 
     def save_upload(file: str | None, request: gr.Request = None):
         if not file:
             return gr.skip(), gr.skip(), gr.skip()
         try:
-            stored = engine.upload_dataset(file, Path(file).name, user_of(engine, request))
+            stored = engine.artifacts.upload_dataset(file, Path(file).name,
+                                                     user_of(engine, request))
         except (ConfigError, ValueError) as exc:
             return gr.skip(), None, _error(exc, "**Not uploaded.**")
         # The file now lives in the user's uploads: the upload box is cleared, the path filled in.
         return (stored["dataset"], None,
-                f"**Uploaded** `{Path(stored['dataset']).name}` ({stored['bytes'] / 2**20:.1f} MiB; "
-                f"your uploads hold {stored['stored_mb']} MiB).")
+                f"**Uploaded** `{Path(stored['dataset']).name}` ({stored['bytes'] / 2**20:.1f} "
+                f"MiB; your uploads hold {stored['stored_mb']} MiB).")
 
     def check_config(preset_name: str, *values, request: gr.Request = None):
-        submission = submission_from(preset_name, names, values)
         try:
-            resolution = engine.check(submission, user_of(engine, request))
+            resolution = engine.jobs.check(submission_from(preset_name, FIELD_NAMES, values),
+                                           user_of(engine, request))
         except (ConfigError, ValueError) as exc:
             return _error(exc), gr.skip(), gr.skip(), gr.skip()
-        config = resolution.config
-        summary = resolution.dataset
-        if summary:
-            described = (f"**{summary.rows} rows**, format **{summary.format}**"
-                         f"{' (detected)' if 'dataset_format' in resolution.resolved else ''}"
-                         f" · `{summary.path}`")
-            table = preview_table(summary.preview)
-        else:
-            described, table = f"Hub dataset `{config['dataset']}`: checked by the trainer.", None
-        auto = ", ".join(f"{k}={v}" for k, v in resolution.resolved.items()
-                         if k not in ("dataset_rows",))
-        document = yaml.safe_dump({"config": config}, sort_keys=False)
-        text = (f"# python -m engine.train <workspace>/jobs/<job id>/job.yaml\n"
-                f"# chosen automatically: {auto or 'nothing'}\n{document}")
-        return "**Valid.** Submit to queue it.", described, table, text
+        return ("**Valid.** Submit to queue it.", *check_results(resolution))
 
     def submit_from_form(preset_name: str, *values, request: gr.Request = None):
-        submission = submission_from(preset_name, names, values)
         try:
-            result = engine.submit(submission, user_of(engine, request))
+            result = engine.jobs.submit(submission_from(preset_name, FIELD_NAMES, values),
+                                        user_of(engine, request))
         except (ConfigError, IllegalTransition, ValueError) as exc:
             return _error(exc)
-        where = "starts now" if result["position"] == 1 else f"position {result['position']} in the queue"
-        return (f"**Queued** job **{result['job_id']}** ({where}). "
-                f"Follow it in the **Jobs** tab.")
+        where = ("starts now" if result["position"] == 1
+                 else f"position {result['position']} in the queue")
+        return f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** tab."
 
-    preset.change(load_preset, preset, [details] + inputs, api_visibility="private")
-    upload.upload(save_upload, upload, [widgets["dataset"], upload, message],
-                  api_visibility="private")
-    check.click(check_config, [preset] + inputs,
-                [message, data_summary, data_preview, config_preview], api_visibility="private")
-    submit.click(submit_from_form, [preset] + inputs, message, api_visibility="private",
-                 concurrency_limit=None)
-    return widgets
+    private = dict(api_visibility="private")
+    preset.change(load_preset, preset, [details] + inputs, **private)
+    gr.on([widgets["method"].change, widgets["adapter"].change], show_fields,
+          [widgets["method"], widgets["adapter"]], inputs, **private)
+    upload.upload(save_upload, upload, [widgets["dataset"], upload, message], **private)
+    check.click(check_config, [preset] + inputs, [message, *results], **private)
+    submit.click(submit_from_form, [preset] + inputs, message, concurrency_limit=None, **private)
+
+
+def check_results(resolution) -> tuple[str, Any, str]:
+    """The dataset line, its first rows and the job.yaml a check shows."""
+    config, summary = resolution.config, resolution.dataset
+    if summary:
+        described = (f"**{summary.rows} rows**, format **{summary.format}**"
+                     f"{' (detected)' if 'dataset_format' in resolution.resolved else ''}"
+                     f" · `{summary.path}`")
+        table = preview_table(summary.preview)
+    else:
+        described, table = f"Hub dataset `{config.dataset}`: checked by the trainer.", None
+    auto = ", ".join(f"{k}={v}" for k, v in resolution.resolved.items() if k != "dataset_rows")
+    document = yaml.safe_dump({"config": config.to_dict()}, sort_keys=False)
+    return (described, table, f"# python -m engine.train <workspace>/jobs/<job id>/job.yaml\n"
+                              f"# chosen automatically: {auto or 'nothing'}\n{document}")
 
 
 def _shown(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from engine.api import Engine
+from engine.console.engine import Engine
 from ui.charts import system_chart
 
 

@@ -16,14 +16,11 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import TrainerCallback
 
-from engine.heartbeat import Heartbeat
-from engine.jobfiles import (CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request, requested,
-                             write_json_atomic)
+from engine.trainer.heartbeat import Heartbeat
+from engine import nvml
+from engine.atomic import write_json_atomic
+from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request, requested
 
-try:
-    import pynvml
-except ImportError:
-    pynvml = None
 
 
 _PROCESS = psutil.Process()  # one object: cpu_percent measures since its previous call
@@ -59,22 +56,14 @@ def _sample_device() -> dict[str, float]:
 
 
 def _nvml_telemetry(device: int) -> dict[str, float]:
-    if pynvml is None:
+    """NVML numbers its GPUs as the machine does, torch within CUDA_VISIBLE_DEVICES."""
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    index = int(visible[device]) if device < len(visible) and visible[device].isdigit() else device
+    values = nvml.reading(index)
+    if "error" in values:
         return {}
-    try:
-        pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        ids = [v for v in visible.split(",") if v.strip()]
-        index = int(ids[device]) if device < len(ids) and ids[device].isdigit() else device
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-        return {
-            "gpu_util_percent": float(util.gpu),
-            "gpu_temp_c": float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
-            "gpu_power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-        }
-    except pynvml.NVMLError:
-        return {}
+    return {"gpu_util_percent": values["utilization_percent"],
+            "gpu_temp_c": values["temperature_c"], "gpu_power_w": values["power_w"]}
 
 
 class MetricsWriter(TrainerCallback):

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.job import Job, JobStatus
+from engine.config import JobConfig
+from engine.console.job import Job, JobStatus
 from engine.sources import SourceRules
-from engine.uploads import user_folder_name
-from engine.users import LOCAL, NotYourJob, QuotaExceeded, User, Users
+from engine.console.uploads import user_folder_name
+from engine.console.users import LOCAL, NotYourJob, QuotaExceeded, User, Users
 
 HIDDEN = "details are visible to its owner and admins"
 
@@ -26,6 +27,10 @@ class Access:
         self.find_job = find_job
         # One person's console (no logins, no data roots) reads any local path, as before.
         self.confined = users.enabled or bool(self.data_roots)
+
+    def user(self, user: User | None) -> User:
+        """The user acting (None: the console's one person, when there are no logins)."""
+        return user or self.users.get(None)
 
     # ---- acting on jobs --------------------------------------------------------------------------
 
@@ -66,19 +71,19 @@ class Access:
 
     # ---- quotas ------------------------------------------------------------------------------------
 
-    def check_job_size(self, settings: dict[str, Any], user: User, gpu_capacity: float,
+    def check_job_size(self, settings: JobConfig, user: User, gpu_capacity: float,
                        describe_capacity: Callable[[], str]) -> None:
         quotas = user.quotas
         problems = []
-        if settings["gpus"] > gpu_capacity:
+        if settings.gpus > gpu_capacity:
             problems.append(f"gpus: this machine has {describe_capacity()}; the job asks for "
-                            f"{settings['gpus']}")
-        if settings.get("preempt") and not user.is_admin:
+                            f"{settings.gpus}")
+        if settings.preempt and not user.is_admin:
             problems.append(f"preempt: only admins may pause other jobs to make room; "
                             f"{user.name} is a {user.role}")
-        checks = (("max_gpus", settings["gpus"], "GPUs"),
-                  ("max_steps", settings["max_steps"], "max_steps"),
-                  ("max_epochs", settings["num_train_epochs"] if settings["max_steps"] <= 0 else None,
+        checks = (("max_gpus", settings.gpus, "GPUs"),
+                  ("max_steps", settings.max_steps, "max_steps"),
+                  ("max_epochs", settings.num_train_epochs if settings.max_steps <= 0 else None,
                    "num_train_epochs"))
         for quota, asked, what in checks:
             limit = quotas.get(quota)

@@ -15,12 +15,12 @@ from typing import Any
 import psutil
 import yaml
 
-from engine.job import JOB_ID, Job, JobStatus, readable_record, record_problems
+from engine.console.job import JOB_ID, Job, JobStatus, readable_record, record_problems
 from engine.jobfiles import (EXIT_CANCELLED, EXIT_COMPLETED, EXIT_INVALID, EXIT_PAUSED, JobPaths,
                              read_json)
-from engine.metrics import MetricsLog
-from engine.store import TinyDBJobStore
-from engine.workspace import Workspace
+from engine.console.metrics import MetricsLog
+from engine.console.store import TinyDBJobStore
+from engine.console.workspace import Workspace
 
 EXIT_STATUS = {EXIT_COMPLETED: JobStatus.COMPLETED, EXIT_PAUSED: JobStatus.PAUSED,
                EXIT_CANCELLED: JobStatus.CANCELLED}

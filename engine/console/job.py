@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol
 
-from engine.jsonsafe import made_safe, unsafe_parts
+from engine.config import JobConfig
+from engine.console.jsonsafe import made_safe, unsafe_parts
 
 
 class JobStatus(str, Enum):
@@ -53,6 +54,23 @@ def can_transition(current: str, target: str) -> bool:
     return JobStatus(target) in TRANSITIONS[JobStatus(current)]
 
 
+def available_actions(status: str, requested: str | None = None) -> frozenset[str]:
+    """What a person may do to a job in `status` (with a pause or cancel already `requested`),
+    read off the transition table: pause, resume, cancel, delete."""
+    current = JobStatus(status)
+    allowed = TRANSITIONS[current]
+    actions = set()
+    if JobStatus.PAUSED in allowed and not requested:
+        actions.add("pause")
+    if JobStatus.QUEUED in allowed:
+        actions.add("resume")
+    if JobStatus.CANCELLED in allowed and requested != "cancel":
+        actions.add("cancel")
+    if current not in ACTIVE_STATUSES:
+        actions.add("delete")
+    return frozenset(actions)
+
+
 class IllegalTransition(ValueError):
     def __init__(self, job_id: str, current: str, target: str):
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[JobStatus(current)])) or "none"
@@ -72,7 +90,7 @@ def new_job_id(now: float | None = None) -> str:
 class Job:
     job_id: str
     name: str
-    config: dict[str, Any]
+    config: JobConfig
     owner: str = "local"
     priority: int = 0
     status: str = JobStatus.QUEUED.value
@@ -96,13 +114,16 @@ class Job:
     shared: bool = False  # its owner lets every user try it and train on its model
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.config, dict):  # as stored: read back into the typed config
+            self.config = JobConfig.from_dict(self.config)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names the job's folder
@@ -148,7 +169,7 @@ def readable_record(data: dict[str, Any], problems: list[str]) -> dict[str, Any]
     """A damaged record made safe to read, list and show: bad fields fall back to their
     defaults, unreadable values become text, and `damaged` says what was wrong. It is never
     started (the scheduler skips damaged jobs); its owner or an admin can cancel or delete it."""
-    defaults = Job(job_id="", name="", config={}).to_dict()
+    defaults = Job(job_id="", name="", config=JobConfig()).to_dict()
     fixed = made_safe(data)
     for name, (types, nullable) in RECORD_FIELDS.items():
         value = fixed.get(name, defaults[name])
@@ -164,7 +185,7 @@ def readable_record(data: dict[str, Any], problems: list[str]) -> dict[str, Any]
 
 
 class JobRecords(Protocol):
-    """What `change_status` needs of a store (see engine.store)."""
+    """What `change_status` needs of a store (see engine.console.store)."""
 
     lock: Any
 

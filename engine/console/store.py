@@ -19,9 +19,10 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from engine.config import ConfigError
-from engine.job import Job, readable_record, record_problems
-from engine.jsonsafe import unsafe_parts
+from engine.atomic import write_atomic
+from engine.config import ConfigError, JobConfig, shorten
+from engine.console.job import Job, readable_record, record_problems
+from engine.console.jsonsafe import unsafe_parts
 
 log = logging.getLogger("traindeck.store")
 
@@ -38,10 +39,6 @@ class UnsafeValue(ValueError):
     """A value no JSON client could read back was about to be stored."""
 
 
-def check_storable(fields: dict[str, Any]) -> None:
-    problems = unsafe_parts(fields)
-    if problems:
-        raise UnsafeValue("refusing to store a value no client could read: " + "; ".join(problems[:5]))
 
 
 def clone(data: Any) -> Any:
@@ -59,11 +56,28 @@ class JobNotFound(KeyError):
         return f"no job with id {self.job_id!r}"
 
 
+def storable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields as stored: a JobConfig becomes its dict; nothing a JSON client cannot read passes."""
+    fields = {k: (v.to_dict() if isinstance(v, JobConfig) else v) for k, v in fields.items()}
+    problems = unsafe_parts(fields)
+    if problems:
+        raise UnsafeValue("refusing to store a value no client could read: " + "; ".join(problems[:5]))
+    return fields
+
+
 class JobStore(ABC):
     """Jobs by id. Methods return copies: changing a returned Job changes nothing stored."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+
+    def lookup(self, job_id: Any) -> Job:
+        """A job by an id a caller typed, checked before it is looked up."""
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ConfigError("job_id is required")
+        if len(job_id) > 100:
+            raise JobNotFound(shorten(job_id))
+        return self.get(job_id.strip())
 
     @abstractmethod
     def add(self, job: Job) -> Job: ...
@@ -109,8 +123,7 @@ class MemoryJobStore(JobStore):
         with self.lock:
             if job.job_id in self._jobs:
                 raise ValueError(f"job {job.job_id} already exists")
-            check_storable(job.to_dict())
-            self._jobs[job.job_id] = clone(job.to_dict())
+            self._jobs[job.job_id] = clone(storable(job.to_dict()))
             return self.get(job.job_id)
 
     def get(self, job_id: str) -> Job:
@@ -123,8 +136,7 @@ class MemoryJobStore(JobStore):
         with self.lock:
             if job_id not in self._jobs:
                 raise JobNotFound(job_id)
-            check_storable(fields)
-            self._jobs[job_id].update(clone(fields))
+            self._jobs[job_id].update(clone(storable(fields)))
             return self.get(job_id)
 
     def delete(self, job_id: str) -> None:
@@ -151,7 +163,7 @@ class AtomicJSONStorage(Storage):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in self.path.parent.glob(self.path.name + ".*.tmp"):
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)  # a write interrupted before its rename
         self._data = self._load()
 
@@ -183,32 +195,16 @@ class AtomicJSONStorage(Storage):
         return self._data
 
     def write(self, data: dict[str, Any]) -> None:
-        text = json.dumps(data, separators=(",", ":"))
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            write_atomic(self.path, json.dumps(data, separators=(",", ":")))
         except BaseException:
             # TinyDB changed our cached dict in place before calling write: forget that change.
-            tmp.unlink(missing_ok=True)
             self._data = self._load()
             raise
         self._data = data
 
     def close(self) -> None:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TinyDBJobStore(JobStore):
@@ -242,8 +238,7 @@ class TinyDBJobStore(JobStore):
         with self.lock:
             if job.job_id in self._doc_ids:
                 raise ValueError(f"job {job.job_id} already exists")
-            check_storable(job.to_dict())
-            self._doc_ids[job.job_id] = self._jobs.insert(clone(job.to_dict()))
+            self._doc_ids[job.job_id] = self._jobs.insert(clone(storable(job.to_dict())))
             return self.get(job.job_id)
 
     def get(self, job_id: str) -> Job:
@@ -257,9 +252,8 @@ class TinyDBJobStore(JobStore):
         with self.lock:
             if job_id not in self._doc_ids:
                 raise JobNotFound(job_id)
-            check_storable(fields)
             doc_id = self._doc_ids[job_id]
-            self._jobs.update(clone(fields), doc_ids=[doc_id])
+            self._jobs.update(clone(storable(fields)), doc_ids=[doc_id])
             if doc_id in self._damaged:
                 problems = record_problems(dict(self._jobs.get(doc_id=doc_id)))
                 if problems:

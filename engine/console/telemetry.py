@@ -12,45 +12,12 @@ from typing import Any
 
 import psutil
 
-try:
-    import pynvml
-except ImportError:
-    pynvml = None
+from engine import nvml
 
 
 def gpu_stats() -> tuple[list[dict[str, Any]], str | None]:
     """(per-GPU readings, why there are none)."""
-    if pynvml is None:
-        return [], "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-    except pynvml.NVMLError as exc:
-        return [], f"NVML unavailable ({exc}): no NVIDIA driver on this machine"
-    gpus = []
-    for index in range(count):
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            reading = {
-                "index": index,
-                "name": name if isinstance(name, str) else name.decode(),
-                "utilization_percent": float(util.gpu),
-                "memory_used_mb": memory.used / 2**20,
-                "memory_total_mb": memory.total / 2**20,
-                "temperature_c": float(pynvml.nvmlDeviceGetTemperature(
-                    handle, pynvml.NVML_TEMPERATURE_GPU)),
-            }
-            try:
-                reading["power_w"] = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
-            except pynvml.NVMLError:
-                reading["power_w"] = None
-            gpus.append(reading)
-        except pynvml.NVMLError as exc:
-            gpus.append({"index": index, "error": str(exc)})
-    return gpus, None
+    return nvml.readings(), nvml.why_unavailable()
 
 
 def system_stats(disk_path: Path | str = "/") -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from engine.atomic import write_atomic
 from engine.config import ConfigError
 
 ADMIN, USER = "admin", "user"
@@ -210,12 +211,5 @@ def add_user(path: str | os.PathLike, name: str, password: str, role: str = USER
         entry["quotas"] = {**(entry.get("quotas") or {}), **_check_quotas(quotas, "quotas")}
     users[name] = entry
     data.setdefault("defaults", {name_: default for name_, (_, default) in QUOTAS.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
     # Created private: hashes are worth keeping from other accounts, not even for a moment.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(yaml.safe_dump(data, sort_keys=False))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False), mode=0o600)

@@ -14,7 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import ConfigError, shorten
 from engine.jobfiles import CHECKPOINT_NAME, INCOMPLETE_MARKER, JobPaths
 
 STORED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".zip")
@@ -65,13 +65,26 @@ def write_zip(files: list[Path], base: Path, destination: Path, prefix: str = ""
     return destination
 
 
-class Exporter:
+def checkpoint_folder(paths: JobPaths, checkpoint: str) -> Path:
+    """A complete checkpoint of this job, by its bare name: anything else is refused."""
+    available = [p.name for p in paths.checkpoints()]
+    if not isinstance(checkpoint, str) or not CHECKPOINT_NAME.match(checkpoint):
+        raise ConfigError(f"checkpoint must be a name like checkpoint-100 from the job's list "
+                          f"({', '.join(available) or 'none yet'}); got {shorten(checkpoint)}")
+    folder = paths.root / checkpoint
+    if checkpoint not in available or folder.is_symlink() or not inside(folder, paths.root):
+        raise ConfigError(f"no complete checkpoint {checkpoint} in this job "
+                          f"(available: {', '.join(available) or 'none yet'})")
+    return folder
+
+
+class Zips:
     def __init__(self, exports_dir: Path):
         self.exports_dir = exports_dir
 
     def model_zip(self, job_id: str, paths: JobPaths, checkpoint: str | None = None) -> Path:
         if checkpoint:
-            folder = self.checkpoint_folder(paths, checkpoint)
+            folder = checkpoint_folder(paths, checkpoint)
             name = f"model_{job_id}_{checkpoint}.zip"
         else:
             folder = paths.final_model
@@ -90,19 +103,6 @@ class Exporter:
         if not files:
             raise ConfigError(f"job {job_id} has no logs yet")
         return self._cached_zip(f"logs_{job_id}.zip", files, paths.root)
-
-    @staticmethod
-    def checkpoint_folder(paths: JobPaths, checkpoint: str) -> Path:
-        """A complete checkpoint of this job, by its bare name: anything else is refused."""
-        available = [p.name for p in paths.checkpoints()]
-        if not isinstance(checkpoint, str) or not CHECKPOINT_NAME.match(checkpoint):
-            raise ConfigError(f"checkpoint must be a name like checkpoint-100 from the job's list "
-                              f"({', '.join(available) or 'none yet'}); got {checkpoint!r}")
-        folder = paths.root / checkpoint
-        if checkpoint not in available or folder.is_symlink() or not inside(folder, paths.root):
-            raise ConfigError(f"no complete checkpoint {checkpoint} in this job "
-                              f"(available: {', '.join(available) or 'none yet'})")
-        return folder
 
     def _cached_zip(self, name: str, files: list[Path], base: Path) -> Path:
         key = manifest_key(files, base)

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine.analytics import RunningStats
+from engine.atomic import write_atomic
+from engine.console.analytics import RunningStats
 
 
 class MetricsLog:
@@ -101,6 +102,4 @@ def truncate_after(path: Path, step: int) -> None:
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line if line.endswith(b"\n") else line + b"\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(kept))
-    os.replace(tmp, path)
+    write_atomic(path, b"".join(kept))

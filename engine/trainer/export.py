@@ -1,4 +1,4 @@
-"""Merge a job's LoRA/QLoRA adapter into its base model: `python -m engine.export <job folder>
+"""Merge a job's LoRA/QLoRA adapter into its base model: `python -m engine.trainer.export <job folder>
 [--checkpoint checkpoint-N]` writes a standalone model (safetensors, tokenizer, chat template)
 that loads with plain transformers.
 
@@ -16,15 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
 
 
-def merged_folder(paths: JobPaths, checkpoint: str | None) -> Path:
-    return paths.root / (f"merged-{checkpoint}" if checkpoint else "merged")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.export", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m engine.trainer.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--checkpoint", help="a checkpoint-N folder of the job (default: model/)")
@@ -35,23 +32,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {source} holds no adapter (a full fine-tune is already a standalone "
               f"model: download it as is)", file=sys.stderr)
         return EXIT_INVALID
-    config = yaml.safe_load(paths.job_file.read_text())["config"]
+    config = JobConfig.from_dict(yaml.safe_load(paths.job_file.read_text())["config"])
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"], torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(config["model"], dtype=dtype)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
     merged = PeftModel.from_pretrained(base, source).merge_and_unload()
-    destination = merged_folder(paths, args.checkpoint)
+    destination = paths.merged(args.checkpoint)
     tmp = destination.with_name(f".{destination.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
     shutil.rmtree(destination, ignore_errors=True)
     tmp.rename(destination)
-    print(f"merged {source.name} into {config['model']}: {destination}", flush=True)
+    print(f"merged {source.name} into {config.model}: {destination}", flush=True)
     return EXIT_COMPLETED
 
 

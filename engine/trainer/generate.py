@@ -1,4 +1,4 @@
-"""Try a trained model: `python -m engine.generate <job folder> --prompt TEXT [--checkpoint N]`
+"""Try a trained model: `python -m engine.trainer.generate <job folder> --prompt TEXT [--checkpoint N]`
 prints one JSON object with the base model's and the trained model's answers, side by side.
 
 It runs as its own process so the console never holds a model or GPU memory. The prompt is framed
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m engine.trainer.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--prompt", help="the prompt (default: read from stdin)")
@@ -33,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     if not source.is_dir():
         print(f"error: {source.name} does not exist yet", file=sys.stderr)
         return EXIT_INVALID
-    config = yaml.safe_load(paths.job_file.read_text())["config"]
+    config = JobConfig.from_dict(yaml.safe_load(paths.job_file.read_text())["config"])
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"], torch.float32)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.chat_template:
         inputs = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    base = AutoModelForCausalLM.from_pretrained(config["model"], dtype=dtype).to(device).eval()
+    base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device).eval()
     result = {"prompt": args.prompt, "base": answer(base), "source": source.name}
     if (source / "adapter_config.json").exists():
         from peft import PeftModel

@@ -13,10 +13,12 @@ import time
 from typing import Callable
 
 from engine.jobfiles import EXIT_INVALID
-from engine.job import IllegalTransition, Job, JobStatus, StatusListener, change_status
-from engine.store import JobStore
-from engine.supervisor import Supervisor, TrainerExit
-from engine.workspace import Workspace
+from engine.console.job import IllegalTransition, Job, JobStatus, StatusListener, change_status
+from engine.console.admission import held_by_quota, preemption_victims
+from engine.console.devices import DevicePool
+from engine.console.store import JobStore
+from engine.console.supervisor import Supervisor, TrainerExit
+from engine.console.workspace import Workspace
 
 log = logging.getLogger("traindeck.scheduler")
 
@@ -25,44 +27,6 @@ def queue_order(jobs: list[Job]) -> list[Job]:
     """The order queued jobs will start in: higher priority first, then first submitted."""
     queued = [j for j in jobs if j.status == JobStatus.QUEUED]
     return sorted(queued, key=lambda j: (-j.priority, j.seq))
-
-
-class DevicePool:
-    """Which devices are free. Without GPUs the machine is one device (one job at a time), and a
-    job asking for N GPUs there runs N processes on the CPU (the same DDP path, on gloo)."""
-
-    def __init__(self, gpu_indices: list[int]):
-        self.gpu_indices = list(gpu_indices)
-        self.slots = self.gpu_indices or [None]
-        self.assigned: dict[str, list] = {}
-
-    @property
-    def capacity(self) -> float:
-        return len(self.gpu_indices) if self.gpu_indices else float("inf")
-
-    def describe_capacity(self) -> str:
-        count = len(self.gpu_indices)
-        return f"{count} GPU{'s' if count != 1 else ''} ({', '.join(map(str, self.gpu_indices))})"
-
-    def in_use(self, job_ids: set[str]) -> int:
-        """GPUs held by these jobs (0 on a CPU-only machine)."""
-        return sum(len(self.assigned.get(j, [])) for j in job_ids) if self.gpu_indices else 0
-
-    def free(self) -> list:
-        taken = {slot for slots in self.assigned.values() for slot in slots}
-        return [slot for slot in self.slots if slot not in taken]
-
-    def take(self, job_id: str, count: int = 1) -> list | None:
-        free = self.free()
-        if not self.gpu_indices:
-            count = 1  # the CPU is one device, whatever the job's process count
-        if len(free) < count:
-            return None
-        self.assigned[job_id] = free[:count]
-        return self.assigned[job_id]
-
-    def release(self, job_id: str) -> None:
-        self.assigned.pop(job_id, None)
 
 
 class Scheduler:
@@ -121,7 +85,7 @@ class Scheduler:
                     continue
                 # The head of the queue waits for devices; nobody jumps it.
                 waiting[job.job_id] = f"waiting for {self._needed(job)}"
-                if job.config.get("preempt"):
+                if job.config.preempt:
                     self._preempt_for(job, running, now)
                 blocked = True
             self.waiting = waiting
@@ -129,43 +93,23 @@ class Scheduler:
     def _needed(self, job: Job) -> str:
         if not self.devices.gpu_indices:
             return "the CPU"
-        count = int(job.config.get("gpus", 1))
-        return f"{count} free GPU{'s' if count != 1 else ''}"
+        return f"{job.config.gpus} free GPU{'s' if job.config.gpus != 1 else ''}"
 
     def _held_by_quota(self, job: Job, running: list[Job]) -> str | None:
-        quotas = self.quotas_of(job.owner)
-        mine = [j for j in running if j.owner == job.owner]
-        limit = quotas.get("max_running_jobs")
-        if limit is not None and len(mine) >= limit:
-            return f"quota max_running_jobs: {job.owner} has {len(mine)} running (quota {limit})"
-        limit = quotas.get("max_gpus")
-        in_use = self.devices.in_use({j.job_id for j in mine})
-        asked = int(job.config.get("gpus", 1)) if self.devices.gpu_indices else 0
-        if limit is not None and asked and in_use + asked > limit:
-            return (f"quota max_gpus: {job.owner} has {in_use} GPUs in use, this job needs "
-                    f"{asked} (quota {limit})")
-        return None
+        return held_by_quota(job, running, self.quotas_of(job.owner), self.devices)
 
     def _preempt_for(self, job: Job, running: list[Job], now: float) -> None:
-        """Pause (exactly, through the pause path) the lowest-priority running jobs until this one
-        fits; each resumes by itself once it is back at the head of the queue with room."""
+        """Pause (exactly, through the pause path) the jobs that make room for this one; each
+        resumes by itself once it is back at the head of the queue with room."""
         if any(j.requested == "pause" and j.preempted_by == job.job_id for j in running):
             return  # already making room
-        free = len(self.devices.free()) if self.devices.gpu_indices else 0
-        needed = (int(job.config.get("gpus", 1)) - free) if self.devices.gpu_indices else 1
-        victims = sorted((j for j in running if j.priority < job.priority and not j.requested
-                          and j.job_id in self.supervisor.running),
-                         key=lambda j: (j.priority, -(j.started_at or 0)))
-        for victim in victims:
-            if needed <= 0:
-                break
+        for victim in preemption_victims(job, running, self.devices, self.supervisor.running):
             self.supervisor.request_stop(victim.job_id, "pause", now)
             self.store.update(victim.job_id, requested="pause", preempted_by=job.job_id)
             log.info("job %s paused to make room for %s (preempt)", victim.job_id, job.job_id)
-            needed -= len(self.devices.assigned.get(victim.job_id, [])) or 1
 
     def _start(self, job: Job, now: float) -> bool:
-        slots = self.devices.take(job.job_id, int(job.config.get("gpus", 1)))
+        slots = self.devices.take(job.job_id, job.config.gpus)
         if slots is None:
             return False
         try:
@@ -226,7 +170,7 @@ class Scheduler:
         self._maybe_retry(job, now)
 
     def _maybe_retry(self, job: Job, now: float) -> None:
-        retries = int(job.config.get("max_retries", 0))
+        retries = job.config.max_retries
         crashed = job.status == JobStatus.FAILED and job.exit_code != EXIT_INVALID
         if not crashed or job.attempt > retries:
             return

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.jobfiles import write_json_atomic
+from engine.atomic import write_json_atomic
 
 
 class Heartbeat:
@@ -44,8 +44,10 @@ class Heartbeat:
         with self._lock:
             self._last = now
             try:
+                # Rewritten every half second: not fsynced (a crash may lose a beat, never tear one).
                 write_json_atomic(self.path, {"time": now, "pid": os.getpid(), "phase": self.phase,
-                                              "step": self.step, "total_steps": self.total_steps})
+                                              "step": self.step, "total_steps": self.total_steps},
+                                  durable=False)
             except OSError as exc:  # a full disk must not kill training; a stale beat will tell
                 print(f"warning: cannot write {self.path.name}: {exc}", flush=True)
 

@@ -1,0 +1,117 @@
+"""What a job leaves for people to take away or try: model and log zips, the adapter merged into
+its base model, answers from the trained model, and the uploaded datasets jobs train on. Heavy
+work runs in limited slots per user (engine.console.gates) and in processes of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError, shorten
+from engine.console.access import Access
+from engine.console.gates import Gates
+from engine.console.store import JobStore
+from engine.console.tools import run_tool
+from engine.console.uploads import Uploads
+from engine.console.users import User
+from engine.console.workspace import Workspace
+from engine.console.zips import Zips, checkpoint_folder
+
+log = logging.getLogger("traindeck.artifacts")
+MAX_PROMPT_CHARS = 8000
+
+
+class Artifacts:
+    def __init__(self, store: JobStore, access: Access, workspace: Workspace, gates: Gates,
+                 max_upload_bytes: int | None = None):
+        self.store, self.access, self.workspace, self.gates = store, access, workspace, gates
+        self.zips = Zips(workspace.exports_dir)
+        self.uploads = Uploads(workspace.uploads_dir)
+        self.max_upload_bytes = max_upload_bytes
+
+    def download_model(self, job_id: str, checkpoint: str | None = None,
+                       user: User | None = None) -> Path:
+        job = self.store.lookup(job_id)
+        self.access.authorize_use(job, user, "download")
+        with self.gates.download.slot(self.access.user(user).name):
+            return self.zips.model_zip(job.job_id, self.workspace.job_paths(job.job_id),
+                                       checkpoint or None)
+
+    def download_logs(self, job_id: str, user: User | None = None) -> Path:
+        job = self.store.lookup(job_id)
+        self.access.authorize(job, user, "download")
+        with self.gates.download.slot(self.access.user(user).name):
+            return self.zips.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
+
+    def export_merged(self, job_id: str, checkpoint: str | None = None,
+                      user: User | None = None) -> Path:
+        """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
+        process, and return a zip of the standalone model."""
+        job = self.store.lookup(job_id)
+        self.access.authorize(job, user, "export")
+        paths = self.workspace.job_paths(job.job_id)
+        if job.config.adapter == "full":
+            raise ConfigError(f"job {job.job_id} trained every weight: its model is standalone "
+                              f"already; download it with /download_model")
+        if checkpoint:
+            source = checkpoint_folder(paths, checkpoint)
+        else:
+            source = paths.final_model
+            if not source.is_dir():
+                raise ConfigError(f"job {job.job_id} has no final model yet; export a checkpoint")
+        destination = paths.merged(checkpoint)
+        with self.gates.export.slot(self.access.user(user).name):
+            if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
+                run_tool("engine.trainer.export",
+                         [str(paths.root)] + (["--checkpoint", checkpoint] if checkpoint else []),
+                         f"export of job {job.job_id}")
+            suffix = f"_{checkpoint}" if checkpoint else ""
+            return self.zips.folder_zip(f"model_{job.job_id}{suffix}_merged.zip", destination,
+                                        paths)
+
+    def try_model(self, job_id: str, prompt: str, checkpoint: str | None = None,
+                  max_new_tokens: int = 64, user: User | None = None) -> dict[str, Any]:
+        """Generate from the base model and the trained one (final, or a checkpoint) for one
+        prompt, in a separate process; returns {prompt, base, tuned, source}."""
+        job = self.store.lookup(job_id)
+        self.access.authorize_use(job, user, "try")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError("prompt is required")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"prompt must be at most {MAX_PROMPT_CHARS} characters, got "
+                              f"{len(prompt)}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or not 1 <= max_new_tokens <= 1024:
+            raise ConfigError(f"max_new_tokens must be between 1 and 1024, got "
+                              f"{shorten(max_new_tokens)}")
+        paths = self.workspace.job_paths(job.job_id)
+        args = [str(paths.root), "--max-new-tokens", str(max_new_tokens)]
+        if checkpoint:
+            args += ["--checkpoint", checkpoint_folder(paths, checkpoint).name]
+        elif not paths.final_model.is_dir():
+            raise ConfigError(f"job {job.job_id} has no final model yet; choose a checkpoint")
+        with self.gates.generate.slot(self.access.user(user).name):
+            # The prompt travels on stdin: no text a person types is ever read as an option.
+            output = run_tool("engine.trainer.generate", args, "generation", stdin=prompt)
+        return json.loads(output.strip().splitlines()[-1])
+
+    def upload_dataset(self, temporary: str | Path, original_name: str | None = None,
+                       user: User | None = None) -> dict[str, Any]:
+        """Keep an uploaded dataset file for `user`; returns the path to name in a submission."""
+        user = self.access.user(user)
+        source = Path(temporary)
+        with self.gates.upload.slot(user.name):
+            quota = user.quotas.get("max_upload_mb")
+            stored = self.uploads.store(user.name, source, original_name or source.name,
+                                        None if quota is None else quota << 20,
+                                        self.max_upload_bytes)
+        return {"dataset": str(stored), "bytes": stored.stat().st_size,
+                "stored_mb": round(self.uploads.used_bytes(user.name) / 2**20, 1)}
+
+    def clean_uploads(self) -> None:
+        """Remove uploads no job names any more (after a day unused)."""
+        in_use = {j.config.dataset for j in self.store.all(copy=False)}
+        for path in self.uploads.clean({p for p in in_use if isinstance(p, str)}):
+            log.info("removed unused upload %s", path)

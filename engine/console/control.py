@@ -1,0 +1,230 @@
+"""What people do to jobs: check and submit, pause, cancel, resume (with changes), re-prioritise,
+share and delete. Every action checks who asks (engine.console.access) and moves a job only
+through the state machine (engine.job.change_status)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import machine as machines
+from engine.atomic import write_json_atomic
+from engine.config import ConfigError, JobConfig, coerce_field, shorten
+from engine.console.access import Access
+from engine.console.devices import DevicePool
+from engine.console.gates import Gates
+from engine.console.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
+                                change_status, new_job_id)
+from engine.console.store import JobNotFound, JobStore, StorageError
+from engine.console.supervisor import Supervisor, write_job_file
+from engine.console.users import User
+from engine.console.views import JobViews
+from engine.console.workspace import Workspace
+from engine.console.zips import checkpoint_folder
+from engine.jobfiles import CANCEL, PAUSE
+from engine.presets import PresetLibrary
+from engine.resolve import Resolution, resolve
+
+log = logging.getLogger("traindeck.control")
+# Resume keeps these as they were: the checkpoints only make sense with them.
+CHECKPOINT_BOUND = ("method", "model", "dataset", "dataset_format", "adapter", "lora_r",
+                    "lora_alpha", "lora_target_modules", "max_length", "packing")
+# Changing these is allowed on request, but the run then differs from a straight one.
+EXACTNESS_BOUND = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "gpus")
+
+
+class JobControl:
+    def __init__(self, store: JobStore, access: Access, views: JobViews, presets: PresetLibrary,
+                 machine: machines.Machine, workspace: Workspace, supervisor: Supervisor,
+                 devices: DevicePool, gates: Gates, listeners: list[StatusListener],
+                 wake: Callable[[], None] = lambda: None, base_dir: Path | None = None):
+        self.store, self.access, self.views = store, access, views
+        self.presets, self.machine, self.workspace = presets, machine, workspace
+        self.supervisor, self.devices, self.gates = supervisor, devices, gates
+        self.listeners = listeners
+        self.wake = wake  # the scheduler's: run a round now rather than at the next tick
+        self.base_dir = base_dir
+
+    # ---- checking and submitting ----------------------------------------------------------------
+
+    def validate(self, config: dict[str, Any] | None, user: User | None = None) -> Resolution:
+        """Resolve a submission for `user` without queueing it."""
+        return resolve(config, self.presets, self.machine, self.base_dir,
+                       rules=self.access.source_rules(user))
+
+    def check(self, config: dict[str, Any] | None, user: User | None = None) -> Resolution:
+        """A validation that reads the whole dataset: it takes a slot for heavy work."""
+        with self.gates.check.slot(self.access.user(user).name):
+            return self.validate(config, user)
+
+    def submit(self, config: dict[str, Any] | None, user: User | None = None) -> dict[str, Any]:
+        """Queue a job for `user` (None: the local owner, without quotas)."""
+        user = self.access.user(user)
+        resolution = self.check(config, user)
+        settings = resolution.config
+        self._check_size(settings, user)
+        now = time.time()
+        with self.store.lock:
+            jobs = self.store.all(copy=False)
+            self.access.check_job_count(user, jobs)
+            self.access.check_queue_quota(user, jobs)
+            job = Job(job_id=new_job_id(now),
+                      name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
+                      config=settings, owner=user.name, priority=settings.priority,
+                      seq=self.store.next_seq(), created_at=now, queued_at=now,
+                      resolved=resolution.resolved)
+            while self._exists(job.job_id):
+                job.job_id = new_job_id(now)
+            self._store_new(job)
+            position = self.views.position(job.job_id)  # as submitted: it may start next
+        self.wake()
+        return {"job_id": job.job_id, "status": job.status, "position": position}
+
+    def _store_new(self, job: Job) -> None:
+        paths = self.workspace.job_paths(job.job_id)
+        try:
+            write_job_file(paths, job, self.workspace.cache_dir, None)
+            self.store.add(job)
+            write_json_atomic(paths.record, job.to_dict())
+        except OSError as exc:
+            # Nothing half-made stays behind: no folder without a record.
+            shutil.rmtree(paths.root, ignore_errors=True)
+            raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing was "
+                               f"queued") from None
+
+    def _check_size(self, settings: JobConfig, user: User) -> None:
+        self.access.check_job_size(settings, user, self.devices.capacity,
+                                   self.devices.describe_capacity)
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.store.get(job_id)
+            return True
+        except JobNotFound:
+            return False
+
+    def keep_record(self, job: Job, previous: str | None = None) -> None:
+        """Each job folder keeps a copy of its record, so `repair-db` can rebuild the database
+        from the folders alone. Best effort: a full disk must not fail a status change."""
+        try:
+            write_json_atomic(self.workspace.job_paths(job.job_id).record, job.to_dict())
+        except OSError as exc:
+            log.warning("job %s: cannot keep its record in its folder: %s", job.job_id, exc)
+
+    # ---- stopping and resuming ------------------------------------------------------------------
+
+    def pause(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        return self._stop(job_id, PAUSE, user)
+
+    def cancel(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        return self._stop(job_id, CANCEL, user)
+
+    def _stop(self, job_id: str, action: str, user: User | None) -> dict[str, Any]:
+        target = JobStatus.CANCELLED if action == CANCEL else JobStatus.PAUSED
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, action)
+            if job.status == JobStatus.RUNNING and job.job_id in self.supervisor.running:
+                self.supervisor.request_stop(job.job_id, action)
+                if job.requested != CANCEL:
+                    # A person's pause overrides a preemption's: no automatic resume after it.
+                    job = self.store.update(job.job_id, requested=action, preempted_by=None)
+            elif can_transition(job.status, target):
+                job = change_status(self.store, job.job_id, target, self.listeners)
+            else:
+                raise IllegalTransition(job.job_id, job.status, target.value)
+        self.wake()
+        return self.views.summary(job)
+
+    def resume(self, job_id: str, checkpoint: str | None = None,
+               changes: dict[str, Any] | None = None, allow_inexact: bool = False,
+               user: User | None = None) -> dict[str, Any]:
+        """Queue a paused, failed or cancelled job again (same id) from `checkpoint` or its latest
+        complete one. `changes` edits the config first, through the same resolution as a submit;
+        a change that would make the resumed run differ from a straight one is refused unless
+        `allow_inexact`."""
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, "resume")
+            if not can_transition(job.status, JobStatus.QUEUED):
+                raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
+            paths = self.workspace.job_paths(job.job_id)
+            if checkpoint:
+                name = checkpoint_folder(paths, checkpoint).name
+            else:
+                latest = paths.latest_checkpoint()
+                name = latest.name if latest else None
+            fields: dict[str, Any] = {"resume_from": name}
+            if changes:
+                resolution = self._changed(job, changes, allow_inexact or name is None)
+                fields.update(config=resolution.config, priority=resolution.config.priority,
+                              resolved={**job.resolved, **resolution.resolved})
+                self._check_size(resolution.config, self.access.owner_of(job))
+            self.access.check_queue_quota(self.access.owner_of(job),
+                                          self.store.all((JobStatus.QUEUED.value,)))
+            job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
+        self.wake()
+        return self.views.summary(job)
+
+    def _changed(self, job: Job, changes: Any, allow_inexact: bool) -> Resolution:
+        if not isinstance(changes, dict):
+            raise ConfigError("changes must be an object of field: value")
+        if "preset" in changes:
+            raise ConfigError("cannot change preset on resume; change the fields themselves")
+        owner = self.access.owner_of(job)
+        resolution = resolve(changes, self.presets, self.machine, self.base_dir, check_data=False,
+                             rules=self.access.source_rules(owner), base=job.config)
+        new = resolution.config
+        frozen = [k for k in CHECKPOINT_BOUND if getattr(new, k) != getattr(job.config, k)]
+        if frozen:
+            raise ConfigError(f"cannot change {', '.join(frozen)} on resume: the checkpoints were "
+                              f"made with the job's values; submit a new job instead")
+        inexact = [k for k in EXACTNESS_BOUND if getattr(new, k) != getattr(job.config, k)]
+        if inexact and not allow_inexact:
+            raise ConfigError(f"changing {', '.join(inexact)} on resume breaks exact continuation "
+                              f"(the resumed run would differ from a straight one); pass "
+                              f"allow_inexact to do it anyway")
+        return resolution
+
+    # ---- priority, sharing, deleting ------------------------------------------------------------
+
+    def set_priority(self, job_id: str, priority: Any, user: User | None = None) -> dict[str, Any]:
+        """Reorder the queue: higher starts first. Running jobs keep their place on the device;
+        the new priority counts when they are queued again (and for preemption)."""
+        priority = coerce_field("priority", priority)  # the schema's bounds, as at submit
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, "re-prioritise")
+            if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+                raise ConfigError(f"job {job.job_id} is {job.status}: its priority no longer matters")
+            job = self.store.update(job.job_id, priority=priority,
+                                    config=job.config.replace(priority=priority))
+        self.keep_record(job)
+        self.wake()
+        return {**self.views.summary(job), "position": self.views.position(job.job_id)}
+
+    def share(self, job_id: str, shared: Any, user: User | None = None) -> dict[str, Any]:
+        """Let every user try this job's model, download it and train on it (or stop that)."""
+        if not isinstance(shared, bool):
+            raise ConfigError(f"shared must be true or false, got {shorten(shared)}")
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, "share")
+            job = self.store.update(job.job_id, shared=shared)
+        self.keep_record(job)
+        return self.views.summary(job)
+
+    def delete(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        """Remove a job that is not queued or running: its record and its folder."""
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, "delete")
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                raise ConfigError(f"job {job.job_id} is {job.status}; cancel it before deleting it")
+            self.store.delete(job.job_id)
+        shutil.rmtree(self.workspace.job_paths(job.job_id).root, ignore_errors=True)
+        self.views.forget(job.job_id)
+        return {"job_id": job.job_id, "deleted": True}

@@ -1,0 +1,174 @@
+"""The console's engine: one per workspace. It owns the store, the supervisor and the scheduler
+thread, and puts together the collaborators the UI and the API call:
+
+- `engine.jobs`: check, submit, pause, cancel, resume, re-prioritise, share, delete
+- `engine.views`: the job list, one job, metrics, checkpoints, analytics, logs
+- `engine.artifacts`: downloads, merged exports, trying a model, uploads
+- `engine.access`: who may do what, quotas, where data may come from
+
+Errors a person can act on are ConfigError, JobNotFound, NotYourJob or IllegalTransition, whose
+messages say what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import engine
+from engine import machine as machines
+from engine.console.access import Access
+from engine.console.artifacts import Artifacts
+from engine.console.control import JobControl
+from engine.console.devices import DevicePool
+from engine.console.gates import Gates
+from engine.console.job import Job, JobStatus, StatusListener
+from engine.console.scheduler import Scheduler
+from engine.console.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJobStore
+from engine.console.supervisor import Supervisor
+from engine.console.telemetry import SystemHistory
+from engine.console.users import Users
+from engine.console.views import JobViews
+from engine.console.workspace import Workspace
+from engine.presets import PresetLibrary
+
+log = logging.getLogger("traindeck.engine")
+
+
+class Engine:
+    def __init__(self, workspace: str | Path, presets: PresetLibrary | None = None,
+                 machine: machines.Machine | None = None, store: JobStore | None = None,
+                 gpu_indices: list[int] | None = None, users: Users | None = None,
+                 data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None):
+        self.workspace = Workspace(workspace)
+        self.users = users or Users()
+        self.presets = presets or PresetLibrary()
+        self.machine = machine or machines.detect()
+        self.access = Access(self.users, self.workspace.root, self.workspace.uploads_dir,
+                             tuple(Path(r).resolve() for r in data_roots), self._find)
+        self.gates = Gates()
+        self.max_upload_bytes = max_upload_bytes
+        self.devices = DevicePool([g.index for g in self.machine.gpus] if gpu_indices is None
+                                  else gpu_indices)
+        self.supervisor = Supervisor(self.workspace.cache_dir)
+        self.system = SystemHistory(self.workspace.root)
+        self.listeners: list[StatusListener] = []
+        self._store = store
+        self.scheduler: Scheduler | None = None
+        self.jobs: JobControl | None = None
+        self.views: JobViews | None = None
+        self.artifacts: Artifacts | None = None
+        self.started_at = time.time()
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def open(self) -> Engine:
+        """Take the workspace and load the jobs; re-attach to trainers still running."""
+        self.workspace.acquire()
+        try:
+            if self._store is None:
+                self._store = TinyDBJobStore(self.workspace.database)
+                self._check_store_matches_folders()
+        except DatabaseDamaged:
+            self.workspace.release()
+            raise
+        self.scheduler = Scheduler(self.store, self.supervisor, self.workspace, self.devices,
+                                   self.listeners, quotas_of=self.users.quotas_of)
+        self.views = JobViews(self.store, self.supervisor, self.workspace, self.access,
+                              waiting=self.scheduler.waiting.get)
+        self.jobs = JobControl(self.store, self.access, self.views, self.presets, self.machine,
+                               self.workspace, self.supervisor, self.devices, self.gates,
+                               self.listeners, wake=self.scheduler.wake)
+        self.listeners.append(self.jobs.keep_record)
+        self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
+                                   self.max_upload_bytes)
+        self.recover()
+        return self
+
+    def start(self) -> Engine:
+        """Open, then run the scheduler thread and the telemetry sampler."""
+        self.open()
+        self.scheduler.start()
+        self.system.start()
+        return self
+
+    def close(self) -> None:
+        """Stop scheduling and let go of the workspace. Running trainers keep running; the next
+        console re-attaches to them."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.system.stop()
+        if self._store is not None:
+            self._store.close()
+        self.workspace.release()
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("the engine is not open")
+        return self._store
+
+    def _check_store_matches_folders(self) -> None:
+        """A database with no jobs beside folders of jobs lost its history (a truncated or
+        deleted file): starting would write an empty one over it."""
+        if self.store.all(copy=False):
+            return
+        folders = self.workspace.job_folders()
+        if folders:
+            self._store.close()
+            self._store = None
+            raise DatabaseDamaged(
+                f"job database {self.workspace.database} holds no jobs, but "
+                f"{self.workspace.jobs_dir} holds {len(folders)} job folders; the console will "
+                f"not start over it. Rebuild the database from them with `python app.py repair-db "
+                f"--workspace {self.workspace.root}`, or move the folders away to start afresh.")
+
+    def _find(self, job_id: str) -> Job | None:
+        try:
+            return self.store.get(job_id)
+        except (JobNotFound, RuntimeError):
+            return None
+
+    def recover(self) -> None:
+        """After a console restart, follow every job the database says is running: a trainer
+        that survived the restart is re-attached; one that ended while no console was watching is
+        reaped by the next scheduler round (its exit record, or "interrupted")."""
+        for job in self.store.all((JobStatus.RUNNING.value,)):
+            trainer = self.supervisor.attach(job, self.workspace.job_paths(job.job_id))
+            slots = (job.attempts[-1].get("devices") if job.attempts else None) or []
+            self.devices.assigned[job.job_id] = slots or self.devices.free()[:1]
+            log.info("job %s: %s", job.job_id,
+                     "re-attached" if trainer.alive_at_attach else "trainer gone, reaping")
+
+    # ---- the console as a whole ---------------------------------------------------------------
+
+    def list_presets(self) -> list[dict[str, Any]]:
+        return self.presets.summaries()
+
+    def get_preset(self, name: str | None) -> dict[str, Any]:
+        preset = self.presets.get(name)
+        # The config's own `name` (the job name, empty) follows the preset's: a form filled from
+        # this must not name the job after the template.
+        return {"name": preset.name, "title": preset.title, "description": preset.description,
+                "sample": preset.sample, **preset.config(), "preset": preset.name}
+
+    def system_stats(self) -> dict[str, Any]:
+        stats = dict(self.system.latest())
+        counts = self.store.status_counts()
+        stats["queue"] = {s.value: counts.get(s.value, 0) for s in JobStatus}
+        return stats
+
+    def health(self) -> dict[str, Any]:
+        counts = self.store.status_counts()
+        return {
+            "status": "ok",
+            "version": engine.__version__,
+            "device": self.machine.describe(),
+            "gpus": [g.__dict__ | {"compute_capability": list(g.compute_capability)}
+                     for g in self.machine.gpus],
+            "queued": counts.get(JobStatus.QUEUED.value, 0),
+            "running": counts.get(JobStatus.RUNNING.value, 0),
+            "scheduler_cpu_s": round(self.scheduler.cpu_seconds, 3) if self.scheduler else 0.0,
+        }

@@ -1,0 +1,155 @@
+"""The trainer processes a supervisor follows, one interface with three kinds:
+
+- ChildTrainer: started by this console (`python -m engine.train`); its exit code is the truth;
+- TorchrunTrainer: a child running torchrun's ranks; torchrun hides the ranks' codes, so rank 0's
+  exit record (exit.json) speaks for the job, and ranks that lead their own sessions are killed
+  one by one;
+- AttachedTrainer: started by an earlier console and followed again after a restart; it is not
+  our child, so it is watched by pid and its exit record read when it is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from engine.console.metrics import MetricsLog
+from engine.jobfiles import JobPaths, read_json
+
+
+@dataclass
+class Trainer:
+    job_id: str
+    paths: JobPaths
+    pid: int
+    timeout_s: float
+    started_at: float
+    processes: int = 1
+    stop_action: str | None = None
+    stop_requested_at: float | None = None
+    heartbeat_time: float = 0.0
+    heartbeat_mtime: float = 0.0
+    heartbeat: dict[str, Any] = field(default_factory=dict)
+    descendants: dict[int, float] = field(default_factory=dict)  # pid -> start time
+    metrics: MetricsLog = field(init=False)
+
+    attached = False
+    alive_at_attach = True
+
+    def __post_init__(self) -> None:
+        self.metrics = MetricsLog(self.paths.metrics)
+
+    def poll_exit(self) -> int | None:
+        """The exit code once the process is gone (negative: killed by that signal)."""
+        raise NotImplementedError
+
+    def recorded_exit(self) -> int | None:
+        """The code this trainer wrote to exit.json, if it wrote one."""
+        recorded = read_json(self.paths.exit_record) or {}
+        if recorded.get("pid") == self.pid and isinstance(recorded.get("code"), int):
+            return recorded["code"]
+        return None
+
+    def has_exit_record(self) -> bool:
+        return True
+
+    def reap_after_kill(self) -> int:
+        return -signal.SIGKILL
+
+    def note_processes(self) -> None:
+        """Remember the processes under a multi-process trainer, to kill them all later."""
+        if self.processes <= 1:
+            return
+        try:
+            for child in psutil.Process(self.pid).children(recursive=True):
+                self.descendants.setdefault(child.pid, child.create_time())
+        except psutil.NoSuchProcess:
+            pass
+
+    def kill(self) -> None:
+        self.note_processes()  # ranks still running are torchrun's children now
+        kill_group(self.pid)
+        kill_descendants(self.descendants)
+
+    def last_progress_time(self) -> float:
+        return max(self.heartbeat_time, self.started_at)
+
+
+@dataclass
+class ChildTrainer(Trainer):
+    popen: subprocess.Popen | None = None
+
+    def poll_exit(self) -> int | None:
+        return self.popen.poll()
+
+    def reap_after_kill(self) -> int:
+        try:
+            return self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return -signal.SIGKILL
+
+
+@dataclass
+class TorchrunTrainer(ChildTrainer):
+    def poll_exit(self) -> int | None:
+        code = self.popen.poll()
+        if code is None:
+            return None
+        recorded = self.recorded_exit()  # rank 0's pause/cancel/invalid, which torchrun hides
+        return code if recorded is None else recorded
+
+
+@dataclass
+class AttachedTrainer(Trainer):
+    alive_at_attach: bool = True
+    attached = True
+
+    def poll_exit(self) -> int | None:
+        if self.alive_at_attach and is_alive(self.pid, self.paths):
+            return None
+        code = self.recorded_exit()
+        return -signal.SIGKILL if code is None else code  # no record: killed, or crashed hard
+
+    def has_exit_record(self) -> bool:
+        return self.recorded_exit() is not None
+
+
+def is_alive(pid: int, paths: JobPaths) -> bool:
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return str(paths.job_file) in " ".join(process.cmdline())  # not a reused pid
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the trainer's whole process group (data-loader workers, torchrun ranks)."""
+    if pid <= 1 or pid == os.getpgrp():  # 0 would mean our own group: never
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_descendants(known: dict[int, float]) -> None:
+    """SIGKILL processes seen under a trainer that lead process groups of their own (torchrun
+    starts each rank in a new session, so killing torchrun's group misses them). `known` maps
+    pid to start time, so a pid reused since is left alone."""
+    for pid, started in known.items():
+        try:
+            if psutil.Process(pid).create_time() != started:
+                continue
+            if os.getpgid(pid) == pid:
+                kill_group(pid)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            pass

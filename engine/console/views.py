@@ -1,0 +1,165 @@
+"""What the console shows of its jobs: the list, one job, its metrics, checkpoints, analytics and
+log; each as the asking user may see it (another user's paths, log and error details are hidden).
+Everything here only reads."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable
+
+from engine.config import ConfigError, shorten
+from engine.console.access import Access
+from engine.console.analytics import analyze
+from engine.console.job import Job, JobStatus
+from engine.console.jsonsafe import made_safe
+from engine.console.metrics import MetricsLog
+from engine.console.scheduler import queue_order
+from engine.console.store import JobStore
+from engine.console.supervisor import Supervisor, log_tail
+from engine.console.users import User
+from engine.console.workspace import Workspace
+from engine.jobfiles import CHECKPOINT_NAME, read_json
+
+log = logging.getLogger("traindeck.views")
+METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+
+
+class JobViews:
+    def __init__(self, store: JobStore, supervisor: Supervisor, workspace: Workspace,
+                 access: Access, waiting: Callable[[str], str | None] = lambda job_id: None):
+        self.store = store
+        self.supervisor = supervisor
+        self.workspace = workspace
+        self.access = access
+        self.waiting = waiting  # why a queued job has not started (the scheduler knows)
+        self._metrics_cache: OrderedDict[str, MetricsLog] = OrderedDict()
+
+    # ---- the list -------------------------------------------------------------------------------
+
+    def position(self, job_id: str) -> int | None:
+        """1 = next to start; None when the job is not queued."""
+        order = [j.job_id for j in queue_order(self.store.all((JobStatus.QUEUED.value,)))]
+        return order.index(job_id) + 1 if job_id in order else None
+
+    def list_jobs(self, status: str | None = None, user: User | None = None) -> list[dict[str, Any]]:
+        if status:
+            try:
+                status = JobStatus(status).value
+            except ValueError:
+                raise ConfigError(f"status must be one of {', '.join(s.value for s in JobStatus)} "
+                                  f"or empty for all; got {shorten(status)}") from None
+        positions = {j.job_id: n for n, j in
+                     enumerate(queue_order(self.store.all((JobStatus.QUEUED.value,))), start=1)}
+        jobs = self.store.all((status,) if status else None, copy=False)  # read only
+        jobs.sort(key=lambda j: j.seq, reverse=True)
+        return [self.access.summary_for({**self._safe_summary(j), "position": positions.get(j.job_id)},
+                                        user) for j in jobs]
+
+    def summary(self, job: Job) -> dict[str, Any]:
+        # The job table asks for every job every few seconds: the last loss comes from live
+        # progress or from what the job recorded when it ended, never from re-reading metrics.
+        progress = self.progress(job)
+        return {
+            "job_id": job.job_id, "name": job.name, "owner": job.owner, "status": job.status,
+            "priority": job.priority, "method": job.config.method, "adapter": job.config.adapter,
+            "model": job.config.model, "dataset": job.config.dataset,
+            "progress": {k: v for k, v in progress.items() if k != "loss"},
+            "loss": progress.get("loss"), "created_at": job.created_at,
+            "started_at": job.started_at, "finished_at": job.finished_at,
+            "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
+            "shared": job.shared, "damaged": job.damaged,
+        }
+
+    def _safe_summary(self, job: Job) -> dict[str, Any]:
+        """One job's row; a record that cannot be summarised is shown as damaged, never allowed
+        to fail the whole list."""
+        try:
+            return self.summary(job)
+        except Exception as exc:  # defence in depth: the store already repairs what it reads
+            log.exception("job %s: cannot summarise", job.job_id)
+            return {"job_id": job.job_id, "name": str(job.name)[:200], "owner": str(job.owner),
+                    "status": str(job.status), "priority": 0, "method": None, "adapter": None,
+                    "model": None, "dataset": None, "progress": {}, "loss": None,
+                    "created_at": None, "started_at": None, "finished_at": None, "error": None,
+                    "requested": None, "shared": False,
+                    "damaged": f"cannot be shown: {type(exc).__name__}"}
+
+    def progress(self, job: Job) -> dict[str, Any]:
+        live = self.supervisor.progress(job.job_id)
+        return {**job.progress, **live} if live else dict(job.progress)
+
+    # ---- one job --------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+        job = self.store.lookup(job_id)
+        paths = self.workspace.job_paths(job.job_id)
+        data = job.to_dict()
+        data["progress"] = self.progress(job)
+        data["position"] = self.position(job.job_id) if job.status == JobStatus.QUEUED else None
+        data["waiting"] = self.waiting(job.job_id)
+        data["last_metrics"] = self.metrics(job.job_id).last
+        data["checkpoints"] = self.list_checkpoints(job.job_id)
+        data["job_dir"] = str(paths.root)
+        data["command"] = f"python -m engine.train {paths.job_file}"
+        return self.access.job_for(made_safe(data), user)
+
+    def metrics(self, job_id: str) -> MetricsLog:
+        live = self.supervisor.metrics_log(job_id)
+        if live is not None:
+            live.refresh()  # a stat() when nothing is new; spares the caller the supervisor's tick
+            return live
+        cached = self._metrics_cache.pop(job_id, None)
+        if cached is None:
+            cached = MetricsLog(self.workspace.job_paths(job_id).metrics)
+        cached.refresh()
+        self._metrics_cache[job_id] = cached
+        while len(self._metrics_cache) > METRICS_CACHE_SIZE:
+            self._metrics_cache.popitem(last=False)
+        return cached
+
+    def forget(self, job_id: str) -> None:
+        self._metrics_cache.pop(job_id, None)
+
+    def get_metrics(self, job_id: str, since_step: int | None = None) -> list[dict[str, Any]]:
+        job = self.store.lookup(job_id)
+        try:
+            since = -1 if since_step is None else int(since_step)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"since_step must be a whole number, got {shorten(since_step)}") from None
+        return self.metrics(job.job_id).since(since)
+
+    def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        job = self.store.lookup(job_id)
+        paths = self.workspace.job_paths(job.job_id)
+        metrics = self.metrics(job.job_id)  # get_job is polled: look steps up, never scan them
+        result: list[dict[str, Any]] = []
+        for folder in paths.checkpoints():
+            if folder.is_symlink():
+                continue
+            files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+            step = int(CHECKPOINT_NAME.match(folder.name).group(1))
+            result.append({"name": folder.name, "step": step,
+                           "size_bytes": sum(p.stat().st_size for p in files),
+                           "created_at": folder.stat().st_mtime,
+                           "loss": (metrics.at(step) or {}).get("loss"), "best": False})
+        scored = [c for c in result if isinstance(c["loss"], (int, float))]
+        if scored:
+            min(scored, key=lambda c: c["loss"])["best"] = True
+        return result
+
+    def job_analytics(self, job_id: str) -> dict[str, Any]:
+        job = self.store.lookup(job_id)
+        summary = read_json(self.workspace.job_paths(job.job_id).summary) or {}
+        phases = {k: v for k, v in summary.items() if k.endswith("_s") and k != "train_runtime"}
+        metrics = self.metrics(job.job_id)
+        with metrics.lock:  # the records and their running stats, from the same moment
+            result = analyze(metrics.records, self.progress(job), job.status, job.started_at,
+                             job.finished_at, phases, stats=metrics.stats)
+        return {"job_id": job.job_id, **result}
+
+    def log_tail(self, job_id: str, lines: int = 40, user: User | None = None) -> str:
+        job = self.store.lookup(job_id)
+        if not self.access.is_owner_or_admin(job.owner, user):
+            return f"(the log of {job.owner}'s job is visible to its owner and admins)"
+        return log_tail(self.workspace.job_paths(job.job_id), lines)

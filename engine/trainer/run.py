@@ -1,0 +1,181 @@
+"""The trainer: `python -m engine.train <job.yaml>`.
+
+This is the exact command the console's scheduler runs, and the headless CLI. It writes into the
+job folder (the folder of job.yaml, or --output-dir): training.log, metrics.jsonl,
+heartbeat.json, checkpoint-N/ folders and the final model/ (an adapter for LoRA/QLoRA). Exit codes
+are in engine.jobfiles: 0 completed, 1 failed, 2 invalid job, 75 paused, 76 cancelled.
+
+job.yaml is either a job file written by the console (`config:` holds the resolved config) or a
+plain config (`preset:` plus overrides), resolved here the way the console would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from engine.atomic import write_json_atomic
+from engine.config import ConfigError, JobConfig
+from engine.data import DatasetError
+from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
+                             EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, read_json, requested)
+from engine.machine import detect
+from engine.presets import PresetLibrary
+from engine.resolve import resolve
+from engine.trainer.heartbeat import Heartbeat
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_file", type=Path, help="job.yaml written by the console, or a config")
+    parser.add_argument("--output-dir", type=Path, help="job folder (default: job.yaml's folder)")
+    parser.add_argument("--resume-from", help="checkpoint-N folder name to resume from")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = JobPaths((args.output_dir or args.job_file.parent).resolve())
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(SUPERVISED_ENV) != "1":
+        return run_logged(argv if argv is not None else sys.argv[1:], paths)
+    code = EXIT_FAILED
+    launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    try:
+        code = train(args, paths)
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = EXIT_INVALID
+    finally:
+        # How this process ended, for a console that re-attached to it and cannot wait() on it.
+        # Under torchrun the console watches torchrun itself (this process's parent), and rank 0
+        # speaks for the job.
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json_atomic(paths.exit_record, {
+                "pid": os.getppid() if launched_by_torchrun else os.getpid(), "code": code,
+                "time": time.time()})
+    if launched_by_torchrun and code in (EXIT_PAUSED, EXIT_CANCELLED):
+        return EXIT_COMPLETED  # torchrun takes any other code for a crash; exit.json has the truth
+    return code
+
+
+def run_logged(argv: list[str], paths: JobPaths) -> int:
+    """Run by hand: train in a child process whose output goes both to the terminal and to
+    training.log, exactly as under the console (which redirects it itself)."""
+    env = {**os.environ, SUPERVISED_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    with open(paths.log, "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "engine.train", *argv], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        for line in child.stdout:
+            log.write(line)
+            log.flush()
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        return child.wait()
+
+
+EXIT_FOR = {PAUSE: EXIT_PAUSED, CANCEL: EXIT_CANCELLED}
+
+
+@dataclass
+class JobFile:
+    """What job.yaml gives the trainer: the resolved config and the console's extras."""
+
+    job_id: str
+    config: JobConfig
+    resume_from: str | None
+    cache_dir: Path
+
+
+def read_job_file(job_file: Path, paths: JobPaths) -> JobFile:
+    try:
+        data = yaml.safe_load(job_file.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"job file {job_file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"job file {job_file}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"job file {job_file}: expected a mapping")
+    cache_dir = Path(data.get("cache_dir") or paths.root / ".cache")
+    if isinstance(data.get("config"), dict):  # written by the console: resolved already
+        return JobFile(str(data.get("job_id") or paths.root.name),
+                       JobConfig.from_dict(data["config"]), data.get("resume_from"), cache_dir)
+    # A plain config: resolved as the console would, relative to the file's folder.
+    resolution = resolve(data, PresetLibrary(), detect(), base_dir=job_file.parent)
+    return JobFile(paths.root.name, resolution.config, None, cache_dir)
+
+
+def train(args: argparse.Namespace, paths: JobPaths) -> int:
+    """config -> model and adapter -> data -> trainer -> train -> save."""
+    rank = int(os.environ.get("RANK", "0"))
+    heartbeat = Heartbeat(paths.heartbeat if rank == 0 else None)
+    heartbeat.start_background("loading")
+    started = time.time()
+    phases: dict[str, float] = {}
+
+    # ---- config ---------------------------------------------------------------------------------
+    job = read_job_file(args.job_file, paths)
+    config = job.config
+    resume_from = args.resume_from or job.resume_from
+    print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
+          f"{config.dataset}", flush=True)
+    # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
+    from engine.trainer import build
+    from engine.trainer.hooks import agreed_action
+
+    build.announce_rank()
+
+    # ---- model and adapter, then data -----------------------------------------------------------
+    model = build.model_and_adapter(config)
+    heartbeat.beat(force=True, phase="reading data")
+    rows, data_key = build.read_rows(config)
+    print(f"dataset: {len(rows)} rows", flush=True)
+    phases["load_s"] = time.time() - started
+
+    # ---- trainer --------------------------------------------------------------------------------
+    trainer, control = build.build_trainer(config, paths, job.cache_dir, model, rows, data_key,
+                                           heartbeat)
+    phases["tokenize_s"] = time.time() - started - phases["load_s"]
+    early = agreed_action(requested(paths) if rank == 0 else None)
+    if early:
+        print(f"{early} before training started" + ("; resume starts from the beginning"
+                                                    if early == PAUSE else ""), flush=True)
+        return EXIT_FOR[early]
+
+    # ---- train ----------------------------------------------------------------------------------
+    if resume_from:
+        print(f"resuming from {resume_from}", flush=True)
+    train_started = time.time()
+    trainer.train(resume_from_checkpoint=str(paths.root / resume_from) if resume_from else None)
+    phases["train_s"] = time.time() - train_started
+    heartbeat.beat(force=True, phase="saving")
+    if control.stopped_for:
+        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}", flush=True)
+        return EXIT_FOR[control.stopped_for]
+
+    # ---- save -----------------------------------------------------------------------------------
+    save_started = time.time()
+    trainer.save_model(str(paths.final_model))
+    phases["save_s"] = time.time() - save_started
+    write_summary(paths, trainer.state, phases)
+    heartbeat.beat(force=True, phase="done")
+    print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
+    return EXIT_COMPLETED
+
+
+def write_summary(paths: JobPaths, state, phases: dict[str, float]) -> None:
+    summary = read_json(paths.summary) or {}
+    summary.update(phases)
+    summary.update(global_step=state.global_step, max_steps=state.max_steps)
+    write_json_atomic(paths.summary, summary)

@@ -1,0 +1,81 @@
+"""What people do to jobs, on an engine that schedules nothing (no trainer starts): resume with
+changes goes through the same resolution as a submit; what resume may not change; sharing and
+deleting."""
+
+import pytest
+
+from engine.config import ConfigError
+from engine.console.job import IllegalTransition, JobStatus
+
+
+@pytest.fixture
+def paused(idle_engine, team):
+    bob = team.get("bob")
+    job_id = idle_engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
+    idle_engine.jobs.pause(job_id, bob)
+    return idle_engine, bob, job_id
+
+
+def test_resume_resolves_auto_like_a_submit(paused):
+    """Regression: resume used to store the literal "auto", which the trainer compared with 0."""
+    engine, bob, job_id = paused
+    engine.jobs.resume(job_id, changes={"dataloader_num_workers": "auto",
+                                        "dataloader_prefetch_factor": "auto", "precision": "auto"},
+                       user=bob)
+    job = engine.views.get_job(job_id, bob)
+    assert job["status"] == JobStatus.QUEUED
+    assert job["config"]["dataloader_num_workers"] == 0  # what auto is on a CPU
+    assert job["config"]["dataloader_prefetch_factor"] is None
+    assert job["config"]["precision"] == "fp32"
+    assert job["resolved"]["dataloader_num_workers"] == 0
+
+
+def test_resume_changes_are_checked_like_a_submit(paused):
+    engine, bob, job_id = paused
+    for changes, words in (({"learning_rate": -1}, "learning_rate must be > 0"),
+                           ({"lerning_rate": 1e-3}, "did you mean learning_rate"),
+                           ({"max_steps": 10**9}, "max_steps must be <= 10000000"),
+                           ({"lora_r": 8}, "cannot change lora_r on resume"),
+                           ({"dataset": "/etc/passwd"}, "not a place this console reads from"),
+                           ({"max_steps": 500}, "quota max_steps: bob may use at most 50"),
+                           ("learning_rate=1", "changes must be an object")):
+        with pytest.raises(ConfigError, match=words):
+            engine.jobs.resume(job_id, changes=changes, user=bob)
+        assert engine.views.get_job(job_id, bob)["status"] == JobStatus.PAUSED  # nothing changed
+    # No checkpoint yet: nothing to continue exactly, so a new seed needs no allow_inexact.
+    engine.jobs.resume(job_id, changes={"seed": 7, "learning_rate": 1e-3}, user=bob)
+    config = engine.views.get_job(job_id, bob)["config"]
+    assert config["seed"] == 7 and config["learning_rate"] == 1e-3
+
+
+def test_priority_share_and_delete_follow_the_rules(paused, team):
+    engine, bob, job_id = paused
+    carol = team.get("carol")
+    assert engine.jobs.set_priority(job_id, "7", bob)["priority"] == 7
+    assert engine.views.get_job(job_id, bob)["config"]["priority"] == 7
+    with pytest.raises(ConfigError, match="priority must be <= 1000"):
+        engine.jobs.set_priority(job_id, 10**30, bob)
+    with pytest.raises(ConfigError, match="shared must be true or false"):
+        engine.jobs.share(job_id, "yes", bob)
+    assert engine.jobs.share(job_id, True, bob)["shared"] is True
+    queued = engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
+    with pytest.raises(ConfigError, match="cancel it before deleting it"):
+        engine.jobs.delete(queued, bob)
+    with pytest.raises(PermissionError, match="not your job"):
+        engine.jobs.delete(job_id, carol)
+    folder = engine.workspace.job_paths(job_id).root
+    assert folder.is_dir()
+    assert engine.jobs.delete(job_id, bob) == {"job_id": job_id, "deleted": True}
+    assert not folder.exists() and job_id not in {j["job_id"] for j in engine.views.list_jobs()}
+    with pytest.raises(IllegalTransition):
+        engine.jobs.resume(queued, user=bob)  # a queued job is not resumable
+
+
+def test_a_log_is_shown_to_its_owner_and_admins_only(idle_engine, team):
+    bob, carol, alice = team.get("bob"), team.get("carol"), team.get("alice")
+    job_id = idle_engine.jobs.submit({"max_steps": 1}, bob)["job_id"]
+    idle_engine.workspace.job_paths(job_id).log.write_text("step 1 loss 5.0 at /secret/path\n")
+    assert "/secret/path" in idle_engine.views.log_tail(job_id, user=bob)
+    assert "/secret/path" in idle_engine.views.log_tail(job_id, user=alice)
+    hidden = idle_engine.views.log_tail(job_id, user=carol)
+    assert "/secret/path" not in hidden and "visible to its owner and admins" in hidden

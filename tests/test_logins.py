@@ -1,0 +1,44 @@
+"""Failed-login throttling on an injected clock, and refusals that take as long for unknown
+names as for known ones."""
+
+import time
+
+from engine.console.logins import MAX_WAIT_S, LoginThrottle
+from engine.console.users import Users
+
+
+def test_a_name_waits_twice_as_long_after_each_failure_past_five():
+    throttle = LoginThrottle()
+    for n in range(5):
+        assert throttle.wait_s("bob", "10.0.0.1", now=100.0 + n) == 0
+        throttle.failed("bob", "10.0.0.1", now=100.0 + n)
+    assert throttle.wait_s("bob", "10.0.0.2", now=104.5) == 0.5  # the name, from anywhere
+    assert throttle.wait_s("carol", "10.0.0.1", now=104.5) == 0  # the address is not yet
+    throttle.failed("bob", "10.0.0.1", now=106.0)
+    assert throttle.wait_s("bob", "10.0.0.1", now=106.0) == 2.0
+    throttle.succeeded("bob")
+    assert throttle.wait_s("bob", "10.0.0.9", now=106.0) == 0
+
+
+def test_one_address_trying_many_names_is_slowed_and_the_wait_is_capped():
+    throttle = LoginThrottle()
+    for n in range(40):
+        throttle.failed(f"guess{n}", "10.6.6.6", now=1000.0)
+    assert throttle.wait_s("anyone", "10.6.6.6", now=1000.0) == MAX_WAIT_S
+    assert throttle.wait_s("anyone", "10.0.0.1", now=1000.0) == 0
+    assert throttle.wait_s("anyone", "10.6.6.6", now=1000.0 + 2 * 3600) == 0  # it fades
+
+
+def test_an_unknown_name_takes_as_long_to_refuse_as_a_known_one():
+    users = Users()
+    users.add_logins([("alice", "alice-secret", "admin")])
+
+    def seconds(name):
+        started = time.perf_counter()
+        assert not users.authenticate(name, "wrong")
+        return time.perf_counter() - started
+
+    known = min(seconds("alice") for _ in range(3))
+    unknown = min(seconds("nobody") for _ in range(3))
+    assert unknown > 0.5 * known  # both run scrypt (before, an unknown name returned at once)
+    assert users.authenticate("alice", "alice-secret")

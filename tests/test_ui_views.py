@@ -1,0 +1,105 @@
+"""What the console shows, computed without a browser: the job table, a job's header, which
+buttons are enabled, the form's sections and which fields it shows for a method and adapter."""
+
+import pytest
+
+from engine.config import SCHEMA
+from engine.console.job import JobStatus
+from engine.console.users import User
+from ui.charts import compare_chart
+from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
+                           progress_bar)
+from ui.new_job import ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, visibility
+from ui.safe_text import as_text
+
+BOB, CAROL, ALICE = User("bob", "user"), User("carol", "user"), User("alice", "admin")
+
+
+def job(status="running", **extra):
+    return {"job_id": "20261130-101010-abcd", "name": "run", "owner": "bob", "status": status,
+            "priority": 0, "attempt": 1, "method": "sft", "adapter": "lora",
+            "model": "/models/tiny", "progress": {"step": 5, "total_steps": 20}, "loss": 1.23456,
+            "started_at": 1000.0, "finished_at": None, "requested": None,
+            "config": {"adapter": "lora"}, "checkpoints": [], **extra}
+
+
+def test_the_table_shows_one_row_per_job_with_readable_cells():
+    table = job_table([job(), job("queued", job_id="b", position=2, started_at=None)], now=1095)
+    assert list(table["job id"]) == ["20261130-101010-abcd", "b"]
+    first = table.iloc[0]
+    assert first["progress"] == "5/20 (25%)" and first["loss"] == "1.2346"
+    assert first["model"] == "tiny" and first["duration"] == "1m35s" and first["queue"] == ""
+    assert table.iloc[1]["queue"] == 2 and table.iloc[1]["duration"] == ""
+    assert format_duration(3 * 3600 + 125) == "3h02m"
+
+
+@pytest.mark.parametrize("status,requested,expected", [
+    ("queued", None, {"pause", "cancel", "share"}),
+    ("running", None, {"pause", "cancel", "share", "download_logs"}),
+    ("running", "pause", {"cancel", "share", "download_logs"}),
+    ("running", "cancel", {"share", "download_logs"}),
+    ("paused", None, {"resume", "cancel", "delete", "share", "download_logs"}),
+    ("completed", None, {"delete", "share", "download_logs", "download_model", "export_merged"}),
+    ("failed", None, {"resume", "delete", "share", "download_logs"}),
+])
+def test_buttons_follow_the_state_machine(status, requested, expected):
+    shown = job(status, requested=requested, attempt=0 if status == "queued" else 1)
+    assert enabled_actions(shown, BOB) == expected
+    assert enabled_actions(shown, ALICE) == expected
+    assert enabled_actions(shown, CAROL) == set()  # another user's job: view only
+    assert enabled_actions(None, BOB) == set()
+
+
+def test_a_full_fine_tune_has_no_merge_and_checkpoints_allow_a_download():
+    assert "export_merged" not in enabled_actions(
+        job("completed", config={"adapter": "full"}), BOB)
+    assert "download_model" in enabled_actions(
+        job("paused", checkpoints=[{"name": "checkpoint-5"}]), BOB)
+
+
+def test_user_text_is_text_in_the_header():
+    hostile = job(name="[x](http://evil.example) ![i](http://e/i.png) <b>bold</b>",
+                  owner="<script>", error="line one <img src=x>\nline two", waiting="**now**")
+    text = header(hostile, CAROL)
+    assert "](http" not in text and "<b>" not in text and "<img" not in text
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "view only" in text and "line two" not in text
+    assert as_text("a_b*c") == r"a\_b\*c"
+    assert len(as_text("x" * 1000)) < 400
+
+
+def test_the_progress_bar_says_where_the_job_is():
+    bar = progress_bar(job(progress={"step": 5, "total_steps": 20, "phase": "saving"}),
+                       {"eta_s": 65, "elapsed_s": 30})
+    assert 'width:25.0%' in bar and "saving" in bar and "ETA 1m05s" in bar
+
+
+def test_checkpoints_show_the_best_one():
+    frame = checkpoints_frame([{"name": "checkpoint-5", "step": 5, "size_bytes": 2**20,
+                                "loss": 1.5, "best": True}])
+    assert frame.iloc[0].to_dict() == {"name": "checkpoint-5 (best)", "step": 5, "size MB": 1.0,
+                                       "loss": 1.5}
+
+
+def test_the_form_comes_from_the_schema():
+    assert set(FIELD_NAMES) == {n for n, f in SCHEMA.items() if f.metadata["form"]}
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES))
+    assert SOURCE_FIELDS == ["method", "model", "dataset", "dataset_format"]
+    assert "learning_rate" in COMMON_FIELDS and "beta" in ADVANCED_FIELDS
+    assert "preset" not in FIELD_NAMES  # set by TrainDeck, not typed
+    assert all(SCHEMA[n].metadata["label"] for n in FIELD_NAMES)
+
+
+def test_the_form_shows_only_the_fields_that_apply():
+    sft_lora, dpo_full = visibility("sft", "lora"), visibility("dpo", "full")
+    assert sft_lora["lora_r"] and not dpo_full["lora_r"]
+    assert dpo_full["beta"] and not sft_lora["beta"]
+    assert sft_lora["packing"] and not dpo_full["packing"]
+    assert all(sft_lora[n] and dpo_full[n] for n in ("learning_rate", "model", "max_steps"))
+
+
+def test_compare_legends_are_text():
+    figure = compare_chart({"j1": ('<a href="http://x">n</a>', [{"step": 1, "loss": 2.0}])})
+    assert figure.data[0].name == '&lt;a href="http://x"&gt;n&lt;/a&gt; (j1)'
+    assert figure.layout.showlegend
+    assert JobStatus.RUNNING == "running"

@@ -1,0 +1,144 @@
+"""What the Jobs tab shows, as pure functions of job and analytics dicts: the table's rows, the
+job's header, progress bar, analytics line, checkpoints and config. No Gradio here: these are
+tested without a browser."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from engine.console.job import JobStatus, available_actions
+from engine.console.users import User
+from ui.safe_text import as_text
+
+TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "model", "progress",
+                 "loss", "started", "duration", "job id"]
+# The job view's buttons, in order, and the action each needs the state machine to allow.
+ACTION_BUTTONS = ("pause", "resume", "cancel", "download_model", "download_logs", "export_merged",
+                  "delete")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_text(progress: dict[str, Any]) -> str:
+    step, total = progress.get("step") or 0, progress.get("total_steps")
+    return f"{step}/{total} ({100 * step / total:.0f}%)" if total else (f"{step}" if step else "")
+
+
+def job_table(jobs: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
+    now = time.time() if now is None else now
+    rows = []
+    for job in jobs:
+        started, finished = job["started_at"], job["finished_at"]
+        status = job["status"] + (f" ({job['requested']}ing)" if job.get("requested") else "")
+        rows.append({
+            "name": job["name"], "status": status,
+            "queue": job.get("position") or "",  # the order queued jobs will start in
+            "owner": job["owner"], "priority": job["priority"],
+            "method": f"{job['method']}/{job['adapter']}",
+            "model": Path(job["model"] or "").name or job["model"],
+            "progress": progress_text(job["progress"]),
+            "loss": f"{job['loss']:.4f}" if isinstance(job.get("loss"), float) else "",
+            "started": time.strftime("%m-%d %H:%M:%S", time.localtime(started)) if started else "",
+            "duration": format_duration(((finished or now) - started) if started else None),
+            "job id": job["job_id"],
+        })
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
+    progress = job["progress"]
+    step, total = progress.get("step") or 0, progress.get("total_steps")
+    percent = 100 * step / total if total else 0
+    eta = analytics.get("eta_s")
+    phase = progress.get("phase")
+    parts = [f"step {step}/{total}" if total else f"step {step}"]
+    if job["status"] == JobStatus.RUNNING and phase and phase != "training":
+        parts.append(html.escape(str(phase)))
+    if eta is not None and job["status"] == JobStatus.RUNNING:
+        parts.append(f"ETA {format_duration(eta)}")
+    parts.append(f"elapsed {format_duration(analytics.get('elapsed_s'))}")
+    return (f'<div class="td-progress"><div class="td-bar" style="width:{percent:.1f}%"></div></div>'
+            f'<div class="td-progress-text">{" · ".join(parts)}</div>')
+
+
+def header(job: dict[str, Any], user: User | None = None) -> str:
+    status = job["status"] + (f" — {job['requested']} requested" if job.get("requested") else "")
+    view_only = user is not None and not user.is_admin and user.name != job["owner"]
+    owner = as_text(job["owner"])
+    lines = [f"### {as_text(job['name'])}  ·  `{job['job_id']}`",
+             f"**Status:** <span class='td-status td-{html.escape(job['status'])}'>{status}</span>"
+             f" · owner {owner} · priority {job['priority']}"
+             f" · attempt {job['attempt']}"
+             + (" · shared" if job.get("shared") else "")
+             + (f" · *view only: {owner}'s job*" if view_only else "")]
+    if job.get("damaged"):
+        lines.append(f"**Damaged record:** {as_text(job['damaged'])}")
+    if job["status"] == JobStatus.QUEUED and job.get("position"):
+        lines.append(f"Position in queue: **{job['position']}**"
+                     + (f" ({as_text(job['waiting'])})" if job.get("waiting") else ""))
+    if job.get("error"):
+        lines.append(f"**Error:** {as_text(job['error'].splitlines()[0])}")
+    return "\n\n".join(lines)
+
+
+def enabled_actions(job: dict[str, Any] | None, user: User | None = None) -> set[str]:
+    """The job view's buttons that may be pressed: what the state machine allows, and only for
+    the job's owner or an admin ("share" too)."""
+    if job is None or (user is not None and not user.is_admin and user.name != job["owner"]):
+        return set()
+    enabled = set(available_actions(job["status"], job.get("requested"))) | {"share"}
+    has_model = job["status"] == JobStatus.COMPLETED or bool(job.get("checkpoints"))
+    if has_model:
+        enabled.add("download_model")
+        if job["config"].get("adapter") in ("lora", "qlora"):
+            enabled.add("export_merged")
+    if job["status"] != JobStatus.QUEUED or job.get("attempt", 0) > 0:
+        enabled.add("download_logs")
+    return enabled
+
+
+def analytics_text(analytics: dict[str, Any]) -> str:
+    def number(value, unit="", digits=1):
+        return f"{value:.{digits}f}{unit}" if isinstance(value, (int, float)) else "—"
+
+    parts = [f"**steps/s** {number(analytics.get('steps_per_s'), digits=2)}",
+             f"**samples/s** {number(analytics.get('samples_per_s'))}",
+             f"**tokens/s** {number(analytics.get('tokens_per_s'), digits=0)}",
+             f"**best loss** {number(analytics.get('best_loss'), digits=4)}"
+             + (f" at step {analytics['best_step']}" if analytics.get("best_step") else ""),
+             f"**trend** {analytics.get('loss_trend') or '—'}"]
+    peak = analytics.get("peak_gpu_mem_mb") or analytics.get("peak_rss_mb")
+    if peak:
+        parts.append(f"**peak {'GPU' if analytics.get('peak_gpu_mem_mb') else 'RAM'}** "
+                     f"{peak / 1024:.2f} GB")
+    phases = analytics.get("phases") or {}
+    if phases:
+        parts.append("**time** " + ", ".join(f"{k.removesuffix('_s')} {format_duration(v)}"
+                                             for k, v in phases.items()))
+    return " · ".join(parts)
+
+
+def checkpoints_frame(checkpoints: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
+          "size MB": round(c["size_bytes"] / 2**20, 2),
+          "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
+         for c in checkpoints], columns=["name", "step", "size MB", "loss"])
+
+
+def config_text(job: dict[str, Any]) -> str:
+    return yaml.safe_dump({"command": job["command"], "config": job["config"],
+                           "resolved automatically": job["resolved"]}, sort_keys=False)
