@@ -76,8 +76,9 @@ class Engine:
             raise
         self.scheduler = Scheduler(self.store, self.supervisor, self.workspace, self.devices,
                                    self.listeners, quotas_of=self.users.quotas_of)
+        # Each round replaces the scheduler's `waiting` map: look it up at the time of asking.
         self.views = JobViews(self.store, self.supervisor, self.workspace, self.access,
-                              waiting=self.scheduler.waiting.get)
+                              waiting=lambda job_id: self.scheduler.waiting.get(job_id))
         self.jobs = JobControl(self.store, self.access, self.views, self.presets, self.machine,
                                self.workspace, self.supervisor, self.devices, self.gates,
                                self.listeners, wake=self.scheduler.wake)
