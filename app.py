@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "several); with logins, nothing else on the server is readable")
     parser.add_argument("--max-upload-mb", type=int, default=1024, metavar="N",
                         help="the largest dataset file one upload may be (default 1024)")
+    parser.add_argument("--no-warm-start", action="store_true",
+                        help="start every trainer as a fresh process instead of handing jobs to "
+                             "a spare trainer that has its libraries imported already")
     return parser.parse_args(argv)
 
 
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             raise ConfigError(problem)
         engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
-                        data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20)
+                        data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20,
+                        warm_start=not args.no_warm_start)
         engine.start()
     except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)

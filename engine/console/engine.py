@@ -41,7 +41,8 @@ class Engine:
     def __init__(self, workspace: str | Path, presets: PresetLibrary | None = None,
                  machine: machines.Machine | None = None, store: JobStore | None = None,
                  gpu_indices: list[int] | None = None, users: Users | None = None,
-                 data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None):
+                 data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None,
+                 warm_start: bool = True):
         self.workspace = Workspace(workspace)
         self.users = users or Users()
         self.presets = presets or PresetLibrary()
@@ -52,7 +53,7 @@ class Engine:
         self.max_upload_bytes = max_upload_bytes
         self.devices = DevicePool([g.index for g in self.machine.gpus] if gpu_indices is None
                                   else gpu_indices)
-        self.supervisor = Supervisor(self.workspace.cache_dir)
+        self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
         self.system = SystemHistory(self.workspace.root)
         self.listeners: list[StatusListener] = []
         self._store = store
@@ -91,6 +92,7 @@ class Engine:
     def start(self) -> Engine:
         """Open, then run the scheduler thread and the telemetry sampler."""
         self.open()
+        self.supervisor.keep_spare()  # ready before the first job comes
         self.scheduler.start()
         self.system.start()
         return self
@@ -100,6 +102,7 @@ class Engine:
         console re-attaches to them."""
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.supervisor.spares.stop()
         self.system.stop()
         if self._store is not None:
             self._store.close()

@@ -84,6 +84,7 @@ class Spares:
             self.start(base)
             return None
         self.handed_off += 1
+        spare.status_file.unlink(missing_ok=True)  # its output goes to the job's log now
         self.start(base)
         return spare.popen
 

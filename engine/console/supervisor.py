@@ -24,6 +24,7 @@ from engine.atomic import write_atomic
 from engine.console.exits import STATUS, ExitFacts, exit_cause, exit_message
 from engine.console.job import Job, JobStatus
 from engine.console.metrics import MetricsLog, truncate_after
+from engine.console.spares import PER_JOB_ENV, Spares
 from engine.console.trainers import (AttachedTrainer, ChildTrainer, TorchrunTrainer, Trainer,
                                      is_alive)
 from engine.jobfiles import (CANCEL, PAUSE, SUPERVISED_ENV, JobPaths, clear_requests, read_json,
@@ -83,11 +84,28 @@ def free_mib(paths: JobPaths) -> float | None:
         return None
 
 
+def trainer_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every trainer starts with (a job adds its own devices to it)."""
+    path = os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **(extra or {}), SUPERVISED_ENV: "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+            # Asking torch whether there is a GPU then asks NVML, without initialising CUDA: a
+            # spare trainer must leave CUDA alone until it knows its devices.
+            "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+
+
 class Supervisor:
-    def __init__(self, cache_dir: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, cache_dir: Path, extra_env: dict[str, str] | None = None,
+                 warm_start: bool = True):
         self.cache_dir = cache_dir
         self.extra_env = extra_env or {}
         self.running: dict[str, Trainer] = {}
+        self.spares = Spares(cache_dir / "spares", enabled=warm_start)
+
+    def keep_spare(self) -> None:
+        """Have a spare trainer ready for the next job (warm start)."""
+        self.spares.start({k: v for k, v in trainer_env(self.extra_env).items()
+                           if k not in PER_JOB_ENV})
 
     # ---- starting -------------------------------------------------------------------------------
 
@@ -101,17 +119,20 @@ class Supervisor:
         paths.heartbeat.unlink(missing_ok=True)
         write_job_file(paths, job, self.cache_dir, job.resume_from)
         processes = job.config.gpus
-        path = os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))
-        process_env = {**os.environ, **self.extra_env, **(env or {}), SUPERVISED_ENV: "1",
-                       "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+        process_env = {**trainer_env(self.extra_env), **(env or {})}
+        command = trainer_command(paths.job_file, processes)
         with open(paths.log, "ab") as log:
             log.write(f"\n==== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
                       f"{' from ' + job.resume_from if job.resume_from else ''} ====\n".encode())
             log.flush()
-            popen = subprocess.Popen(trainer_command(paths.job_file, processes), cwd=REPO_DIR,
-                                     env=process_env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # own group: survives the console
+            # One process: the spare trainer takes the job if it can (warm start); torchrun's
+            # ranks, or anything the spare cannot serve exactly, start fresh.
+            popen = self.spares.take(command, process_env, paths.log) if processes == 1 else None
+            if popen is None:
+                popen = subprocess.Popen(command, cwd=REPO_DIR, env=process_env,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # own group: outlives the console
         kind = TorchrunTrainer if processes > 1 else ChildTrainer
         trainer = kind(job.job_id, paths, popen.pid, job.config.timeout_minutes * 60, time.time(),
                        processes=processes, popen=popen)

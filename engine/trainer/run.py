@@ -130,6 +130,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     resume_from = args.resume_from or job.resume_from
     print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
           f"{config.dataset}", flush=True)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        print(f"devices: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
     # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
     from engine.trainer import build
     from engine.trainer.hooks import agreed_action

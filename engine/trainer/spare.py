@@ -20,6 +20,12 @@ import os
 import sys
 import time
 
+import setproctitle
+
+# Set up now, while the process's environment is as it started: the title is written over the
+# memory of the command line and the environment, which a later change of the environment moves.
+setproctitle.getproctitle()
+
 # Safe before a GPU is assigned: importing these never initialises CUDA.
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
 # Everything the trainer needs; on a machine without CUDA nothing can initialise it.
@@ -56,12 +62,7 @@ def become(order: dict) -> int:
     os.environ.update(order["env"])
     argv = order["argv"]  # [python, -m, engine.train, job.yaml, ...]
     sys.argv = [argv[2], *argv[3:]]
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(" ".join(argv))  # `ps` shows the job's command, as a cold start
-    except ImportError:
-        pass
+    setproctitle.setproctitle(" ".join(argv))  # `ps` shows the job's command, as a cold start does
     from engine.trainer.run import EXIT_FAILED, main
 
     try:

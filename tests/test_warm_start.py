@@ -1,0 +1,87 @@
+"""Warm start: a spare trainer with the libraries imported takes a starting job. It touches no
+GPU before it has one, it becomes the job's own process (same command line, same code, same
+exit), the job sees exactly the devices it was given, and it trains bitwise like a fresh one."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from engine.console.engine import Engine
+
+from conftest import REPO, losses, processes_of, shutdown, wait_for_status, wait_for_step, \
+    wait_until
+
+pytestmark = __import__("pytest").mark.slow
+
+SHORT = {"max_steps": 30, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
+         "lora_dropout": 0.1}
+
+
+def test_a_spare_imports_the_libraries_and_leaves_cuda_alone():
+    spare = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env={"PYTHONPATH": str(REPO), "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
+                                  "PATH": "/usr/bin:/bin"})
+    status = json.loads(spare.stdout.readline())
+    assert status["status"] == "ready" and status["cuda_initialized"] is False
+    assert {"torch", "transformers", "trl", "peft"} <= set(status["modules"])  # no CUDA here
+    spare.stdin.close()  # no job after all: it goes
+    assert spare.wait(timeout=30) == 0
+
+
+def started(tmp_path, name, **kwargs) -> Engine:
+    engine = Engine(tmp_path / name, **kwargs).start()
+    engine.scheduler.tick_s = 0.1
+    return engine
+
+
+def adapter(engine, job_id):
+    return load_file(engine.workspace.job_paths(job_id).final_model / "adapter_model.safetensors")
+
+
+def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path):
+    warm, cold = started(tmp_path, "warm"), started(tmp_path, "cold", warm_start=False)
+    try:
+        wait_until(lambda: (warm.supervisor.spares.spare.status() or {}).get("status"), 120,
+                   "the spare trainer to finish its imports")
+        spare_pid = warm.supervisor.spares.spare.popen.pid
+        warm_job = warm.jobs.submit(SHORT)["job_id"]
+        running = wait_for_step(warm, warm_job, step=1)
+        assert running["pid"] == spare_pid  # the spare became the job's trainer
+        job_file = warm.workspace.job_paths(warm_job).job_file
+        assert [p.pid for p in processes_of(job_file)] == [spare_pid]  # ps shows the job
+        cold_job = cold.jobs.submit(SHORT)["job_id"]
+        assert wait_for_status(warm, warm_job)["status"] == "completed"
+        assert wait_for_status(cold, cold_job)["status"] == "completed"
+        assert warm.supervisor.spares.handed_off == 1 and cold.supervisor.spares.handed_off == 0
+        assert losses(warm.views.get_metrics(warm_job, 0)) == \
+            losses(cold.views.get_metrics(cold_job, 0))
+        warm_weights, cold_weights = adapter(warm, warm_job), adapter(cold, cold_job)
+        assert all(torch.equal(warm_weights[k], cold_weights[k]) for k in cold_weights)
+        wait_until(lambda: warm.supervisor.spares.spare is not None
+                   and warm.supervisor.spares.spare.popen.pid != spare_pid, 10,
+                   "a new spare to be started behind the one that was used")
+    finally:
+        shutdown(warm)
+        shutdown(cold)
+
+
+def test_each_job_sees_the_devices_it_was_given(tmp_path):
+    engine = started(tmp_path, "gpus", gpu_indices=[0, 1])  # two GPUs, as the scheduler sees it
+    try:
+        first = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "first"})["job_id"]
+        second = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "second"})["job_id"]
+        for job_id in (first, second):
+            assert wait_for_status(engine, job_id)["status"] == "completed"
+        given = {job_id: engine.views.get_job(job_id)["attempts"][0]["devices"]
+                 for job_id in (first, second)}
+        assert sorted(given.values()) == [[0], [1]]
+        for job_id, devices in given.items():
+            log = engine.workspace.job_paths(job_id).log.read_text()
+            assert f"devices: CUDA_VISIBLE_DEVICES={devices[0]}" in log
+        assert engine.supervisor.spares.handed_off == 2  # both were warm starts
+    finally:
+        shutdown(engine)
