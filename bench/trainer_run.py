@@ -34,8 +34,10 @@ def run_trainer(folder: Path, config: dict[str, Any], cache_dir: Path,
     job_file = folder / "job.yaml"
     resolution = resolve(config, PresetLibrary(), detect(), base_dir=REPO)
     # Written as the console writes a job file, with one tokenized-data cache shared by all runs.
-    job_file.write_text(yaml.safe_dump({"job_id": folder.name, "config": resolution.config.to_dict(),
+    job_file.write_text(yaml.safe_dump({"job_id": folder.name,
+                                        "config": resolution.config.to_dict(),
                                         "cache_dir": str(cache_dir)}))
+    (folder / "resolved.json").write_text(json.dumps(resolution.resolved))  # what auto chose
     started = time.time()
     with open(folder / "training.log", "wb") as log:
         code = subprocess.run([sys.executable, "-m", "engine.train", str(job_file)], cwd=REPO,

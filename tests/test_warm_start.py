@@ -1,11 +1,14 @@
-"""Warm start: a spare trainer with the libraries imported takes a starting job. It touches no
-GPU before it has one, it becomes the job's own process (same command line, same code, same
-exit), the job sees exactly the devices it was given, and it trains bitwise like a fresh one."""
+"""Warm start: the spare-trainer process imports the libraries once and forks a trainer per job.
+It touches no GPU before a job has one; each job runs in its own process and session with the
+job's command line, the same code and exit code; the job sees exactly the devices it was given;
+and it trains bitwise like a fresh process."""
 
 import json
+import os
 import subprocess
 import sys
 
+import psutil
 import torch
 from safetensors.torch import load_file
 
@@ -20,7 +23,7 @@ SHORT = {"max_steps": 30, "save_steps": 100, "learning_rate": 5e-3, "warmup_step
          "lora_dropout": 0.1}
 
 
-def test_a_spare_imports_the_libraries_and_leaves_cuda_alone():
+def test_the_spare_process_imports_the_libraries_and_leaves_cuda_alone():
     spare = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              env={"PYTHONPATH": str(REPO), "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
@@ -45,14 +48,15 @@ def adapter(engine, job_id):
 def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path):
     warm, cold = started(tmp_path, "warm"), started(tmp_path, "cold", warm_start=False)
     try:
-        wait_until(lambda: (warm.supervisor.spares.spare.status() or {}).get("status"), 120,
-                   "the spare trainer to finish its imports")
+        wait_until(lambda: warm.supervisor.spares.spare.ready, 120,
+                   "the spare-trainer process to finish its imports")
         spare_pid = warm.supervisor.spares.spare.popen.pid
         warm_job = warm.jobs.submit(SHORT)["job_id"]
-        running = wait_for_step(warm, warm_job, step=1)
-        assert running["pid"] == spare_pid  # the spare became the job's trainer
+        pid = wait_for_step(warm, warm_job, step=1)["pid"]
+        assert psutil.Process(pid).ppid() == spare_pid  # a copy of the spare process...
+        assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # ...in a session of its own
         job_file = warm.workspace.job_paths(warm_job).job_file
-        assert [p.pid for p in processes_of(job_file)] == [spare_pid]  # ps shows the job
+        assert [p.pid for p in processes_of(job_file)] == [pid]  # ps shows the job's command
         cold_job = cold.jobs.submit(SHORT)["job_id"]
         assert wait_for_status(warm, warm_job)["status"] == "completed"
         assert wait_for_status(cold, cold_job)["status"] == "completed"
@@ -61,9 +65,8 @@ def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path)
             losses(cold.views.get_metrics(cold_job, 0))
         warm_weights, cold_weights = adapter(warm, warm_job), adapter(cold, cold_job)
         assert all(torch.equal(warm_weights[k], cold_weights[k]) for k in cold_weights)
-        wait_until(lambda: warm.supervisor.spares.spare is not None
-                   and warm.supervisor.spares.spare.popen.pid != spare_pid, 10,
-                   "a new spare to be started behind the one that was used")
+        assert warm.supervisor.spares.spare.popen.pid == spare_pid  # ready for the next job
+        assert warm.supervisor.spares.exit_code(pid) == 0
     finally:
         shutdown(warm)
         shutdown(cold)
@@ -72,6 +75,8 @@ def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path)
 def test_each_job_sees_the_devices_it_was_given(tmp_path):
     engine = started(tmp_path, "gpus", gpu_indices=[0, 1])  # two GPUs, as the scheduler sees it
     try:
+        wait_until(lambda: engine.supervisor.spares.spare.ready, 120,
+                   "the spare-trainer process to finish its imports")
         first = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "first"})["job_id"]
         second = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "second"})["job_id"]
         for job_id in (first, second):

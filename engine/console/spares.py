@@ -1,9 +1,10 @@
-"""Warm start: one spare trainer (`python -m engine.trainer.spare`) kept ready with the heavy
-libraries imported, so a starting job skips seconds of imports. A job is handed to the spare
-(its command, environment, folder and log); the spare becomes that job's trainer, in its own
-process and process group, running the same code as `python -m engine.train`; a new spare is
-started behind it. Whatever the spare cannot serve exactly (torchrun jobs, an environment that
-differs in anything read at import time, a spare that died) starts a fresh process instead."""
+"""Warm start: a spare-trainer process (`python -m engine.trainer.spare`) imports the heavy
+libraries once when the console starts; each starting job is handed to it and runs in a copy of
+it forked for that job, with every library already in memory, in its own process and process
+group, running the same code as `python -m engine.train`. The copy costs milliseconds where a
+fresh trainer spends seconds importing. Whatever it cannot serve exactly (torchrun jobs, an
+environment that differs in anything read at import time, a spare process still importing or
+gone) starts a fresh process instead."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import json
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,81 +22,108 @@ from engine import REPO_DIR
 log = logging.getLogger("traindeck.spares")
 # Read by the trainer when it runs, not when it imports: a job may set them differently.
 PER_JOB_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "TRAINDECK_FAULTS"})
+FORK_REPLY_TIMEOUT_S = 10.0
 
 
 @dataclass
-class Spare:
+class SpareProcess:
+    """The process that imports once and forks a trainer per job; what it has said so far."""
+
     popen: subprocess.Popen
     env: dict[str, str]
-    status_file: Path
+    status: dict[str, Any] | None = None
+    pids: dict[int, int] = field(default_factory=dict)    # order id -> trainer pid
+    exits: dict[int, int] = field(default_factory=dict)   # trainer pid -> exit code
+    changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def status(self) -> dict[str, Any] | None:
-        """What the spare said once its imports were done (None: still importing)."""
-        try:
-            first = self.status_file.read_text().splitlines()[0]
-        except (FileNotFoundError, IndexError):
-            return None
-        try:
-            return json.loads(first)
-        except json.JSONDecodeError:
-            return None
+    def listen(self) -> None:
+        """Read what it says (a thread): its status, then each fork and each exit."""
+        for line in self.popen.stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self.changed:
+                if "status" in message:
+                    self.status = message
+                elif "exit" in message:
+                    self.exits[message["pid"]] = message["exit"]
+                elif "id" in message:
+                    self.pids[message["id"]] = message["pid"]
+                self.changed.notify_all()
+
+    @property
+    def ready(self) -> bool:
+        return self.popen.poll() is None and (self.status or {}).get("status") == "ready"
+
+    def wait_for(self, predicate, timeout: float):
+        with self.changed:
+            self.changed.wait_for(predicate, timeout)
+            return predicate()
 
 
 class Spares:
     def __init__(self, folder: Path, enabled: bool = True):
         self.folder = folder
         self.enabled = enabled
-        self.spare: Spare | None = None
+        self.spare: SpareProcess | None = None
         self.handed_off = 0
-        self._count = 0
+        self._orders = 0
 
     def start(self, env: dict[str, str]) -> None:
-        """Have a spare ready for `env` (the trainers' environment without a job's own keys)."""
+        """Have a spare process for `env` (the trainers' environment without a job's own keys)."""
         if not self.enabled or (self.spare is not None and self.spare.popen.poll() is None):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._count += 1
-        status_file = self.folder / f"spare-{self._count}.out"
-        with open(status_file, "wb") as out:
+        with open(self.folder / "spare.log", "ab") as errors:
             popen = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO_DIR,
-                                     env=env, stdin=subprocess.PIPE, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # the job's own process group
-        self.spare = Spare(popen, dict(env), status_file)
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=errors, start_new_session=True)
+        self.spare = SpareProcess(popen, dict(env))
+        threading.Thread(target=self.spare.listen, name="spare-trainers", daemon=True).start()
 
-    def take(self, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen | None:
-        """Hand a job to the spare; its process, or None when a fresh one must be started (a
-        new spare is started either way)."""
-        spare, self.spare = self.spare, None
+    def take(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
+        """Start the job in a copy of the spare process; its pid, or None when a fresh process
+        must be started instead."""
+        spare = self.spare
         base = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
-        usable = (spare is not None and spare.popen.poll() is None
-                  and {k: v for k, v in spare.env.items() if k not in PER_JOB_ENV} == base
-                  and (spare.status() or {}).get("status", "ready") == "ready")
-        if not usable:
-            if spare is not None:
-                self._discard(spare)
+        if spare is None or not spare.ready:
+            self.start(base)  # a new one if it died; one still importing is left to finish
+            return None
+        if {k: v for k, v in spare.env.items() if k not in PER_JOB_ENV} != base:
+            self.stop()  # imported under another environment: start one that matches
             self.start(base)
             return None
-        order = {"argv": argv, "env": env, "cwd": str(REPO_DIR), "log": str(log_path)}
+        self._orders += 1
+        order = {"id": self._orders, "argv": argv, "env": env, "cwd": str(REPO_DIR),
+                 "log": str(log_path)}
         try:
             spare.popen.stdin.write((json.dumps(order) + "\n").encode())
-            spare.popen.stdin.close()
-        except OSError:  # it died between the check and the hand-off
-            self._discard(spare)
-            self.start(base)
+            spare.popen.stdin.flush()
+        except OSError:
+            self.spare = None
+            return None
+        pid = spare.wait_for(lambda: spare.pids.get(order["id"]), FORK_REPLY_TIMEOUT_S)
+        if pid is None:
+            log.error("the spare trainer did not start job %s in time; starting it afresh", argv)
+            self.stop()
             return None
         self.handed_off += 1
-        spare.status_file.unlink(missing_ok=True)  # its output goes to the job's log now
-        self.start(base)
-        return spare.popen
+        return pid
 
-    def _discard(self, spare: Spare) -> None:
-        if spare.popen.poll() is None:
-            spare.popen.kill()
-            spare.popen.wait()
-        spare.status_file.unlink(missing_ok=True)
+    def exit_code(self, pid: int) -> int | None:
+        """How a trainer started by the spare process ended (None: not known to have)."""
+        return self.spare.exits.get(pid) if self.spare is not None else None
+
+    def wait_exit(self, pid: int, timeout: float) -> int | None:
+        spare = self.spare
+        if spare is None or not spare.wait_for(lambda: pid in spare.exits, timeout):
+            return None
+        return spare.exits[pid]
 
     def stop(self) -> None:
-        if self.spare is not None:
-            self._discard(self.spare)
-            self.spare = None
+        """End the spare process (trainers it started are not touched)."""
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.popen.poll() is None:
+            spare.popen.kill()
+            spare.popen.wait()

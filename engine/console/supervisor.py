@@ -25,8 +25,8 @@ from engine.console.exits import STATUS, ExitFacts, exit_cause, exit_message
 from engine.console.job import Job, JobStatus
 from engine.console.metrics import MetricsLog, truncate_after
 from engine.console.spares import PER_JOB_ENV, Spares
-from engine.console.trainers import (AttachedTrainer, ChildTrainer, TorchrunTrainer, Trainer,
-                                     is_alive)
+from engine.console.trainers import (AttachedTrainer, ChildTrainer, ForkedTrainer,
+                                     TorchrunTrainer, Trainer, is_alive)
 from engine.jobfiles import (CANCEL, PAUSE, SUPERVISED_ENV, JobPaths, clear_requests, read_json,
                              request)
 
@@ -125,17 +125,22 @@ class Supervisor:
             log.write(f"\n==== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
                       f"{' from ' + job.resume_from if job.resume_from else ''} ====\n".encode())
             log.flush()
-            # One process: the spare trainer takes the job if it can (warm start); torchrun's
-            # ranks, or anything the spare cannot serve exactly, start fresh.
-            popen = self.spares.take(command, process_env, paths.log) if processes == 1 else None
-            if popen is None:
+            # One process: a copy of the spare trainer takes the job if it can (warm start);
+            # torchrun's ranks, or anything the spare cannot serve exactly, start fresh.
+            pid = self.spares.take(command, process_env, paths.log) if processes == 1 else None
+            if pid is None:
                 popen = subprocess.Popen(command, cwd=REPO_DIR, env=process_env,
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT,
                                          start_new_session=True)  # own group: outlives the console
-        kind = TorchrunTrainer if processes > 1 else ChildTrainer
-        trainer = kind(job.job_id, paths, popen.pid, job.config.timeout_minutes * 60, time.time(),
-                       processes=processes, popen=popen)
+        timeout_s = job.config.timeout_minutes * 60
+        if pid is not None:
+            trainer = ForkedTrainer(job.job_id, paths, pid, timeout_s, time.time(),
+                                    spares=self.spares)
+        else:
+            kind = TorchrunTrainer if processes > 1 else ChildTrainer
+            trainer = kind(job.job_id, paths, popen.pid, timeout_s, time.time(),
+                           processes=processes, popen=popen)
         self.running[job.job_id] = trainer
         return trainer
 

@@ -4,6 +4,8 @@
 - TorchrunTrainer: a child running torchrun's ranks; torchrun hides the ranks' codes, so rank 0's
   exit record (exit.json) speaks for the job, and ranks that lead their own sessions are killed
   one by one;
+- ForkedTrainer: a copy of this console's spare-trainer process (warm start); that process is
+  its parent, reaps it and reports its exit code;
 - AttachedTrainer: started by an earlier console and followed again after a restart; it is not
   our child, so it is watched by pid and its exit record read when it is gone.
 """
@@ -102,6 +104,31 @@ class TorchrunTrainer(ChildTrainer):
             return None
         recorded = self.recorded_exit()  # rank 0's pause/cancel/invalid, which torchrun hides
         return code if recorded is None else recorded
+
+
+@dataclass
+class ForkedTrainer(Trainer):
+    spares: Any = None  # engine.console.spares.Spares, which hears the exit codes
+
+    def poll_exit(self) -> int | None:
+        code = self.spares.exit_code(self.pid)
+        if code is not None:
+            return code
+        if is_alive(self.pid, self.paths):
+            return None
+        # Gone: the report follows within a reaping round, unless the spare process itself ended
+        # (then the trainer's own record, if it wrote one).
+        code = self.spares.wait_exit(self.pid, timeout=1.0)
+        if code is None:
+            code = self.recorded_exit()
+        return -signal.SIGKILL if code is None else code
+
+    def has_exit_record(self) -> bool:
+        return self.spares.exit_code(self.pid) is not None or self.recorded_exit() is not None
+
+    def reap_after_kill(self) -> int:
+        code = self.spares.wait_exit(self.pid, timeout=5)
+        return -signal.SIGKILL if code is None else code
 
 
 @dataclass

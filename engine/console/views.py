@@ -135,14 +135,17 @@ class JobViews:
         metrics = self.metrics(job.job_id)  # get_job is polled: look steps up, never scan them
         result: list[dict[str, Any]] = []
         for folder in paths.checkpoints():
-            if folder.is_symlink():
-                continue
-            files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+            try:
+                if folder.is_symlink():
+                    continue
+                files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+                size, created = sum(p.stat().st_size for p in files), folder.stat().st_mtime
+            except FileNotFoundError:
+                continue  # rotated away by the trainer (save_total_limit) while being listed
             step = int(CHECKPOINT_NAME.match(folder.name).group(1))
-            result.append({"name": folder.name, "step": step,
-                           "size_bytes": sum(p.stat().st_size for p in files),
-                           "created_at": folder.stat().st_mtime,
-                           "loss": (metrics.at(step) or {}).get("loss"), "best": False})
+            result.append({"name": folder.name, "step": step, "size_bytes": size,
+                           "created_at": created, "loss": (metrics.at(step) or {}).get("loss"),
+                           "best": False})
         scored = [c for c in result if isinstance(c["loss"], (int, float))]
         if scored:
             min(scored, key=lambda c: c["loss"])["best"] = True

@@ -1,15 +1,19 @@
-"""A spare trainer: `python -m engine.trainer.spare`, started by the console ahead of need.
+"""Spare trainers: `python -m engine.trainer.spare`, started by the console ahead of need.
 
-It imports the heavy libraries (seconds of work), touches no GPU, and waits on stdin for one job.
-Handed a job (one JSON line: argv, env, cwd, log), it becomes that job's trainer: its output goes
-to the job's log, its environment becomes the job's (CUDA_VISIBLE_DEVICES included), its process
-title the job's command, and it runs the same `engine.trainer.run.main` that
-`python -m engine.train job.yaml` runs, exiting with its code. It was started in a session of its
-own, so the job keeps its own process group. End of input (the console went away) ends it.
+This process imports the heavy libraries once (seconds of work), touches no GPU, runs no thread
+besides its own, and then waits on stdin for jobs. For each job (one JSON line: id, argv, env,
+cwd, log) it forks a spare trainer, a copy of itself that already has every library in memory,
+and says which pid took the job. The copy becomes that job's trainer: a session and process
+group of its own, the job's environment (CUDA_VISIBLE_DEVICES included), its output to the job's
+log, the job's command as its process title, and the same `engine.trainer.run.main` that
+`python -m engine.train job.yaml` runs, ending with its exit code. This process reaps its copies
+and reports each one's exit code on stdout. End of input (the console went away) ends it; the
+trainers it started run on, as any trainer outlives its console.
 
 On a machine with CUDA, libraries that probe the GPUs when imported (bitsandbytes, pulled in by
-peft and TRL's trainers) would initialise CUDA with no device assigned yet, so there the spare
-imports only what leaves CUDA alone and the rest is imported after the hand-off.
+peft and TRL's trainers) would initialise CUDA with no device assigned yet, and a forked copy of
+a process that has initialised CUDA cannot use it, so there only what leaves CUDA alone is
+imported here and the trainer imports the rest after the fork.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import sys
+import threading
 import time
 
 import setproctitle
@@ -31,30 +37,55 @@ CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
 # Everything the trainer needs; on a machine without CUDA nothing can initialise it.
 ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build")
 READY = "ready"
+REAP_EVERY_S = 0.2
+
+
+def threads() -> dict[int, str]:
+    """This process's threads, by id, with their names."""
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            found[int(tid)] = open(f"/proc/self/task/{tid}/comm").read().strip()
+        except OSError:
+            pass
+    return found
 
 
 def warm_up() -> dict:
-    """Import what may be imported now; returns what was done, for the console's log."""
+    """Import what may be imported now; returns what was done, and whether forking is safe."""
     started = time.time()
-    import torch  # noqa: F401  (first: the others build on it)
+    import numpy  # noqa: F401  (its OpenBLAS starts a thread server, which shuts down for a fork)
+
+    before = set(threads())
+    import torch  # the others build on it
 
     # With NVML answering "is there a GPU", asking does not initialise CUDA.
     cuda = torch.cuda.is_available()
     modules = CUDA_SAFE_IMPORTS if cuda else ALL_IMPORTS
     for name in modules:
         importlib.import_module(name)
-    return {"status": READY, "pid": os.getpid(), "cuda": cuda, "modules": list(modules),
-            "cuda_initialized": torch.cuda.is_initialized(),
+    # A fork copies only the calling thread: a lock another thread held would stay held in the
+    # copy. Only threads that make themselves safe around a fork (OpenBLAS's, jemalloc's) may be.
+    unknown = [name for tid, name in threads().items()
+               if tid not in before and tid != threading.get_native_id()
+               and name != "jemalloc_bg_thd"]
+    status = READY
+    if torch.cuda.is_initialized():
+        status = "unusable: CUDA was initialised while importing"
+    elif unknown or threading.active_count() > 1:
+        status = f"unusable: threads were started while importing ({', '.join(unknown)})"
+    return {"status": status, "pid": os.getpid(), "cuda": cuda, "modules": list(modules),
+            "cuda_initialized": torch.cuda.is_initialized(), "threads": len(threads()),
             "seconds": round(time.time() - started, 2)}
 
 
 def become(order: dict) -> int:
-    """Turn this process into the trainer of the job `order` describes."""
+    """In a forked copy: turn into the trainer of the job `order` describes; its exit code."""
+    os.setsid()  # the job's own session and process group, as a trainer started fresh has
     log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    for target, source in ((0, null), (1, log), (2, log)):
+        os.dup2(source, target)
     os.close(log)
     os.close(null)
     os.chdir(order["cwd"])
@@ -71,18 +102,53 @@ def become(order: dict) -> int:
         return EXIT_FAILED
 
 
+def say(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def reap() -> None:
+    """Report every copy that ended (negative code: killed by that signal)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        say({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def orders():
+    """Each job line from stdin as it comes, reaping copies while waiting. Read from the file
+    descriptor itself: a buffered reader would hide a second line from select()."""
+    pending = b""
+    while True:
+        readable, _, _ = select.select([0], [], [], REAP_EVERY_S)
+        reap()
+        if not readable:
+            continue
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            return  # the console went away; the trainers this process started run on
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+
+
 def serve() -> int:
     state = warm_up()
-    if state["cuda_initialized"]:
-        # A library touched the GPUs: this process may no longer be given one. Say so and go.
-        state["status"] = "unusable: CUDA was initialised while importing"
-    print(json.dumps(state), flush=True)
+    say(state)
     if state["status"] != READY:
         return 1
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0  # the console stopped before it needed this spare
-    return become(json.loads(line))
+    for order in orders():
+        pid = os.fork()
+        if pid == 0:
+            raise SystemExit(become(order))  # the copy ends as the job's trainer ends
+        say({"id": order["id"], "pid": pid})
+    return 0
 
 
 if __name__ == "__main__":
