@@ -52,7 +52,7 @@ def straight_and_paused(engine, config, resume_faults=""):
     paused = engine.jobs.submit({**config, "name": "paused"})["job_id"]
     job = wait_for_status(engine, paused)
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": resume_faults} if resume_faults else {}
-    assert job["status"] == "paused" and job["paused_at"]
+    assert job["status"] == "paused" and job["paused_at"], job["error"]
     assert job["progress"]["step"] == 3 and job["last_checkpoint"] == "checkpoint-3"
     log = engine.workspace.job_paths(paused).log.read_text()
     assert "pause requested during step 3, after micro-batch 2 of 4" in log
