@@ -115,6 +115,11 @@ class JobConfig:
     packing: bool = field(default=False, metadata=spec(
         "Pack short examples", "Pack several short examples into each max_length sequence.",
         "data", advanced=True, arg="packing", methods=("sft",)))
+    packing_strategy: str = field(default="bfd", metadata=spec(
+        "Packing strategy", "bfd: whole examples, best-fit decreasing into max_length bins, "
+        "trained padding-free. wrapped: one stream cut every max_length tokens (examples split "
+        "across sequences).", "data", choices=("bfd", "wrapped"), advanced=True,
+        arg="packing_strategy", methods=("sft",)))
     assistant_only_loss: bool = field(default=False, metadata=spec(
         "Learn from assistant turns only", "Chat data: the loss counts only the assistant's "
         "turns.", "data", advanced=True, arg="assistant_only_loss", methods=("sft",)))
@@ -172,25 +177,41 @@ class JobConfig:
         "Precision", "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older "
         "ones, fp32 on the CPU.", "training", choices=(AUTO, "fp32", "bf16", "fp16"),
         advanced=True))
-    gradient_checkpointing: bool = field(default=False, metadata=spec(
+    gradient_checkpointing: bool | str = field(default=AUTO, metadata=spec(
         "Gradient checkpointing", "Recompute activations in the backward pass: less memory, "
-        "about 20% slower.", "training", advanced=True, arg="activation_checkpointing"))
+        "about 20% slower. auto: on when the model's training memory, estimated from its size, "
+        "batch and length, would not fit the GPU without it; off on a CPU.", "training",
+        auto=True, advanced=True, arg="activation_checkpointing"))
     beta: float = field(default=0.1, metadata=spec(
         "DPO beta", "How far the policy may move from the reference model (higher = closer).",
         "training", above=0, maximum=100, advanced=True, arg="beta", methods=("dpo",)))
 
     # ---- Performance ----------------------------------------------------------------------------
-    dataloader_num_workers: Any = field(default=AUTO, metadata=spec(
+    dataloader_num_workers: int | str = field(default=AUTO, metadata=spec(
         "Data-loader workers", "Processes preparing batches; auto chooses from the CPU count and "
         "whether there is a GPU.", "performance", minimum=0, maximum=64, auto=True, advanced=True,
         arg="dataloader_num_workers"))
-    dataloader_prefetch_factor: Any = field(default=AUTO, metadata=spec(
+    dataloader_prefetch_factor: int | str | None = field(default=AUTO, metadata=spec(
         "Prefetch per worker", "Batches each worker prepares ahead; auto: 2 with workers, none "
         "without.", "performance", minimum=1, maximum=64, auto=True, none=True, advanced=True,
         arg="dataloader_prefetch_factor"))
     group_by_length: bool = field(default=False, metadata=spec(
         "Group by length", "Batch examples of similar length together to waste less compute on "
         "padding.", "performance", advanced=True))
+    padding_free: bool | str = field(default=AUTO, metadata=spec(
+        "Padding-free batches", "Concatenate a batch's examples into one sequence instead of "
+        "padding each to the longest: no compute spent on pad tokens. auto: on where every "
+        "example provably attends only to itself (FlashAttention, or SDPA/eager in a transformers "
+        "that masks packed sequences by their positions) and TRL supports it for the method.",
+        "performance", auto=True, advanced=True, arg="padding_free"))
+    attn_implementation: str = field(default=AUTO, metadata=spec(
+        "Attention kernel", "auto: FlashAttention-2 when the flash-attn package and the GPU "
+        "support it, else PyTorch's SDPA.", "performance",
+        choices=(AUTO, "sdpa", "eager", "flash_attention_2", "flash_attention_3"), advanced=True))
+    use_liger_kernel: bool | str = field(default=AUTO, metadata=spec(
+        "Liger kernels", "Fused Triton kernels for the loss, norms and MLP (less memory, faster). "
+        "auto: on with CUDA when liger-kernel is installed (pip install -e '.[gpu]').",
+        "performance", auto=True, advanced=True, arg="use_liger_kernel"))
 
     # ---- Checkpoints and logging ----------------------------------------------------------------
     logging_steps: int = field(default=1, metadata=spec(
@@ -242,7 +263,9 @@ def default_config() -> dict[str, Any]:
 
 
 def field_type(name: str) -> type:
-    annotation = SCHEMA[name].type
+    """The field's value type; `int | str` and `bool | str` are a number or a flag that also
+    admits "auto"."""
+    annotation = str(SCHEMA[name].type).split("|")[0].strip()
     return {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, object)
 
 
@@ -254,8 +277,6 @@ def coerce_field(name: str, value: Any) -> Any:
     if isinstance(value, str) and meta["auto"] and value.strip().lower() == AUTO:
         return AUTO
     kind = field_type(name)
-    if kind is object:  # numeric fields that also admit "auto"
-        kind = int
     try:
         value = _coerce(value, kind)
     except (TypeError, ValueError, OverflowError):

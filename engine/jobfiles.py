@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.atomic import write_atomic
+
 # Exit codes of `python -m engine.train` (documented in the README).
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1  # an error while training: the log's last lines say which
@@ -59,6 +61,11 @@ class JobPaths:
     def record(self) -> Path:
         """The console's copy of the job's database record (for repair-db)."""
         return self.root / "record.json"
+
+    @property
+    def microbatch(self) -> Path:
+        """Micro-batch changes the trainer made after running out of GPU memory."""
+        return self.root / "microbatch.json"
 
     @property
     def exit_record(self) -> Path:
@@ -128,3 +135,22 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+# ---- the metrics file --------------------------------------------------------------------------
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Keep only records up to `step`: a resume from checkpoint-`step` redoes the rest."""
+    if not path.exists():
+        return
+    kept = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+    write_atomic(path, b"".join(kept))

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from engine import nvml
+from engine.capabilities import installed
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ def auto_precision(machine: Machine) -> str:
     if not machine.has_cuda:
         return "fp32"  # CPU bf16 autocast is slower than fp32 on most CPUs, and fp32 is exact
     return "bf16" if all(g.supports_bf16 for g in machine.gpus) else "fp16"
+
+
+def auto_attention(machine: Machine) -> str:
+    """FlashAttention-2 where the flash-attn package is installed and every GPU is Ampere or
+    newer (what it supports); PyTorch's scaled-dot-product attention everywhere else."""
+    gpus_fit = machine.has_cuda and all(g.compute_capability >= (8, 0) for g in machine.gpus)
+    return "flash_attention_2" if gpus_fit and installed("flash_attn") else "sdpa"
 
 
 def auto_optimizer(machine: Machine) -> str:

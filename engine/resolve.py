@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import capabilities
 from engine import machine as machines
 from engine.config import (AUTO, METHOD_FORMATS, ConfigError, JobConfig, check_combinations,
                            validate_fields)
 from engine.data import DatasetError, DatasetSummary, validate_local
+from engine.memory import needs_checkpointing
 from engine.presets import PresetLibrary
 from engine.sources import SourceRules, resolve_dataset_location, resolve_model, sample_dataset
 
@@ -73,7 +75,7 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
             resolved["dataset_format"] = summary.format
         changes["dataset_format"] = summary.format
         resolved["dataset_rows"] = summary.rows
-    changes.update(_resolve_auto(config, resolved, machine))
+    changes.update(_resolve_auto(config.replace(**changes), resolved, machine))
     return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
 
 
@@ -98,5 +100,38 @@ def _resolve_auto(config: JobConfig, resolved: dict[str, Any],
     if workers == 0 and prefetch is not None:
         raise ConfigError("dataloader_prefetch_factor needs dataloader_num_workers > 0 "
                           "(set it to null or auto)")
+    chosen.update(_resolve_kernels(config.replace(**chosen), machine))
     resolved.update(chosen)
+    return chosen
+
+
+def _resolve_kernels(config: JobConfig, machine: machines.Machine) -> dict[str, Any]:
+    """Attention kernel, Liger, padding-free batches and gradient checkpointing: `auto` takes
+    each only where it is provably correct and available; an explicit choice that cannot work
+    here is refused with the reason."""
+    chosen: dict[str, Any] = {}
+    attention = config.attn_implementation
+    if attention == AUTO:
+        attention = chosen["attn_implementation"] = machines.auto_attention(machine)
+    elif attention.startswith("flash_attention") and not machine.has_cuda:
+        raise ConfigError(f"attn_implementation {attention} needs a CUDA GPU, and this machine has "
+                          f"none (use auto, sdpa or eager)")
+    if config.use_liger_kernel == AUTO:
+        chosen["use_liger_kernel"] = machine.has_cuda and capabilities.installed("liger_kernel")
+    elif config.use_liger_kernel and not capabilities.installed("liger_kernel"):
+        raise ConfigError("use_liger_kernel needs the liger-kernel package: pip install -e "
+                          "'.[gpu]' (or set it to auto)")
+    isolated = attention.startswith("flash_attention") or capabilities.packed_sequences_isolated()
+    supported = capabilities.trl_padding_free(config.method)
+    if config.padding_free == AUTO:
+        chosen["padding_free"] = isolated and supported
+    elif config.padding_free and not supported:
+        raise ConfigError(f"padding_free: the installed TRL does not support it for {config.method} "
+                          f"(it falls back to padding); set it to auto or false")
+    elif config.padding_free and not isolated:
+        raise ConfigError(f"padding_free with {attention} attention would let examples attend to "
+                          f"each other in this transformers version; use FlashAttention, or auto")
+    if config.gradient_checkpointing == AUTO:
+        gpu_mb = min((g.memory_total_mb for g in machine.gpus), default=None)
+        chosen["gradient_checkpointing"] = needs_checkpointing(config.replace(**chosen), gpu_mb)
     return chosen

@@ -3,7 +3,8 @@ tests of its decisions; test_queue.py covers the same with real trainers)."""
 
 from engine.config import JobConfig
 from engine.console.job import Job, JobStatus
-from engine.console.metrics import MetricsLog, truncate_after
+from engine.console.metrics import MetricsLog
+from engine.jobfiles import truncate_after
 from engine.console.scheduler import queue_order
 from engine.console.supervisor import TrainerExit
 

@@ -86,6 +86,14 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
              + (f" · *view only: {owner}'s job*" if view_only else "")]
     if job.get("damaged"):
         lines.append(f"**Damaged record:** {as_text(job['damaged'])}")
+    for change in job.get("microbatch_changes") or []:
+        before, after = change["from"], change["to"]
+        lines.append(f"**Out of memory at step {change['at_step']}:** micro-batch "
+                     f"{before['per_device_train_batch_size']} → "
+                     f"{after['per_device_train_batch_size']}, gradient accumulation "
+                     f"{before['gradient_accumulation_steps']} → "
+                     f"{after['gradient_accumulation_steps']} (same effective batch), continued "
+                     f"from {change.get('resumed_from') or 'the start'}")
     if job["status"] == JobStatus.QUEUED and job.get("position"):
         lines.append(f"Position in queue: **{job['position']}**"
                      + (f" ({as_text(job['waiting'])})" if job.get("waiting") else ""))

@@ -41,6 +41,8 @@ def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Co
     if meta["choices"]:
         return gr.Dropdown(list(meta["choices"]), value=value, **common)
     kind = field_type(name)
+    if kind is bool and meta["auto"]:  # a flag that may also be left to TrainDeck
+        return gr.Dropdown(["auto", "true", "false"], value=str(value).lower(), **common)
     if kind is bool:
         return gr.Checkbox(value=value, **common)
     if meta["auto"] or kind is str:

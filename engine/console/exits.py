@@ -77,9 +77,12 @@ def exit_message(cause: ExitCause, facts: ExitFacts, tail: str = "", timeout_s: 
     """The job's error for `cause` (None when it did not fail), with the log's last lines."""
     if cause in STATUS:
         return None
+    explained = [line[len("error:"):].strip() for line in tail.splitlines()
+                 if line.startswith("error:")]  # the trainer's own one-line reason
     if cause == ExitCause.INVALID:
-        errors = [line for line in tail.splitlines() if line.startswith("error:")]
-        return errors[-1][len("error:"):].strip() if errors else tail
+        return explained[-1] if explained else tail
+    if cause == ExitCause.CRASHED and explained:
+        return f"{explained[-1]}\n{tail}".strip()
     if cause == ExitCause.TIMED_OUT:
         first = (f"timed out after {timeout_s / 60:g} min without progress; the trainer was "
                  f"killed.{RESUMABLE}")

@@ -112,6 +112,8 @@ class Job:
     progress: dict[str, Any] = field(default_factory=lambda: {"step": 0, "total_steps": None})
     resolved: dict[str, Any] = field(default_factory=dict)  # fields that were `auto`, and their values
     shared: bool = False  # its owner lets every user try it and train on its model
+    # Micro-batch changes the trainer made after running out of GPU memory (from microbatch.json).
+    microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
     def __post_init__(self) -> None:
@@ -137,7 +139,7 @@ RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "attempts": ((list,), False), "exit_code": ((int,), True), "error": ((str,), True),
     "requested": ((str,), True), "resume_from": ((str,), True), "preempted_by": ((str,), True),
     "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
-    "shared": ((bool,), False),
+    "shared": ((bool,), False), "microbatch_changes": ((list,), False),
 }
 
 

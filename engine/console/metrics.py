@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine.atomic import write_atomic
 from engine.console.analytics import RunningStats
 
 
@@ -87,19 +86,3 @@ class MetricsLog:
     @property
     def last(self) -> dict[str, Any] | None:
         return self.records[-1] if self.records else None
-
-
-def truncate_after(path: Path, step: int) -> None:
-    """Keep only records up to `step`: a resume from checkpoint-`step` redoes the rest."""
-    if not path.exists():
-        return
-    kept = []
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                kept.append(line if line.endswith(b"\n") else line + b"\n")
-    write_atomic(path, b"".join(kept))

@@ -145,7 +145,7 @@ class Scheduler:
         job = self.store.get(finished.job_id)
         paths = self.workspace.job_paths(job.job_id)
         latest = paths.latest_checkpoint()
-        progress = {**job.progress, **{k: v for k, v in finished.progress.items()
+        progress = {**job.progress, **{k: v for k, v in (finished.progress or {}).items()
                                        if k in ("step", "total_steps", "loss") and v is not None}}
         attempts = list(job.attempts)
         if attempts:
@@ -154,6 +154,10 @@ class Scheduler:
         fields = dict(exit_code=finished.exit_code, error=finished.error, progress=progress,
                       attempts=attempts, last_checkpoint=latest.name if latest else None,
                       resume_from=None)
+        changes = (finished.progress or {}).get("microbatch_changes") or []
+        if changes:
+            # It trains on with the smaller micro-batch: a resume must continue with it.
+            fields.update(microbatch_changes=changes, config=job.config.replace(**changes[-1]["to"]))
         try:
             job = change_status(self.store, job.job_id, finished.status, self.listeners, now, **fields)
         except IllegalTransition:

@@ -21,14 +21,15 @@ import yaml
 
 from engine import REPO_DIR
 from engine.atomic import write_atomic
+from engine.config import MAX_BATCH
 from engine.console.exits import STATUS, ExitFacts, exit_cause, exit_message
 from engine.console.job import Job, JobStatus
-from engine.console.metrics import MetricsLog, truncate_after
+from engine.console.metrics import MetricsLog
 from engine.console.spares import PER_JOB_ENV, Spares
 from engine.console.trainers import (AttachedTrainer, ChildTrainer, ForkedTrainer,
                                      TorchrunTrainer, Trainer, is_alive)
 from engine.jobfiles import (CANCEL, PAUSE, SUPERVISED_ENV, JobPaths, clear_requests, read_json,
-                             request)
+                             request, truncate_after)
 
 CANCEL_GRACE_S = 10.0  # a cancel honoured at the next step boundary; then the group is killed
 LOG_TAIL_LINES = 15
@@ -75,6 +76,19 @@ def log_tail(paths: JobPaths, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_NOISE)]
     return "\n".join(kept[-lines:])
+
+
+def microbatch_changes(paths: JobPaths) -> list[dict[str, Any]]:
+    """What the trainer wrote to microbatch.json, checked: each change's sizes are bounded
+    whole numbers (they become the job's config)."""
+    found = []
+    for change in (read_json(paths.microbatch) or {}).get("changes", []):
+        sizes = change.get("to") if isinstance(change, dict) else None
+        if isinstance(sizes, dict) and all(
+                isinstance(sizes.get(k), int) and 1 <= sizes[k] <= MAX_BATCH
+                for k in ("per_device_train_batch_size", "gradient_accumulation_steps")):
+            found.append(change)
+    return found
 
 
 def free_mib(paths: JobPaths) -> float | None:
@@ -178,7 +192,8 @@ class Supervisor:
         last = trainer.metrics.last or {}
         return {"step": max(last.get("step", 0), trainer.heartbeat.get("step") or 0),
                 "total_steps": trainer.heartbeat.get("total_steps"),
-                "phase": trainer.heartbeat.get("phase", "starting"), "loss": last.get("loss")}
+                "phase": trainer.heartbeat.get("phase", "starting"), "loss": last.get("loss"),
+                "microbatch_changes": trainer.microbatch_changes}
 
     def metrics_log(self, job_id: str) -> MetricsLog | None:
         trainer = self.running.get(job_id)
@@ -191,6 +206,7 @@ class Supervisor:
         for job_id, trainer in list(self.running.items()):
             trainer.metrics.refresh()
             self._read_heartbeat(trainer)
+            self._read_microbatch(trainer)
             trainer.note_processes()
             code = trainer.poll_exit()
             killed_for = None
@@ -218,6 +234,16 @@ class Supervisor:
             if beat:
                 trainer.heartbeat = beat
                 trainer.heartbeat_time = max(trainer.heartbeat_time, float(beat.get("time", 0)))
+
+    def _read_microbatch(self, trainer: Trainer) -> None:
+        """The micro-batch changes the trainer made after running out of GPU memory."""
+        try:
+            mtime = os.stat(trainer.paths.microbatch).st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != trainer.microbatch_mtime:
+            trainer.microbatch_mtime = mtime
+            trainer.microbatch_changes = microbatch_changes(trainer.paths)
 
     def _enforce_limits(self, trainer: Trainer, now: float) -> str | None:
         if now - trainer.last_progress_time() > trainer.timeout_s:

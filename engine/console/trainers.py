@@ -38,6 +38,8 @@ class Trainer:
     heartbeat_mtime: float = 0.0
     heartbeat: dict[str, Any] = field(default_factory=dict)
     descendants: dict[int, float] = field(default_factory=dict)  # pid -> start time
+    microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
+    microbatch_mtime: float = 0.0
     metrics: MetricsLog = field(init=False)
 
     attached = False

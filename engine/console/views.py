@@ -64,7 +64,8 @@ class JobViews:
             "job_id": job.job_id, "name": job.name, "owner": job.owner, "status": job.status,
             "priority": job.priority, "method": job.config.method, "adapter": job.config.adapter,
             "model": job.config.model, "dataset": job.config.dataset,
-            "progress": {k: v for k, v in progress.items() if k != "loss"},
+            "progress": {k: v for k, v in progress.items()
+                         if k not in ("loss", "microbatch_changes")},
             "loss": progress.get("loss"), "created_at": job.created_at,
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
@@ -95,7 +96,10 @@ class JobViews:
         job = self.store.lookup(job_id)
         paths = self.workspace.job_paths(job.job_id)
         data = job.to_dict()
-        data["progress"] = self.progress(job)
+        progress = self.progress(job)
+        data["microbatch_changes"] = progress.pop("microbatch_changes", None) or \
+            data["microbatch_changes"]
+        data["progress"] = progress
         data["position"] = self.position(job.job_id) if job.status == JobStatus.QUEUED else None
         data["waiting"] = self.waiting(job.job_id)
         data["last_metrics"] = self.metrics(job.job_id).last

@@ -24,7 +24,8 @@ from engine.config import JobConfig
 from engine.data import DatasetError, load_local, load_rows
 from engine.jobfiles import JobPaths
 from engine.trainer.heartbeat import Heartbeat
-from engine.trainer.hooks import ControlRequests, MetricsWriter, TrainDeckTrainerMixin, faults
+from engine.trainer.hooks import (ControlRequests, MetricsWriter, TrainDeckTrainerMixin, faults,
+                                  injected_faults)
 
 transformers.logging.set_verbosity_warning()
 transformers.logging.disable_progress_bar()
@@ -66,7 +67,8 @@ def model_and_adapter(config: JobConfig) -> ModelSetup:
     dtype = compute_dtype(config)
     # Frozen base weights may live in the compute dtype (half the memory); a fully trained model
     # keeps fp32 master weights and runs its maths in autocast.
-    init_kwargs: dict[str, Any] = {"dtype": torch.float32 if config.adapter == "full" else dtype}
+    init_kwargs: dict[str, Any] = {"dtype": torch.float32 if config.adapter == "full" else dtype,
+                                   "attn_implementation": config.attn_implementation}
     quantization = None
     if config.adapter == "qlora":
         quantization = BitsAndBytesConfig(
@@ -112,7 +114,8 @@ def tokenization_key(config: JobConfig, data_key: str) -> str:
     material = {
         "data": data_key, "tokenizer": tokenizer_files or config.model, "trl": trl.__version__,
         **{k: getattr(config, k) for k in ("method", "dataset_format", "max_length", "packing",
-                                           "assistant_only_loss")},
+                                           "packing_strategy", "assistant_only_loss",
+                                           "padding_free")},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -145,7 +148,14 @@ def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup):
         use_cpu=not has_cuda,
         ignore_data_skip="resume-without-state" in faults(),
     )
+    if cut_by_traindeck(config):
+        settings["max_length"] = None  # the examples are cut in TrainDeckTrainerMixin instead
     return (trl.DPOConfig if config.method == "dpo" else trl.SFTConfig)(**settings)
+
+
+def cut_by_traindeck(config: JobConfig) -> bool:
+    """Padding-free SFT without packing: TRL wants max_length None, so TrainDeck truncates."""
+    return config.method == "sft" and config.padding_free is True and not config.packing
 
 
 def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: ModelSetup,
@@ -163,7 +173,8 @@ def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: Mo
         model=config.model, args=training_arguments(config, paths, model),
         train_dataset=Dataset.from_list(rows), processing_class=model.tokenizer,
         peft_config=model.peft, quantization_config=model.quantization,
-        callbacks=[metrics, control], heartbeat=heartbeat,
-        tokenized_cache=cache_dir / "tokenized" / tokenization_key(config, data_key))
+        callbacks=[metrics, control, *injected_faults()], heartbeat=heartbeat,
+        tokenized_cache=cache_dir / "tokenized" / tokenization_key(config, data_key),
+        truncate_to=config.max_length if cut_by_traindeck(config) else None)
     trainer.remove_callback(PrinterCallback)  # MetricsWriter prints a shorter line per step
     return trainer, control

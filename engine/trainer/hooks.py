@@ -144,6 +144,8 @@ def faults() -> dict[str, int]:
     kill-in-save:STEP     SIGKILL this process while checkpoint-STEP is half written
     resume-without-state  resume weights and optimizer only: no RNG state, no data position
                           (the negative control of the exactness tests)
+    oom-at-step:N         run out of GPU memory in step N, once (as a too-big micro-batch does)
+    oom-always            run out of GPU memory in every first step, at any micro-batch
     """
     found = {}
     for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
@@ -199,6 +201,30 @@ class ControlRequests(TrainerCallback):
         return control
 
 
+class OutOfMemoryFaults(TrainerCallback):
+    """Fault injection: a CUDA out-of-memory error, where a GPU is not needed to cause one."""
+
+    raised = False  # per process: after the fallback the same step is trained again
+
+    def __init__(self, at_step: int | None, always: bool):
+        self.at_step, self.always = at_step, always
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        step = state.global_step + 1
+        if self.always or (step == self.at_step and not OutOfMemoryFaults.raised):
+            OutOfMemoryFaults.raised = True
+            raise torch.OutOfMemoryError(f"CUDA out of memory in step {step} (injected by "
+                                         f"{FAULTS_ENV}) with a micro-batch of "
+                                         f"{args.per_device_train_batch_size}")
+
+
+def injected_faults() -> list[TrainerCallback]:
+    found = faults()
+    if "oom-at-step" in found or "oom-always" in found:
+        return [OutOfMemoryFaults(found.get("oom-at-step"), "oom-always" in found)]
+    return []
+
+
 ACTIONS = (None, PAUSE, CANCEL)
 
 
@@ -238,9 +264,10 @@ class TrainDeckTrainerMixin:
     """
 
     def __init__(self, *args, tokenized_cache: Path | None = None, heartbeat: Heartbeat | None = None,
-                 **kwargs):
+                 truncate_to: int | None = None, **kwargs):
         self._tokenized_cache = tokenized_cache
         self._heartbeat = heartbeat
+        self._truncate_to = truncate_to
         self._faults = faults()
         super().__init__(*args, **kwargs)
 
@@ -260,7 +287,7 @@ class TrainDeckTrainerMixin:
             return load_from_disk(str(folder))
         if self._heartbeat:
             self._heartbeat.beat(force=True, phase="tokenizing")
-        prepared = super()._prepare_dataset(dataset, *args, **kwargs)
+        prepared = truncated(super()._prepare_dataset(dataset, *args, **kwargs), self._truncate_to)
         if int(os.environ.get("RANK", "0")) != 0:
             return prepared  # rank 0 writes the cache
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
@@ -311,6 +338,17 @@ class TrainDeckTrainerMixin:
                     steps.add(int(suffix))
         scored = [(loss_at[step], step) for step in steps if step in loss_at]
         return min(scored)[1] if scored else None
+
+
+def truncated(dataset, max_length: int | None):
+    """Padding-free SFT without packing: TRL asks for max_length None (it would not enforce it
+    in the collator), so the examples are cut here, as TRL cuts them in padded mode (keep the
+    start, drop an example that truncation left without a label)."""
+    if max_length is None or not isinstance(dataset, Dataset) or "labels" not in dataset.column_names:
+        return dataset
+    dataset = dataset.map(lambda example: {"input_ids": example["input_ids"][:max_length],
+                                           "labels": example["labels"][:max_length]})
+    return dataset.filter(lambda example: any(label != -100 for label in example["labels"]))
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -30,6 +30,7 @@ from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED
 from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
+from engine.trainer.errors import TrainingGaveUp
 from engine.trainer.heartbeat import Heartbeat
 
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = EXIT_INVALID
+    except TrainingGaveUp as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = EXIT_FAILED
     finally:
         # How this process ended, for a console that re-attached to it and cannot wait() on it.
         # Under torchrun the console watches torchrun itself (this process's parent), and rank 0
@@ -133,7 +137,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         print(f"devices: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
     # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
-    from engine.trainer import build
+    from engine.trainer import build, fallback
     from engine.trainer.hooks import agreed_action
 
     build.announce_rank()
@@ -146,8 +150,10 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     phases["load_s"] = time.time() - started
 
     # ---- trainer --------------------------------------------------------------------------------
-    trainer, control = build.build_trainer(config, paths, job.cache_dir, model, rows, data_key,
-                                           heartbeat)
+    def build_for(settings):
+        return build.build_trainer(settings, paths, job.cache_dir, model, rows, data_key, heartbeat)
+
+    trainer, control = build_for(config)
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
     early = agreed_action(requested(paths) if rank == 0 else None)
     if early:
@@ -159,7 +165,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     if resume_from:
         print(f"resuming from {resume_from}", flush=True)
     train_started = time.time()
-    trainer.train(resume_from_checkpoint=str(paths.root / resume_from) if resume_from else None)
+    trainer, control, config = fallback.train(build_for, config, paths, resume_from,
+                                              first=(trainer, control))
     phases["train_s"] = time.time() - train_started
     heartbeat.beat(force=True, phase="saving")
     if control.stopped_for:
@@ -167,17 +174,18 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------
-    save_started = time.time()
-    trainer.save_model(str(paths.final_model))
-    phases["save_s"] = time.time() - save_started
-    write_summary(paths, trainer.state, phases)
+    save(trainer, paths, phases)
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
 
 
-def write_summary(paths: JobPaths, state, phases: dict[str, float]) -> None:
+def save(trainer, paths: JobPaths, phases: dict[str, float]) -> None:
+    """The final model (an adapter, or every weight), and the run's summary beside it."""
+    save_started = time.time()
+    trainer.save_model(str(paths.final_model))
+    phases["save_s"] = time.time() - save_started
     summary = read_json(paths.summary) or {}
     summary.update(phases)
-    summary.update(global_step=state.global_step, max_steps=state.max_steps)
+    summary.update(global_step=trainer.state.global_step, max_steps=trainer.state.max_steps)
     write_json_atomic(paths.summary, summary)
