@@ -13,6 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine.console.engine import Engine
+from engine.console.spares import PER_JOB_ENV, Spares
+from engine.console.supervisor import trainer_env
+from engine.console.trainers import ForkedTrainer
+from engine.jobfiles import EXIT_INVALID, JobPaths
 
 from conftest import REPO, losses, processes_of, shutdown, wait_for_status, wait_for_step, \
     wait_until
@@ -90,3 +94,23 @@ def test_each_job_sees_the_devices_it_was_given(tmp_path):
         assert engine.supervisor.spares.handed_off == 2  # both were warm starts
     finally:
         shutdown(engine)
+
+
+def test_a_trainer_looked_at_the_instant_it_is_handed_off_is_followed_not_reported_dead(tmp_path):
+    """Until the copy sets its title its command line is the spare's; the supervisor must not
+    take that for a trainer gone (it once killed such a job with SIGKILL)."""
+    spares = Spares(tmp_path / "spares")
+    spares.start({k: v for k, v in trainer_env().items() if k not in PER_JOB_ENV})
+    try:
+        wait_until(lambda: spares.spare.ready, 120, "the spare-trainer process to import")
+        paths = JobPaths(tmp_path / "job")
+        paths.root.mkdir()
+        paths.job_file.write_text("not_a_field: 1\n")  # refused by the trainer: exit 2
+        command = [sys.executable, "-m", "engine.train", str(paths.job_file)]
+        pid = spares.take(command, trainer_env(), paths.log)
+        trainer = ForkedTrainer("job", paths, pid, 600, 0.0, spares=spares)
+        assert trainer.poll_exit() is None  # at once: still running
+        assert spares.wait_exit(pid, timeout=60) == EXIT_INVALID
+        assert trainer.poll_exit() == EXIT_INVALID
+    finally:
+        spares.stop()

@@ -69,6 +69,9 @@ class Spares:
         self.spare: SpareProcess | None = None
         self.handed_off = 0
         self._orders = 0
+        # Each trainer's parent: only it can wait() on the trainer and report its exit, even
+        # after a newer spare process has replaced it for new jobs.
+        self.parents: dict[int, SpareProcess] = {}
 
     def start(self, env: dict[str, str]) -> None:
         """Have a spare process for `env` (the trainers' environment without a job's own keys)."""
@@ -109,17 +112,25 @@ class Spares:
             self.stop()
             return None
         self.handed_off += 1
+        self.parents[pid] = spare
         return pid
 
     def exit_code(self, pid: int) -> int | None:
-        """How a trainer started by the spare process ended (None: not known to have)."""
-        return self.spare.exits.get(pid) if self.spare is not None else None
+        """How a trainer started by a spare process ended (None: not known to have)."""
+        parent = self.parents.get(pid)
+        return parent.exits.get(pid) if parent is not None else None
+
+    def will_report(self, pid: int) -> bool:
+        """Whether the trainer's parent is still there to report its exit. (Until its copy has
+        set its title a trainer's command line is the spare's: the parent is the sure witness.)"""
+        parent = self.parents.get(pid)
+        return parent is not None and parent.popen.poll() is None
 
     def wait_exit(self, pid: int, timeout: float) -> int | None:
-        spare = self.spare
-        if spare is None or not spare.wait_for(lambda: pid in spare.exits, timeout):
+        parent = self.parents.get(pid)
+        if parent is None or not parent.wait_for(lambda: pid in parent.exits, timeout):
             return None
-        return spare.exits[pid]
+        return parent.exits[pid]
 
     def stop(self) -> None:
         """End the spare process (trainers it started are not touched)."""

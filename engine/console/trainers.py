@@ -116,11 +116,13 @@ class ForkedTrainer(Trainer):
         code = self.spares.exit_code(self.pid)
         if code is not None:
             return code
-        if is_alive(self.pid, self.paths):
+        if self.spares.will_report(self.pid):
             return None
-        # Gone: the report follows within a reaping round, unless the spare process itself ended
-        # (then the trainer's own record, if it wrote one).
+        # Its parent, the spare process, ended: the trainer runs on (or ran) as an orphan.
+        # The last report may still be on its way; then the trainer's own record speaks.
         code = self.spares.wait_exit(self.pid, timeout=1.0)
+        if code is None and is_alive(self.pid, self.paths):
+            return None
         if code is None:
             code = self.recorded_exit()
         return -signal.SIGKILL if code is None else code
