@@ -8,6 +8,7 @@ from engine.console.engine import Engine
 from ui.api import register_api
 from ui.jobs import create_jobs_tab
 from ui.new_job import create_new_job_tab
+from ui.quiet_queue import quiet_queue
 from ui.system import create_system_tab
 
 CSS = """
@@ -37,4 +38,5 @@ def build_console(engine: Engine) -> gr.Blocks:
                 create_system_tab(engine)
         register_api(engine)
     console.queue(default_concurrency_limit=None)  # polling clients must never wait on each other
+    quiet_queue(console)  # an idle console takes no CPU from the trainers
     return console

@@ -193,14 +193,20 @@ class Scheduler:
     def start(self, on_error: Callable[[Exception], None] | None = None) -> None:
         def loop() -> None:
             while not self._stop.is_set():
+                failed = False
                 try:
                     self.step()
                 except Exception as exc:  # one bad round must not stop the queue
+                    failed = True
                     log.exception("scheduler round failed")
                     if on_error:
                         on_error(exc)
                 self.cpu_seconds = time.thread_time()  # this thread's own CPU, for /health
-                self._wake.wait(self.tick_s)
+                # Trainers to follow or jobs waiting (devices held from outside, say): look every
+                # tick. Otherwise sleep until an action (submit, resume, cancel, ...) wakes the
+                # scheduler: an idle console stays idle.
+                watching = failed or bool(self.supervisor.running or self.unrecorded or self.waiting)
+                self._wake.wait(self.tick_s if watching else None)
                 self._wake.clear()
 
         self._thread = threading.Thread(target=loop, name="scheduler", daemon=True)

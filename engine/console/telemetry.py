@@ -41,31 +41,23 @@ def system_stats(disk_path: Path | str = "/") -> dict[str, Any]:
 
 
 class SystemHistory:
-    """Samples system_stats every few seconds into a ring buffer for the System tab's charts."""
+    """Machine telemetry kept while someone looks: a sample is taken when asked for (at most one
+    every `interval_s`), so an unwatched console samples nothing."""
 
     def __init__(self, disk_path: Path, interval_s: float = 2.0, keep: int = 900):
         self.disk_path = disk_path
         self.interval_s = interval_s
         self.samples: collections.deque = collections.deque(maxlen=keep)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def latest(self) -> dict[str, Any]:
-        return self.samples[-1] if self.samples else self.sample()
-
-    def sample(self) -> dict[str, Any]:
-        stats = system_stats(self.disk_path)
-        self.samples.append(stats)
-        return stats
+        with self._lock:
+            if not self.samples or time.time() - self.samples[-1]["time"] >= self.interval_s:
+                self.samples.append(system_stats(self.disk_path))
+            return self.samples[-1]
 
     def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                self.sample()
-
-        self.sample()
-        self._thread = threading.Thread(target=loop, name="system-history", daemon=True)
-        self._thread.start()
+        self.latest()  # the first sample primes psutil's CPU counter
 
     def stop(self) -> None:
-        self._stop.set()
+        pass

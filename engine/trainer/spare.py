@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -37,7 +38,6 @@ CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
 # Everything the trainer needs; on a machine without CUDA nothing can initialise it.
 ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build")
 READY = "ready"
-REAP_EVERY_S = 0.2
 
 
 def threads() -> dict[int, str]:
@@ -82,6 +82,8 @@ def warm_up() -> dict:
 def become(order: dict) -> int:
     """In a forked copy: turn into the trainer of the job `order` describes; its exit code."""
     os.setsid()  # the job's own session and process group, as a trainer started fresh has
+    signal.set_wakeup_fd(-1)  # the spare process's wake-up pipe is not the trainer's
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     for target, source in ((0, null), (1, log), (2, log)):
@@ -120,13 +122,20 @@ def reap() -> None:
 
 
 def orders():
-    """Each job line from stdin as it comes, reaping copies while waiting. Read from the file
+    """Each job line from stdin as it comes, reaping copies as they end. Waits without waking:
+    a copy's end (SIGCHLD) writes to a pipe that select() watches beside stdin. Reads the file
     descriptor itself: a buffered reader would hide a second line from select()."""
+    child_ended, notify = os.pipe()
+    os.set_blocking(notify, False)
+    signal.set_wakeup_fd(notify)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the signal is delivered
     pending = b""
     while True:
-        readable, _, _ = select.select([0], [], [], REAP_EVERY_S)
+        readable, _, _ = select.select([0, child_ended], [], [])
+        if child_ended in readable:
+            os.read(child_ended, 1 << 12)
         reap()
-        if not readable:
+        if 0 not in readable:
             continue
         chunk = os.read(0, 1 << 16)
         if not chunk:
