@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from engine.console.engine import Engine
@@ -195,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["repair-db"]:
         return repair_db_command(argv[1:])
     args = parse_args(argv)
+    # Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event by
+    # default; with many polling clients that costs more than the requests themselves. Set
+    # before the engine starts: its spare trainer is started with this environment, and a job
+    # started under another one would not match it.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal request otherwise
     try:
@@ -218,12 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+IDLE_CHECK_S = 5.0
+
+
 def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
     """Build the console on a started engine and serve it until stopped."""
-    # Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event by
-    # default; with many polling clients that costs more than the requests themselves.
-    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
-    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     # Imported after the cheap checks and the engine's start: gradio takes seconds to import.
     import gradio as gr
     from starlette.middleware import Middleware
@@ -252,7 +258,10 @@ def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
                                 "may try again; the wait doubles with each further one.",
                    show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
                    max_file_size=args.max_upload_mb << 20, app_kwargs={"middleware": middleware},
-                   prevent_thread_lock=False, quiet=False)
+                   prevent_thread_lock=True, quiet=False)
+    # Gradio's own wait checks ten times a second; an idle console should not wake at all.
+    while console.is_running:
+        time.sleep(IDLE_CHECK_S)  # Ctrl-C interrupts the sleep at once
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SFT-QLoRA and SFT-LoRA of a random ~0.5B model on this machine's GPU; see bench/gpu_check.py.
+# Stock TRL+PEFT against TrainDeck auto, LoRA and QLoRA, ~0.5B and ~1.5B random models, on this
+# machine's GPU (or --self-check on the CPU); see bench/gpu_check.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

@@ -11,7 +11,7 @@ import asyncio
 import gradio as gr
 from gradio import queueing
 
-SAFETY_WAKE_S = 1.0
+SAFETY_WAKE_S = 5.0
 
 
 class _QuietAsyncio:

@@ -175,4 +175,5 @@ class Engine:
             "queued": counts.get(JobStatus.QUEUED.value, 0),
             "running": counts.get(JobStatus.RUNNING.value, 0),
             "scheduler_cpu_s": round(self.scheduler.cpu_seconds, 3) if self.scheduler else 0.0,
+            "warm_start": self.supervisor.spares.describe(),
         }

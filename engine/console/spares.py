@@ -35,6 +35,7 @@ class SpareProcess:
     pids: dict[int, int] = field(default_factory=dict)    # order id -> trainer pid
     exits: dict[int, int] = field(default_factory=dict)   # trainer pid -> exit code
     changed: threading.Condition = field(default_factory=threading.Condition)
+    orders: int = 0
 
     def listen(self) -> None:
         """Read what it says (a thread): its status, then each fork and each exit."""
@@ -53,67 +54,140 @@ class SpareProcess:
                 self.changed.notify_all()
 
     @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def idle(self) -> bool:
+        """No trainer it forked is still running (so nobody needs its exit reports)."""
+        with self.changed:
+            return set(self.pids.values()) <= set(self.exits)
+
+    @property
     def ready(self) -> bool:
-        return self.popen.poll() is None and (self.status or {}).get("status") == "ready"
+        return self.alive and (self.status or {}).get("status") == "ready"
 
     def wait_for(self, predicate, timeout: float):
         with self.changed:
             self.changed.wait_for(predicate, timeout)
             return predicate()
 
+    def fork(self, order: dict[str, Any]) -> int | None:
+        """Have it start the job `order` describes; the trainer's pid (None: no answer in time)."""
+        with self.changed:
+            self.orders += 1
+            order = {**order, "id": self.orders}
+            self.popen.stdin.write((json.dumps(order) + "\n").encode())
+            self.popen.stdin.flush()
+        return self.wait_for(lambda: self.pids.get(order["id"]), FORK_REPLY_TIMEOUT_S)
+
+    def end(self) -> None:
+        if self.alive:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class SparePool:
+    """The spare processes of this Python process, one per trainer environment, shared by every
+    engine in it (one console has one engine; a test session has many, and imports once). Each
+    ends when this process does: its stdin closes."""
+
+    def __init__(self):
+        self._spares: dict[tuple, SpareProcess] = {}
+        self._lock = threading.Lock()
+
+    def get(self, env: dict[str, str], log_folder: Path) -> SpareProcess:
+        key = tuple(sorted(env.items()))
+        with self._lock:
+            spare = self._spares.get(key)
+            if spare is None or not spare.alive:
+                # Another environment now: spares of the old ones that nobody waits on go.
+                for old_key, old in list(self._spares.items()):
+                    if old_key != key and old.idle:
+                        del self._spares[old_key]
+                        old.end()
+                spare = self._spares[key] = self._launch(env, log_folder)
+            return spare
+
+    @staticmethod
+    def _launch(env: dict[str, str], log_folder: Path) -> SpareProcess:
+        log_folder.mkdir(parents=True, exist_ok=True)
+        with open(log_folder / "spare.log", "ab") as errors:
+            popen = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO_DIR,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=errors, start_new_session=True)
+        spare = SpareProcess(popen, dict(env))
+        threading.Thread(target=spare.listen, name="spare-trainers", daemon=True).start()
+        return spare
+
+    def discard(self, spare: SpareProcess) -> None:
+        """End a spare that misbehaved, so the next request starts a new one."""
+        with self._lock:
+            for key, known in list(self._spares.items()):
+                if known is spare:
+                    del self._spares[key]
+        spare.end()
+
+    def end_all(self) -> None:
+        with self._lock:
+            spares, self._spares = list(self._spares.values()), {}
+        for spare in spares:
+            spare.end()
+
+
+POOL = SparePool()
+
 
 class Spares:
-    def __init__(self, folder: Path, enabled: bool = True):
+    """One engine's use of the pool: which spare serves its jobs, and each trainer's parent."""
+
+    def __init__(self, folder: Path, enabled: bool = True, pool: SparePool = POOL):
         self.folder = folder
         self.enabled = enabled
+        self.pool = pool
         self.spare: SpareProcess | None = None
         self.handed_off = 0
-        self._orders = 0
         # Each trainer's parent: only it can wait() on the trainer and report its exit, even
         # after a newer spare process has replaced it for new jobs.
         self.parents: dict[int, SpareProcess] = {}
 
     def start(self, env: dict[str, str]) -> None:
         """Have a spare process for `env` (the trainers' environment without a job's own keys)."""
-        if not self.enabled or (self.spare is not None and self.spare.popen.poll() is None):
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "spare.log", "ab") as errors:
-            popen = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO_DIR,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=errors, start_new_session=True)
-        self.spare = SpareProcess(popen, dict(env))
-        threading.Thread(target=self.spare.listen, name="spare-trainers", daemon=True).start()
+        if self.enabled:
+            self.spare = self.pool.get(env, self.folder)
 
     def take(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
         """Start the job in a copy of the spare process; its pid, or None when a fresh process
         must be started instead."""
-        spare = self.spare
+        if not self.enabled:
+            return None
         base = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
-        if spare is None or not spare.ready:
-            self.start(base)  # a new one if it died; one still importing is left to finish
-            return None
-        if {k: v for k, v in spare.env.items() if k not in PER_JOB_ENV} != base:
-            self.stop()  # imported under another environment: start one that matches
-            self.start(base)
-            return None
-        self._orders += 1
-        order = {"id": self._orders, "argv": argv, "env": env, "cwd": str(REPO_DIR),
-                 "log": str(log_path)}
+        self.start(base)  # the spare for this environment (a new one if it died or differs)
+        spare = self.spare
+        if not spare.ready:
+            return None  # still importing: this job starts fresh, the next one warm
         try:
-            spare.popen.stdin.write((json.dumps(order) + "\n").encode())
-            spare.popen.stdin.flush()
+            pid = spare.fork({"argv": argv, "env": env, "cwd": str(REPO_DIR),
+                              "log": str(log_path)})
         except OSError:
-            self.spare = None
-            return None
-        pid = spare.wait_for(lambda: spare.pids.get(order["id"]), FORK_REPLY_TIMEOUT_S)
+            pid = None
         if pid is None:
-            log.error("the spare trainer did not start job %s in time; starting it afresh", argv)
-            self.stop()
+            log.error("the spare trainer did not start job %s; starting it afresh", argv)
+            self.pool.discard(spare)
             return None
         self.handed_off += 1
         self.parents[pid] = spare
         return pid
+
+    def describe(self) -> dict[str, Any]:
+        """For /health: whether the next job starts warm."""
+        spare = self.spare
+        state = ("off" if not self.enabled else "none" if spare is None
+                 else "ready" if spare.ready
+                 else "importing" if spare.alive and spare.status is None
+                 else (spare.status or {}).get("status", "ended"))  # e.g. "unusable: ..."
+        return {"state": state, "pid": spare.popen.pid if spare else None,
+                "jobs_started_warm": self.handed_off}
 
     def exit_code(self, pid: int) -> int | None:
         """How a trainer started by a spare process ended (None: not known to have)."""
@@ -124,7 +198,7 @@ class Spares:
         """Whether the trainer's parent is still there to report its exit. (Until its copy has
         set its title a trainer's command line is the spare's: the parent is the sure witness.)"""
         parent = self.parents.get(pid)
-        return parent is not None and parent.popen.poll() is None
+        return parent is not None and parent.alive
 
     def wait_exit(self, pid: int, timeout: float) -> int | None:
         parent = self.parents.get(pid)
@@ -133,8 +207,5 @@ class Spares:
         return parent.exits[pid]
 
     def stop(self) -> None:
-        """End the spare process (trainers it started are not touched)."""
-        spare, self.spare = self.spare, None
-        if spare is not None and spare.popen.poll() is None:
-            spare.popen.kill()
-            spare.popen.wait()
+        """This engine is done with its spare; the pool keeps it for the next engine."""
+        self.spare = None
