@@ -11,8 +11,11 @@ PYTEST_ARGS ?=
 run: setup
 	$(PY) app.py $(ARGS)
 
+# Two test files at a time (one per core; a file's tests stay together and share its fixtures),
+# each trainer on one thread so that two never fight over a core.
 test: setup-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --numprocesses=auto --maxprocesses=4 \
+		--dist=loadfile $(PYTEST_ARGS)
 
 # The unit tier: no training, no console, no browser (under a minute).
 test-fast: setup-test

@@ -23,7 +23,17 @@ from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request,
 
 
 
-_PROCESS = psutil.Process()  # one object: cpu_percent measures since its previous call
+_process: dict[int, psutil.Process] = {}
+
+
+def this_process() -> psutil.Process:
+    """One object per process (cpu_percent measures since its previous call), made in the
+    process itself: a trainer forked from the spare must not measure, or outlive, its parent."""
+    pid = os.getpid()
+    if pid not in _process:
+        _process.clear()
+        _process[pid] = psutil.Process(pid)
+    return _process[pid]
 
 
 TELEMETRY_INTERVAL_S = 1.0
@@ -52,7 +62,8 @@ def _sample_device() -> dict[str, float]:
         }
         record.update(_nvml_telemetry(device))
         return record
-    return {"cpu_percent": _PROCESS.cpu_percent(None), "rss_mb": _PROCESS.memory_info().rss / 2**20}
+    process = this_process()
+    return {"cpu_percent": process.cpu_percent(None), "rss_mb": process.memory_info().rss / 2**20}
 
 
 def _nvml_telemetry(device: int) -> dict[str, float]:
