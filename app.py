@@ -55,7 +55,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-warm-start", action="store_true",
                         help="start every trainer as a fresh process instead of handing jobs to "
                              "a spare trainer that has its libraries imported already")
+    parser.add_argument("--cluster", choices=("slurm",),
+                        help="run jobs on a Slurm cluster (sbatch) instead of this machine; the "
+                             "workspace must be on storage every node mounts")
+    parser.add_argument("--cluster-config", type=Path, metavar="FILE",
+                        help="cluster settings (default: cluster.yaml in the workspace)")
+    for name in ("partition", "account", "qos", "time-limit"):
+        parser.add_argument(f"--{name}", help=f"Slurm {name} (overrides cluster.yaml)")
     return parser.parse_args(argv)
+
+
+def load_cluster(args: argparse.Namespace):
+    """The cluster settings for --cluster (None: jobs run on this machine)."""
+    if not args.cluster:
+        return None
+    from engine.console.cluster import ClusterSettings
+    from engine.console.slurm import slurm_available
+
+    missing = slurm_available()
+    if missing:
+        raise ConfigError(f"--cluster slurm: {missing} (install Slurm's client commands)")
+    path = args.cluster_config or Path(args.workspace) / "cluster.yaml"
+    if args.cluster_config and not path.exists():
+        raise ConfigError(f"--cluster-config {path}: no such file")
+    return ClusterSettings.load(path, {"partition": args.partition, "account": args.account,
+                                       "qos": args.qos, "time_limit": args.time_limit})
 
 
 def parse_auth(pairs: list[str]) -> list[tuple[str, str, str]]:
@@ -211,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(problem)
         engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
                         data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20,
-                        warm_start=not args.no_warm_start)
+                        warm_start=not args.no_warm_start, cluster=load_cluster(args))
         engine.start()
     except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -82,6 +82,9 @@ class JobConfig:
     gpus: int = field(default=1, metadata=spec(
         "GPUs", "GPUs for this job. More than one trains data-parallel (DDP through torchrun, one "
         "process per GPU; the batch size is per GPU).", "job", minimum=1, maximum=64))
+    nodes: int = field(default=1, metadata=spec(
+        "Nodes", "Machines for this job, each with `gpus` GPUs (on a Slurm cluster only; one "
+        "torchrun per node).", "job", minimum=1, maximum=64, advanced=True))
     preempt: bool = field(default=False, metadata=spec(
         "Preempt lower-priority jobs", "Admins only: when this job cannot start, pause the "
         "lowest-priority running job (exactly, with a checkpoint) to make room; that job resumes "

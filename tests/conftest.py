@@ -126,7 +126,8 @@ class StandInSupervisor:
 
     def launch(self, job, paths, env=None):
         self.launched.append((job.job_id, env))
-        trainer = type("Trainer", (), {"pid": 1000 + len(self.launched)})()
+        trainer = type("Trainer", (), {"pid": 1000 + len(self.launched),
+                                        "job_fields": lambda self: {}})()
         self.running[job.job_id] = trainer
         return trainer
 
@@ -185,3 +186,21 @@ def idle_engine(tmp_path, team):
     engine = Engine(tmp_path / "workspace", users=team).open()
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """One real single-node Slurm (two faked GPUs) for every cluster test of the session."""
+    from slurm_cluster import SlurmCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"no Slurm here: {why}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        cluster.stop()
+        pytest.fail(f"the Slurm test cluster did not start: {exc}")
+    yield cluster
+    cluster.stop()

@@ -127,7 +127,7 @@ def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
 
         def launch(self, job, paths, env):
             self.running[job.job_id] = job
-            return type("P", (), {"pid": 1000 + len(self.running)})()
+            return type("P", (), {"pid": 1000 + len(self.running), "job_fields": lambda self: {}})()
 
     store = MemoryJobStore()
     quotas = {"bob": {"max_running_jobs": 1, "max_gpus": None}, "carol": {}}

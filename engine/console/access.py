@@ -72,16 +72,19 @@ class Access:
     # ---- quotas ------------------------------------------------------------------------------------
 
     def check_job_size(self, settings: JobConfig, user: User, gpu_capacity: float,
-                       describe_capacity: Callable[[], str]) -> None:
+                       describe_capacity: Callable[[], str], spans_nodes: bool = False) -> None:
         quotas = user.quotas
         problems = []
         if settings.gpus > gpu_capacity:
             problems.append(f"gpus: this machine has {describe_capacity()}; the job asks for "
                             f"{settings.gpus}")
+        if settings.nodes > 1 and not spans_nodes:
+            problems.append(f"nodes: this console runs jobs on this machine only; {settings.nodes} "
+                            f"nodes need a cluster (python app.py --cluster slurm)")
         if settings.preempt and not user.is_admin:
             problems.append(f"preempt: only admins may pause other jobs to make room; "
                             f"{user.name} is a {user.role}")
-        checks = (("max_gpus", settings.gpus, "GPUs"),
+        checks = (("max_gpus", settings.gpus * settings.nodes, "GPUs"),
                   ("max_steps", settings.max_steps, "max_steps"),
                   ("max_epochs", settings.num_train_epochs if settings.max_steps <= 0 else None,
                    "num_train_epochs"))

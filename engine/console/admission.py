@@ -19,7 +19,7 @@ def held_by_quota(job: Job, running: list[Job], quotas: dict[str, int | None],
         return f"quota max_running_jobs: {job.owner} has {len(mine)} running (quota {limit})"
     limit = quotas.get("max_gpus")
     in_use = devices.in_use({j.job_id for j in mine})
-    asked = job.config.gpus if devices.gpu_indices else 0
+    asked = job.config.gpus * job.config.nodes if devices.counts_gpus else 0
     if limit is not None and asked and in_use + asked > limit:
         return (f"quota max_gpus: {job.owner} has {in_use} GPUs in use, this job needs "
                 f"{asked} (quota {limit})")

@@ -97,7 +97,7 @@ class JobControl:
 
     def _check_size(self, settings: JobConfig, user: User) -> None:
         self.access.check_job_size(settings, user, self.devices.capacity,
-                                   self.devices.describe_capacity)
+                                   self.devices.describe_capacity, self.devices.spans_nodes)
 
     def _exists(self, job_id: str) -> bool:
         try:

@@ -11,6 +11,8 @@ class DevicePool:
         self.gpu_indices = list(gpu_indices)
         self.slots = self.gpu_indices or [None]
         self.assigned: dict[str, list] = {}
+        self.counts_gpus = bool(self.gpu_indices)  # whether jobs' GPUs count against quotas
+        self.spans_nodes = False  # whether a job may ask for several machines
 
     @property
     def capacity(self) -> float:

@@ -22,6 +22,7 @@ from engine import machine as machines
 from engine.console.access import Access
 from engine.console.artifacts import Artifacts
 from engine.console.control import JobControl
+from engine.console.cluster import ClusterDevices, ClusterSettings
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
 from engine.console.job import Job, JobStatus, StatusListener
@@ -42,7 +43,7 @@ class Engine:
                  machine: machines.Machine | None = None, store: JobStore | None = None,
                  gpu_indices: list[int] | None = None, users: Users | None = None,
                  data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None,
-                 warm_start: bool = True):
+                 warm_start: bool = True, cluster: ClusterSettings | None = None):
         self.workspace = Workspace(workspace)
         self.users = users or Users()
         self.presets = presets or PresetLibrary()
@@ -51,9 +52,15 @@ class Engine:
                              tuple(Path(r).resolve() for r in data_roots), self._find)
         self.gates = Gates()
         self.max_upload_bytes = max_upload_bytes
-        self.devices = DevicePool([g.index for g in self.machine.gpus] if gpu_indices is None
-                                  else gpu_indices)
-        self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
+        self.cluster = cluster
+        if cluster is not None:  # Slurm places the jobs; the console follows them
+            from engine.console.slurm import SlurmSupervisor
+            self.devices = ClusterDevices()
+            self.supervisor = SlurmSupervisor(self.workspace.cache_dir, cluster)
+        else:
+            self.devices = DevicePool([g.index for g in self.machine.gpus]
+                                      if gpu_indices is None else gpu_indices)
+            self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
         self.system = SystemHistory(self.workspace.root)
         self.listeners: list[StatusListener] = []
         self._store = store
@@ -142,7 +149,10 @@ class Engine:
         for job in self.store.all((JobStatus.RUNNING.value,)):
             trainer = self.supervisor.attach(job, self.workspace.job_paths(job.job_id))
             slots = (job.attempts[-1].get("devices") if job.attempts else None) or []
-            self.devices.assigned[job.job_id] = slots or self.devices.free()[:1]
+            if self.cluster is not None:
+                self.devices.take(job.job_id, job.config.gpus * job.config.nodes)
+            else:
+                self.devices.assigned[job.job_id] = slots or self.devices.free()[:1]
             log.info("job %s: %s", job.job_id,
                      "re-attached" if trainer.alive_at_attach else "trainer gone, reaping")
 

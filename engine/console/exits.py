@@ -25,6 +25,7 @@ class ExitCause(str, Enum):
     CRASHED = "crashed"                  # any other failure
     INTERRUPTED = "interrupted"          # ended while no console was running, left no record
     VANISHED = "vanished"                # a re-attached trainer disappeared without a record
+    CLUSTER = "cluster"                  # the cluster ended it (time limit, node failure, ...)
 
 
 STATUS = {
@@ -43,6 +44,7 @@ class ExitFacts:
     attached: bool = False          # re-attached after a console restart
     alive_at_attach: bool = True
     disk_full: bool = False
+    cluster_reason: str | None = None  # why the cluster scheduler ended the job, if it did
 
 
 def exit_cause(facts: ExitFacts) -> ExitCause:
@@ -62,6 +64,8 @@ def exit_cause(facts: ExitFacts) -> ExitCause:
         return ExitCause.CANCEL_FORCED
     if facts.disk_full:
         return ExitCause.DISK_FULL
+    if facts.cluster_reason and facts.code != EXIT_INVALID:
+        return ExitCause.CLUSTER
     if facts.attached and not facts.recorded:
         return ExitCause.VANISHED if facts.alive_at_attach else ExitCause.INTERRUPTED
     if facts.code == EXIT_INVALID:
@@ -93,6 +97,8 @@ def exit_message(cause: ExitCause, facts: ExitFacts, tail: str = "", timeout_s: 
                  f"continues from the last complete checkpoint.")
     elif cause == ExitCause.INTERRUPTED:
         first = f"interrupted: the trainer stopped while the console was not running.{RESUMABLE}"
+    elif cause == ExitCause.CLUSTER:
+        first = f"{facts.cluster_reason}.{RESUMABLE}"
     elif cause == ExitCause.VANISHED:
         first = ("the trainer disappeared without an exit record (killed, or crashed hard)."
                  + RESUMABLE)

@@ -114,6 +114,8 @@ class Job:
     shared: bool = False  # its owner lets every user try it and train on its model
     # Micro-batch changes the trainer made after running out of GPU memory (from microbatch.json).
     microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
+    # On a cluster: the scheduler's id for the current attempt ({"id": "123"}); None locally.
+    cluster_job: dict[str, Any] | None = None
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
     def __post_init__(self) -> None:
@@ -140,6 +142,7 @@ RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "requested": ((str,), True), "resume_from": ((str,), True), "preempted_by": ((str,), True),
     "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
     "shared": ((bool,), False), "microbatch_changes": ((list,), False),
+    "cluster_job": ((dict,), True),
 }
 
 

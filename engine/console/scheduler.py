@@ -109,7 +109,7 @@ class Scheduler:
             log.info("job %s paused to make room for %s (preempt)", victim.job_id, job.job_id)
 
     def _start(self, job: Job, now: float) -> bool:
-        slots = self.devices.take(job.job_id, job.config.gpus)
+        slots = self.devices.take(job.job_id, job.config.gpus * job.config.nodes)
         if slots is None:
             return False
         try:
@@ -134,10 +134,12 @@ class Scheduler:
             change_status(self.store, job.job_id, JobStatus.FAILED, self.listeners, now,
                           error=f"could not start the trainer: {exc}")
             return True
-        record = {"attempt": attempt, "status": JobStatus.RUNNING.value, "started_at": now, "resume_from": job.resume_from,
-                  "pid": trainer.pid, "devices": slots}
+        record = {"attempt": attempt, "status": JobStatus.RUNNING.value, "started_at": now,
+                  "resume_from": job.resume_from, "pid": trainer.pid, "devices": slots,
+                  **trainer.job_fields()}
         change_status(self.store, job.job_id, JobStatus.RUNNING, self.listeners, now,
-                      pid=trainer.pid, attempts=job.attempts + [record])
+                      pid=trainer.pid or None, attempts=job.attempts + [record],
+                      **trainer.job_fields())
         log.info("started job %s (attempt %d, pid %d)", job.job_id, attempt, trainer.pid)
         return True
 

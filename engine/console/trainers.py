@@ -62,6 +62,14 @@ class Trainer:
     def has_exit_record(self) -> bool:
         return True
 
+    def cluster_reason(self) -> str | None:
+        """Why a cluster scheduler ended this trainer, if one did (never, locally)."""
+        return None
+
+    def job_fields(self) -> dict[str, Any]:
+        """What the job records about this attempt's executor (a cluster's job id)."""
+        return {}
+
     def reap_after_kill(self) -> int:
         return -signal.SIGKILL
 

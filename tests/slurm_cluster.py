@@ -1,0 +1,146 @@
+"""A real single-node Slurm for the cluster tests: Debian's munged, slurmctld and slurmd, run
+from a generated configuration in a temporary folder (own ports, own state, own munge socket and
+key), with two GPUs faked as gres file devices. Nothing outside the folder is touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+
+
+def missing() -> str | None:
+    """Why a cluster cannot be started here (None: it can)."""
+    for program in (*DAEMONS, "sbatch", "squeue", "scontrol", "scancel", "munge"):
+        if shutil.which(program) is None and not Path("/usr/sbin", program).exists():
+            return f"{program} is not installed (Debian: apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "a private Slurm runs its daemons as root here; the tests are not root"
+    return None
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def sbin(program: str) -> str:
+    return shutil.which(program) or f"/usr/sbin/{program}"
+
+
+class SlurmCluster:
+    def __init__(self, folder: Path, gpus: int = 2, cpus: int | None = None):
+        self.folder = folder
+        self.gpus = gpus
+        self.cpus = cpus or os.cpu_count() or 2
+        self.node = socket.gethostname()
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a console (or a test) needs to use this cluster's commands."""
+        return {"SLURM_CONF": str(self.folder / "slurm.conf")}
+
+    def start(self, timeout: float = 60) -> SlurmCluster:
+        f = self.folder
+        for sub in ("state", "spool", "munge"):
+            (f / sub).mkdir(parents=True, exist_ok=True)
+        (f / "munge").chmod(0o755)
+        key = f / "munge" / "munge.key"
+        key.write_bytes(os.urandom(128))
+        key.chmod(0o400)
+        for index in range(self.gpus):
+            device = f / f"gpu{index}"
+            if not device.exists():
+                os.mknod(device, 0o666 | 0o020000, os.makedev(1, 3))  # a /dev/null twin
+        ctld_port, d_port = free_ports(2)
+        socket_path = f / "munge" / "munge.sock"
+        (f / "slurm.conf").write_text(self.slurm_conf(ctld_port, d_port, socket_path))
+        (f / "gres.conf").write_text(
+            f"NodeName={self.node} Name=gpu File={f}/gpu[0-{self.gpus - 1}]\n")
+        self._spawn([sbin("munged"), "-F", "--force", f"--socket={socket_path}",
+                     f"--key-file={key}", f"--pid-file={f}/munge/munged.pid",
+                     f"--log-file={f}/munge/munged.log", f"--seed-file={f}/munge/seed"], "munged")
+        self._wait(lambda: socket_path.exists(), timeout, "munged's socket")
+        self._spawn([sbin("slurmctld"), "-D", "-i"], "slurmctld")
+        self._spawn([sbin("slurmd"), "-D", "-N", self.node], "slurmd")
+        self._wait(self._node_idle, timeout, "the Slurm node to be idle")
+        return self
+
+    def slurm_conf(self, ctld_port: int, d_port: int, socket_path: Path) -> str:
+        f = self.folder
+        return "\n".join([
+            "ClusterName=traindeck-test",
+            f"SlurmctldHost={self.node}(127.0.0.1)",
+            "SlurmUser=root", "SlurmdUser=root",
+            f"SlurmctldPort={ctld_port}", f"SlurmdPort={d_port}",
+            "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={socket_path}",
+            f"StateSaveLocation={f}/state", f"SlurmdSpoolDir={f}/spool",
+            f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd.pid",
+            f"SlurmctldLogFile={f}/slurmctld.log", f"SlurmdLogFile={f}/slurmd.log",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/none", "MpiDefault=none",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+            "SchedulerType=sched/backfill", "SchedulerParameters=sched_interval=1",
+            "GresTypes=gpu", "ReturnToService=2", "MinJobAge=600", "KillWait=5",
+            "InactiveLimit=0", "SlurmctldTimeout=30", "SlurmdTimeout=30",
+            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} Boards=1 "
+            f"SocketsPerBoard=1 CoresPerSocket={self.cpus} ThreadsPerCore=1 RealMemory=4000 "
+            f"Gres=gpu:{self.gpus} State=UNKNOWN",
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ])
+
+    def _spawn(self, argv: list[str], name: str) -> None:
+        out = open(self.folder / f"{name}.out", "wb")
+        self.processes.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                               env={**os.environ, **self.env},
+                                               start_new_session=True))
+
+    def _node_idle(self) -> bool:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited: "
+                                   f"{self.log_tail(Path(process.args[0]).name)}")
+        done = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                              env={**os.environ, **self.env})
+        return done.returncode == 0 and done.stdout.strip() == "idle"
+
+    def log_tail(self, name: str) -> str:
+        try:
+            return (self.folder / f"{name}.out").read_text()[-1500:]
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _wait(predicate, timeout: float, what: str) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"Slurm test cluster: timed out after {timeout:.0f} s waiting for "
+                           f"{what}")
+
+    def stop(self) -> None:
+        subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True,
+                       env={**os.environ, **self.env})
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
