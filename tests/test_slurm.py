@@ -3,6 +3,8 @@ and munged started by a session fixture, two GPUs faked as gres devices) and `ap
 slurm` driven through gradio_client. Jobs become sbatch submissions running the same
 `python -m engine.train`; the console follows them through the job folder and Slurm's tools."""
 
+import os
+import signal
 import subprocess
 
 import pytest
@@ -22,7 +24,9 @@ def cluster_console(slurm_cluster, tmp_path_factory):
     workspace.mkdir()
     (workspace / "cluster.yaml").write_text("partition: debug\ntime_limit: '30'\n")
     process, url = start_console(workspace, "--cluster", "slurm", env=slurm_cluster.env)
-    yield Client(url, verbose=False), slurm_cluster
+    client = Client(url, verbose=False)
+    client.workspace = workspace
+    yield client, slurm_cluster
     stop_console(process)
 
 
@@ -37,7 +41,7 @@ def settled(client, job_id, timeout=180):
 
 def squeue(cluster, *args):
     return subprocess.run(["squeue", "-h", *args], capture_output=True, text=True,
-                          env={**__import__("os").environ, **cluster.env}).stdout
+                          env={**os.environ, **cluster.env}).stdout
 
 
 def test_a_default_job_runs_as_a_slurm_job_and_streams_its_metrics(cluster_console):
@@ -70,6 +74,11 @@ def test_two_jobs_wanting_both_gpus_run_one_after_the_other(cluster_console):
     assert pending["progress"]["cluster"]["state"] == "PENDING"
     assert settled(client, first, 300)["status"] == "completed"
     assert settled(client, second, 300)["status"] == "completed"
+    # Each ran as two gloo ranks (srun, then torchrun) in one allocation; one metrics stream.
+    log = (client.workspace / "jobs" / first / "training.log").read_text()
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log
+    steps = [m["step"] for m in client.predict(first, 0, api_name="/get_metrics")]
+    assert steps == list(range(1, 41))
 
 
 def test_cancel_a_pending_and_a_running_slurm_job(cluster_console):
@@ -106,3 +115,49 @@ def test_pause_then_resume_on_slurm_equals_a_straight_run(cluster_console):
     assert job["attempt"] == 2
     assert losses(client.predict(paused, 0, api_name="/get_metrics")) == \
         losses(client.predict(straight, 0, api_name="/get_metrics"))
+
+
+def test_a_job_requeued_by_slurm_resumes_from_its_checkpoint_by_itself(cluster_console):
+    """Preemption: `scontrol requeue` signals the running job, which checkpoints at the step's
+    end; Slurm queues it again and it resumes from that checkpoint, ending bitwise like a
+    straight run."""
+    client, cluster = cluster_console
+    straight = client.predict({**EXACT, "name": "straight run"}, api_name="/submit_job")["job_id"]
+    assert settled(client, straight)["status"] == "completed"
+    requeued = client.predict({**EXACT, "name": "preempted"}, api_name="/submit_job")["job_id"]
+    job = wait_until(lambda: (j := job_of(client, requeued))["progress"]["step"] >= 3 and j, 180,
+                     "the job to reach step 3")
+    slurm_id = job["cluster_job"]["id"]
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True,
+                   env={**os.environ, **cluster.env})
+    job = settled(client, requeued, 300)
+    assert job["status"] == "completed", job["error"]
+    assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == \
+        losses(client.predict(straight, 0, api_name="/get_metrics"))
+    assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run again
+    log = (client.workspace / "jobs" / requeued / "training.log").read_text()
+    assert "SIGTERM from the cluster" in log and "requeued by Slurm (restart 1)" in log
+
+
+def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, tmp_path):
+    workspace = tmp_path / "workspace"
+    process, url = start_console(workspace, "--cluster", "slurm", env=slurm_cluster.env)
+    try:
+        client = Client(url, verbose=False)
+        job_id = client.predict({"max_steps": 200, "save_steps": 100}, api_name="/submit_job")[
+            "job_id"]
+        job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2 and j,
+                         180, "the job to train")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process, url = start_console(workspace, "--cluster", "slurm", env=slurm_cluster.env)
+        client = Client(url, verbose=False)
+        again = job_of(client, job_id)
+        assert again["status"] == "running"
+        assert again["cluster_job"]["id"] == job["cluster_job"]["id"]
+        done = settled(client, job_id, 300)
+        assert done["status"] == "completed", done["error"]
+        assert len(squeue(slurm_cluster, "-t", "all", "-n", f"traindeck-{job_id}",
+                          "-o", "%i").split()) == 1  # submitted once
+    finally:
+        stop_console(process)

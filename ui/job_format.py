@@ -94,6 +94,13 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
                      f"{before['gradient_accumulation_steps']} → "
                      f"{after['gradient_accumulation_steps']} (same effective batch), continued "
                      f"from {change.get('resumed_from') or 'the start'}")
+    cluster = (job.get("progress") or {}).get("cluster") or job.get("cluster_job")
+    if cluster:
+        where = (f"Slurm job **{as_text(str(cluster.get('id', '?')))}**"
+                 + (f" · {as_text(cluster['state'].lower())}" if cluster.get("state") else "")
+                 + (f" ({as_text(cluster['reason'])})" if cluster.get("reason") else "")
+                 + (f" on {as_text(cluster['nodes'])}" if cluster.get("nodes") else ""))
+        lines.append(where)
     if job["status"] == JobStatus.QUEUED and job.get("position"):
         lines.append(f"Position in queue: **{job['position']}**"
                      + (f" ({as_text(job['waiting'])})" if job.get("waiting") else ""))

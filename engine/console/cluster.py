@@ -32,6 +32,7 @@ class ClusterSettings:
     gpus: bool = True                   # ask for GPUs with --gres=gpu:N
     python: str | None = None           # the Python on the nodes (default: this console's)
     nice_base: int = 10000              # --nice of priority 0; higher priorities get less
+    notice_seconds: int = 120           # USR1 this long before the time limit: checkpoint, requeue
     sbatch_extra: tuple[str, ...] = field(default_factory=tuple)  # e.g. "--constraint=a100"
 
     @classmethod
@@ -71,6 +72,9 @@ class ClusterSettings:
         nice = data.get("nice_base", 10000)
         if not isinstance(nice, int) or not 0 <= nice <= 2**31 - 1:
             raise ConfigError(f"{where}: nice_base must be a whole number >= 0")
+        notice = data.get("notice_seconds", 120)
+        if not isinstance(notice, int) or not 10 <= notice <= 86400:
+            raise ConfigError(f"{where}: notice_seconds must be a whole number from 10 to 86400")
         return cls(**{**data, "sbatch_extra": tuple(extra)})
 
 

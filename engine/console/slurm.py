@@ -118,27 +118,47 @@ def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
     processes = job.config.gpus
     nodes = job.config.nodes
     if processes * nodes == 1:
-        run = f"exec {python} {train}"
+        run = f"{python} {train}"
     else:
         run = (f"srun --kill-on-bad-exit=1 {python} -m torch.distributed.run "
                f"--nnodes=\"$SLURM_NNODES\" --nproc_per_node={processes} "
                f"--rdzv_backend=c10d --rdzv_endpoint=\"$(scontrol show hostnames "
                f"\"$SLURM_JOB_NODELIST\" | head -n1):29500\" --rdzv_id=\"$SLURM_JOB_ID\" {train}")
+    log_file = shlex.quote(str(paths.log))
     return "\n".join([
         "#!/bin/bash",
         f"# TrainDeck job {job.job_id} ({job.name}), attempt {job.attempt}",
         f"cd {shlex.quote(str(REPO_DIR))}",
         'export PYTHONUNBUFFERED=1 TRAINDECK_SUPERVISED=1 '
         f'PYTHONPATH={shlex.quote(str(REPO_DIR))}${{PYTHONPATH:+:$PYTHONPATH}}',
-        f"echo \"slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST\" >> {shlex.quote(str(paths.log))}",
-        f"{run} >> {shlex.quote(str(paths.log))} 2>&1",
+        'resume=""',
+        'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then',
+        '    resume="--resume-from latest"',
+        f'    echo "requeued by Slurm (restart $SLURM_RESTART_COUNT): resuming from the latest '
+        f'checkpoint" >> {log_file}',
+        "fi",
+        f"echo \"slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST\" >> {log_file}",
+        # In the background, so that this shell can pass Slurm's notices on: SIGTERM (requeue,
+        # preemption) and USR1 (the time limit is near) make the trainer checkpoint and stop.
+        f"{run} $resume >> {log_file} 2>&1 &",
+        "child=$!",
+        'noticed=""',
+        "trap 'noticed=USR1; kill -USR1 $child 2>/dev/null' USR1",
+        "trap 'noticed=TERM; kill -TERM $child 2>/dev/null' TERM",
+        "while true; do wait $child; code=$?; kill -0 $child 2>/dev/null || break; done",
+        # Checkpointed ahead of the time limit: back into the queue, to go on from there.
+        'if [ "$code" -eq 75 ] && [ "$noticed" = USR1 ]; then',
+        '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        "fi",
+        "exit $code",
         "",
     ])
 
 
 def sbatch_options(job: Job, paths: JobPaths, settings: ClusterSettings) -> list[str]:
     options = [f"--job-name=traindeck-{job.job_id}", f"--output={paths.root / 'slurm-%j.out'}",
-               f"--nodes={job.config.nodes}", "--ntasks-per-node=1",
+               f"--nodes={job.config.nodes}", "--ntasks-per-node=1", "--requeue",
+               f"--signal=B:USR1@{settings.notice_seconds}",
                f"--nice={max(0, settings.nice_base - job.priority * PRIORITY_NICE_STEP)}"]
     if job.config.gpus and settings.gpus:
         options.append(f"--gres=gpu:{job.config.gpus}")
@@ -164,7 +184,9 @@ class SlurmTrainer(Trainer):
             return
         self.missing_rounds = 0
         self.slurm = state
-        if state.state == "RUNNING" and self.running_since is None:
+        if state.state != "RUNNING":
+            self.running_since = None  # pending (again, after a requeue): not a hung trainer
+        elif self.running_since is None:
             self.running_since = now
 
     def poll_exit(self) -> int | None:

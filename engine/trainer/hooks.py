@@ -200,7 +200,10 @@ class ControlRequests(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._count_micro_batch()
-        action = agreed_action(requested(self.paths) if state.is_world_process_zero else None)
+        asked = requested(self.paths) if state.is_world_process_zero else None
+        if asked is None and PREEMPTION.signalled:
+            asked = PAUSE  # the cluster takes the node back: checkpoint now, resume when requeued
+        action = agreed_action(asked)
         if action == PAUSE:
             control.should_save = True
             control.should_training_stop = True
@@ -210,6 +213,30 @@ class ControlRequests(TrainerCallback):
             control.should_training_stop = True
             self.stopped_for = CANCEL
         return control
+
+
+class Preemption:
+    """A cluster's notice that the job must give its node back (Slurm: SIGTERM before a requeue
+    or cancel, or the --signal sent ahead of the time limit). Training stops at the next step
+    boundary with a complete checkpoint, as for a pause; a requeued job resumes from it."""
+
+    def __init__(self):
+        self.signalled: str | None = None
+
+    def install(self) -> None:
+        if "SLURM_JOB_ID" not in os.environ:
+            return  # locally SIGTERM keeps its meaning
+        for number in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(number, self._note)
+
+    def _note(self, number, _frame) -> None:
+        if not self.signalled:
+            self.signalled = signal.Signals(number).name
+            print(f"{self.signalled} from the cluster: checkpointing at the end of this step",
+                  flush=True)
+
+
+PREEMPTION = Preemption()
 
 
 class OutOfMemoryFaults(TrainerCallback):

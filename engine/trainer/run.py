@@ -26,7 +26,8 @@ from engine.atomic import write_json_atomic
 from engine.config import ConfigError, JobConfig
 from engine.data import DatasetError
 from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
-                             EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, read_json, requested)
+                             EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, read_json, requested,
+                             truncate_after)
 from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_file", type=Path, help="job.yaml written by the console, or a config")
     parser.add_argument("--output-dir", type=Path, help="job folder (default: job.yaml's folder)")
-    parser.add_argument("--resume-from", help="checkpoint-N folder name to resume from")
+    parser.add_argument("--resume-from", help=f"checkpoint-N folder name to resume from, or "
+                                              f"{LATEST} (the latest complete one, if any)")
     return parser.parse_args(argv)
 
 
@@ -90,6 +92,7 @@ def run_logged(argv: list[str], paths: JobPaths) -> int:
 
 
 EXIT_FOR = {PAUSE: EXIT_PAUSED, CANCEL: EXIT_CANCELLED}
+LATEST = "latest"
 
 
 @dataclass
@@ -132,13 +135,19 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     job = read_job_file(args.job_file, paths)
     config = job.config
     resume_from = args.resume_from or job.resume_from
+    if resume_from == LATEST:  # a requeued cluster job: from wherever it got to
+        latest = paths.latest_checkpoint()
+        resume_from = latest.name if latest else None
+        truncate_after(paths.metrics, int(latest.name.rsplit("-", 1)[1]) if latest else 0)
     print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
           f"{config.dataset}", flush=True)
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         print(f"devices: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
     # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
     from engine.trainer import build, fallback
-    from engine.trainer.hooks import agreed_action
+    from engine.trainer.hooks import PREEMPTION, agreed_action
+
+    PREEMPTION.install()
 
     build.announce_rank()
 
@@ -170,7 +179,9 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     phases["train_s"] = time.time() - train_started
     heartbeat.beat(force=True, phase="saving")
     if control.stopped_for:
-        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}", flush=True)
+        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}"
+              + (f" ({PREEMPTION.signalled} from the cluster)" if PREEMPTION.signalled else ""),
+              flush=True)
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""The Slurm executor's pure parts: cluster.yaml checking, the sbatch options and batch script a
+job becomes, and how a Slurm ending becomes the job's status and error."""
+
+import pytest
+
+from engine.config import ConfigError, JobConfig
+from engine.console.cluster import ClusterSettings
+from engine.console.exits import ExitCause, ExitFacts, exit_cause, exit_message
+from engine.console.job import Job
+from engine.console.slurm import SlurmState, SlurmTrainer, batch_script, sbatch_options
+from engine.jobfiles import JobPaths
+
+
+def job(priority=0, **config) -> Job:
+    return Job(job_id="20261130-000000-abcd", name="n", config=JobConfig(**config), owner="bob",
+               priority=priority)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"partiton": "gpu"}, "unknown field(s) partiton; allowed:"),
+    ({"partition": "gpu --uid=0"}, "partition must be a Slurm name"),
+    ({"time_limit": "forever"}, "time_limit must be minutes, H:MM:SS or D-HH:MM:SS"),
+    ({"sbatch_extra": ["--constraint=a100", "rm -rf /"]}, "each starting with --"),
+    ({"sbatch_extra": ["--x\n#SBATCH --uid=0"]}, "each starting with --"),
+    ({"notice_seconds": 1}, "notice_seconds must be a whole number from 10 to 86400"),
+])
+def test_cluster_settings_refuse_what_sbatch_should_not_see(tmp_path, data, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ClusterSettings.checked(data, "cluster.yaml")
+
+
+def test_cluster_yaml_and_flags_combine(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("partition: gpu\naccount: team\nsbatch_extra: ['--constraint=a100']\n")
+    settings = ClusterSettings.load(path, {"partition": "debug", "qos": None})
+    assert (settings.partition, settings.account) == ("debug", "team")
+    assert settings.sbatch_extra == ("--constraint=a100",)
+
+
+def test_a_job_becomes_sbatch_options_that_keep_its_priority_and_resources(tmp_path):
+    settings = ClusterSettings(partition="gpu", time_limit="2:00:00", notice_seconds=90)
+    paths = JobPaths(tmp_path / "job")
+    low = sbatch_options(job(priority=0, gpus=2, nodes=3), paths, settings)
+    high = sbatch_options(job(priority=5), paths, settings)
+    assert {"--gres=gpu:2", "--nodes=3", "--partition=gpu", "--time=2:00:00", "--requeue",
+            "--signal=B:USR1@90"} <= set(low)
+    def nice(options):
+        return next(int(o.split("=")[1]) for o in options if o.startswith("--nice="))
+
+    assert nice(high) < nice(low)  # the higher TrainDeck priority goes first in Slurm too
+    one = batch_script(job(), paths, settings)
+    assert "-m engine.train" in one and "torch.distributed.run" not in one
+    several = batch_script(job(gpus=2, nodes=2), paths, settings)
+    assert "srun" in several and "--nproc_per_node=2" in several and "$SLURM_NNODES" in several
+
+
+def test_an_ending_by_slurm_without_an_exit_record_names_slurms_reason(tmp_path):
+    paths = JobPaths(tmp_path)
+    trainer = SlurmTrainer("j", paths, 0, 600, 0.0, slurm_id="7")
+    trainer.note(SlurmState("TIMEOUT", exit_code="0:15"), 1.0)
+    code = trainer.poll_exit()
+    assert code == -15
+    facts = ExitFacts(code=code, cluster_reason=trainer.cluster_reason())
+    assert exit_cause(facts) == ExitCause.CLUSTER
+    assert exit_message(ExitCause.CLUSTER, facts).startswith(
+        "Slurm ended the job at its time limit. Resume continues from the last checkpoint.")
+    paths.exit_record.write_text('{"pid": 99, "code": 75}')  # it checkpointed first: paused
+    assert trainer.poll_exit() == 75 and trainer.cluster_reason() is None
+
+
+def test_a_pending_slurm_job_is_not_a_hung_trainer(tmp_path):
+    trainer = SlurmTrainer("j", JobPaths(tmp_path), 0, 60, 0.0, slurm_id="7")
+    trainer.note(SlurmState("PENDING", "Resources"), 1000.0)
+    assert trainer.poll_exit() is None
+    assert trainer.last_progress_time() > 1000  # counted from now while it waits
