@@ -74,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def resume_point(asked: str | None, paths: JobPaths) -> str | None:
+    """The checkpoint to resume from; `latest` (a requeued cluster job) is wherever it got to,
+    and the metrics after it are dropped, since they will be trained again."""
+    if asked != LATEST:
+        return asked
+    latest = paths.latest_checkpoint()
+    truncate_after(paths.metrics, int(latest.name.rsplit("-", 1)[1]) if latest else 0)
+    return latest.name if latest else None
+
+
 def run_logged(argv: list[str], paths: JobPaths) -> int:
     """Run by hand: train in a child process whose output goes both to the terminal and to
     training.log, exactly as under the console (which redirects it itself)."""
@@ -134,11 +144,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     # ---- config ---------------------------------------------------------------------------------
     job = read_job_file(args.job_file, paths)
     config = job.config
-    resume_from = args.resume_from or job.resume_from
-    if resume_from == LATEST:  # a requeued cluster job: from wherever it got to
-        latest = paths.latest_checkpoint()
-        resume_from = latest.name if latest else None
-        truncate_after(paths.metrics, int(latest.name.rsplit("-", 1)[1]) if latest else 0)
+    resume_from = resume_point(args.resume_from or job.resume_from, paths)
     print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
           f"{config.dataset}", flush=True)
     if "CUDA_VISIBLE_DEVICES" in os.environ:
