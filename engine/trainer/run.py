@@ -74,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def announce(job: JobFile) -> None:
+    config = job.config
+    print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
+          f"{config.dataset}", flush=True)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        print(f"devices: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
+
+
 def resume_point(asked: str | None, paths: JobPaths) -> str | None:
     """The checkpoint to resume from; `latest` (a requeued cluster job) is wherever it got to,
     and the metrics after it are dropped, since they will be trained again."""
@@ -145,16 +153,12 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     job = read_job_file(args.job_file, paths)
     config = job.config
     resume_from = resume_point(args.resume_from or job.resume_from, paths)
-    print(f"job {job.job_id}: {config.method} {config.adapter} on {config.model} with "
-          f"{config.dataset}", flush=True)
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        print(f"devices: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}", flush=True)
+    announce(job)
     # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
     from engine.trainer import build, fallback
     from engine.trainer.hooks import PREEMPTION, agreed_action
 
     PREEMPTION.install()
-
     build.announce_rank()
 
     # ---- model and adapter, then data -----------------------------------------------------------
@@ -185,9 +189,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     phases["train_s"] = time.time() - train_started
     heartbeat.beat(force=True, phase="saving")
     if control.stopped_for:
-        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}"
-              + (f" ({PREEMPTION.signalled} from the cluster)" if PREEMPTION.signalled else ""),
-              flush=True)
+        why = f" ({PREEMPTION.signalled} from the cluster)" if PREEMPTION.signalled else ""
+        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}{why}", flush=True)
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------
