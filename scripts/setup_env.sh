@@ -37,13 +37,24 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
     touch "$stamp"
 fi
 
+# Debian packages the tests start themselves: chromium (browser tests), Slurm and munge (a real
+# single-node cluster for the cluster tests).
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    elif command -v sudo >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        echo "warning: cannot install $* without root; the tests that need them will be skipped" >&2
+    fi
+}
+
+if [ "$want" = test ] && { [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/munged ]; }; then
+    echo "installing Debian's slurm-wlm and munge for the cluster tests"
+    apt_install --no-install-recommends slurm-wlm munge || echo "warning: Slurm could not be installed; the cluster tests will be skipped" >&2
+fi
+
 if [ "$want" = test ] && [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian's chromium for the browser tests"
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    elif command -v sudo >/dev/null; then
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        echo "warning: cannot install chromium without root; browser tests will be skipped" >&2
-    fi
+    apt_install chromium || echo "warning: chromium could not be installed; the browser tests will be skipped" >&2
 fi

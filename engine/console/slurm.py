@@ -127,7 +127,7 @@ def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
     log_file = shlex.quote(str(paths.log))
     return "\n".join([
         "#!/bin/bash",
-        f"# TrainDeck job {job.job_id} ({job.name}), attempt {job.attempt}",
+        f"# TrainDeck job {job.job_id}, attempt {job.attempt}",
         f"cd {shlex.quote(str(REPO_DIR))}",
         'export PYTHONUNBUFFERED=1 TRAINDECK_SUPERVISED=1 '
         f'PYTHONPATH={shlex.quote(str(REPO_DIR))}${{PYTHONPATH:+:$PYTHONPATH}}',
