@@ -64,8 +64,14 @@ def test_an_ending_by_slurm_without_an_exit_record_names_slurms_reason(tmp_path)
     assert exit_cause(facts) == ExitCause.CLUSTER
     assert exit_message(ExitCause.CLUSTER, facts).startswith(
         "Slurm ended the job at its time limit. Resume continues from the last checkpoint.")
-    paths.exit_record.write_text('{"pid": 99, "code": 75}')  # it checkpointed first: paused
-    assert trainer.poll_exit() == 75 and trainer.cluster_reason() is None
+    paths.exit_record.write_text('{"pid": 99, "code": 75}')  # it checkpointed on the notice
+    assert trainer.poll_exit() == 75
+    facts = ExitFacts(code=75, cluster_reason=trainer.cluster_reason())
+    assert exit_cause(facts) == ExitCause.CLUSTER  # still Slurm's ending, not a user's pause
+    paused = ExitFacts(code=75, cluster_reason=trainer.cluster_reason(), stop_action="pause")
+    assert exit_cause(paused) == ExitCause.PAUSED  # a pause the user asked for stays a pause
+    paths.exit_record.write_text('{"pid": 99, "code": 0}')
+    assert trainer.cluster_reason() is None
 
 
 def test_a_pending_slurm_job_is_not_a_hung_trainer(tmp_path):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 
+import psutil
 import pytest
 from gradio_client import Client
 
@@ -130,6 +131,11 @@ def test_a_job_requeued_by_slurm_resumes_from_its_checkpoint_by_itself(cluster_c
     slurm_id = job["cluster_job"]["id"]
     subprocess.run(["scontrol", "requeue", slurm_id], check=True,
                    env={**os.environ, **cluster.env})
+    # Slurm holds a requeued job back (BeginTime) for a while; an admin may let it go at once.
+    wait_until(lambda: squeue(cluster, "-j", slurm_id, "-o", "%T").strip() in
+               ("PENDING", "REQUEUED"), 60, "Slurm to queue the job again")
+    subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"],
+                   capture_output=True, env={**os.environ, **cluster.env})
     job = settled(client, requeued, 300)
     assert job["status"] == "completed", job["error"]
     assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == \
@@ -144,8 +150,8 @@ def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, 
     process, url = start_console(workspace, "--cluster", "slurm", env=slurm_cluster.env)
     try:
         client = Client(url, verbose=False)
-        job_id = client.predict({"max_steps": 200, "save_steps": 100}, api_name="/submit_job")[
-            "job_id"]
+        job_id = client.predict({"max_steps": 100000, "save_steps": 1000},
+                                api_name="/submit_job")["job_id"]
         job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2 and j,
                          180, "the job to train")
         process.send_signal(signal.SIGKILL)
@@ -155,9 +161,41 @@ def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, 
         again = job_of(client, job_id)
         assert again["status"] == "running"
         assert again["cluster_job"]["id"] == job["cluster_job"]["id"]
-        done = settled(client, job_id, 300)
-        assert done["status"] == "completed", done["error"]
+        step = again["progress"]["step"]
+        wait_until(lambda: job_of(client, job_id)["progress"]["step"] > step + 5, 120,
+                   "the re-attached job's metrics to keep coming")
+        client.predict(job_id, api_name="/cancel_job")  # and it is under control again
+        assert settled(client, job_id, 60)["status"] == "cancelled"
         assert len(squeue(slurm_cluster, "-t", "all", "-n", f"traindeck-{job_id}",
                           "-o", "%i").split()) == 1  # submitted once
+    finally:
+        stop_console(process)
+
+
+def test_a_job_slurm_kills_at_its_time_limit_fails_with_slurms_reason(slurm_cluster, tmp_path):
+    """A trainer that cannot answer the notice ahead of the limit (stopped here) is ended by
+    Slurm at its one-minute limit (SIGCONT and SIGTERM, then SIGKILL): the job fails with
+    Slurm's reason, not as a pause, and stays resumable."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "cluster.yaml").write_text("time_limit: '1'\nnotice_seconds: 10\n")
+    process, url = start_console(workspace, "--cluster", "slurm", env=slurm_cluster.env)
+    try:
+        client = Client(url, verbose=False)
+        job_id = client.predict({"max_steps": 100000, "save_steps": 5},
+                                api_name="/submit_job")["job_id"]
+        wait_until(lambda: job_of(client, job_id)["progress"]["step"] >= 6, 120,
+                   "the job to pass its first checkpoint")
+        job_file = str(workspace / "jobs" / job_id / "job.yaml")
+        trainers = [p for p in psutil.process_iter(["cmdline"])
+                    if job_file in " ".join(p.info["cmdline"] or []) and "engine.train" in
+                    " ".join(p.info["cmdline"] or [])]
+        assert trainers, "the trainer process was not found"
+        for trainer in trainers:
+            trainer.suspend()  # deaf to USR1 and TERM until Slurm's SIGKILL
+        job = settled(client, job_id, 150)
+        assert job["status"] == "failed"
+        assert job["error"].startswith("Slurm ended the job at its time limit"), job["error"]
+        assert job["last_checkpoint"]  # resumable from there
     finally:
         stop_console(process)

@@ -52,6 +52,9 @@ def exit_cause(facts: ExitFacts) -> ExitCause:
         return ExitCause.TIMED_OUT
     if facts.killed_for == "cancel":
         return ExitCause.CANCEL_FORCED
+    if facts.cluster_reason and facts.stop_action is None and facts.code not in (
+            EXIT_COMPLETED, EXIT_INVALID):
+        return ExitCause.CLUSTER  # the cluster ended it (even if it checkpointed first)
     if facts.code == EXIT_CANCELLED:
         return ExitCause.CANCELLED
     if facts.code == EXIT_COMPLETED:
@@ -64,8 +67,6 @@ def exit_cause(facts: ExitFacts) -> ExitCause:
         return ExitCause.CANCEL_FORCED
     if facts.disk_full:
         return ExitCause.DISK_FULL
-    if facts.cluster_reason and facts.code != EXIT_INVALID:
-        return ExitCause.CLUSTER
     if facts.attached and not facts.recorded:
         return ExitCause.VANISHED if facts.alive_at_attach else ExitCause.INTERRUPTED
     if facts.code == EXIT_INVALID:

@@ -22,9 +22,9 @@ from typing import Any
 from engine import REPO_DIR
 from engine.console.cluster import ClusterSettings
 from engine.console.job import Job
-from engine.console.supervisor import Supervisor, write_job_file
+from engine.console.supervisor import Supervisor
 from engine.console.trainers import Trainer
-from engine.jobfiles import CANCEL, JobPaths, clear_requests, request, truncate_after
+from engine.jobfiles import CANCEL, EXIT_PAUSED, JobPaths
 
 log = logging.getLogger("traindeck.slurm")
 FIELD = "|"
@@ -211,7 +211,7 @@ class SlurmTrainer(Trainer):
         return self.recorded_exit() is not None
 
     def cluster_reason(self) -> str | None:
-        if self.recorded_exit() is not None:
+        if self.recorded_exit() not in (None, EXIT_PAUSED):  # a checkpoint on Slurm's notice
             return None
         if self.missing_rounds >= 3:
             return f"Slurm no longer knows job {self.slurm_id}"
@@ -253,14 +253,7 @@ class SlurmSupervisor(Supervisor):
         pass  # the trainers run on the cluster's nodes
 
     def launch(self, job: Job, paths: JobPaths, env: dict[str, str] | None = None) -> Trainer:
-        clear_requests(paths)
-        paths.exit_record.unlink(missing_ok=True)
-        if job.resume_from:
-            truncate_after(paths.metrics, int(job.resume_from.rsplit("-", 1)[1]))
-        else:
-            paths.metrics.unlink(missing_ok=True)
-        paths.heartbeat.unlink(missing_ok=True)
-        write_job_file(paths, job, self.cache_dir, job.resume_from)
+        self.prepare(job, paths)
         script = paths.root / "slurm-job.sh"
         script.write_text(batch_script(job, paths, self.settings))
         with open(paths.log, "ab") as log_file:

@@ -123,7 +123,9 @@ class Supervisor:
 
     # ---- starting -------------------------------------------------------------------------------
 
-    def launch(self, job: Job, paths: JobPaths, env: dict[str, str] | None = None) -> Trainer:
+    def prepare(self, job: Job, paths: JobPaths) -> None:
+        """The job folder as a new attempt finds it: no old requests, exit record or heartbeat,
+        metrics up to the checkpoint it resumes from, and its job file."""
         clear_requests(paths)
         paths.exit_record.unlink(missing_ok=True)
         if job.resume_from:
@@ -132,6 +134,9 @@ class Supervisor:
             paths.metrics.unlink(missing_ok=True)  # a fresh start (or restart from scratch)
         paths.heartbeat.unlink(missing_ok=True)
         write_job_file(paths, job, self.cache_dir, job.resume_from)
+
+    def launch(self, job: Job, paths: JobPaths, env: dict[str, str] | None = None) -> Trainer:
+        self.prepare(job, paths)
         processes = job.config.gpus
         process_env = {**trainer_env(self.extra_env), **(env or {})}
         command = trainer_command(paths.job_file, processes)
