@@ -79,3 +79,12 @@ def test_a_pending_slurm_job_is_not_a_hung_trainer(tmp_path):
     trainer.note(SlurmState("PENDING", "Resources"), 1000.0)
     assert trainer.poll_exit() is None
     assert trainer.last_progress_time() > 1000  # counted from now while it waits
+
+
+def test_several_nodes_are_refused_on_a_console_without_a_cluster(idle_engine, team):
+    alice = team.get("alice")
+    with pytest.raises(ConfigError, match="nodes: this console runs jobs on this machine only"):
+        idle_engine.jobs.submit({"nodes": 2}, alice)
+    with pytest.raises(ConfigError, match="nodes"):
+        idle_engine.jobs.submit({"nodes": 65}, alice)  # bounded like every number
+    assert idle_engine.views.list_jobs(user=alice) == []  # nothing was stored
