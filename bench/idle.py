@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console, wait_warm  # noqa: E402
 
 
 def cpu_seconds(root: psutil.Process) -> dict[str, float]:
@@ -42,11 +42,7 @@ def main() -> None:
     process, url = start_console(folder / "workspace")
     try:
         client = HTTPCaller(url)
-        deadline = time.time() + 180
-        while client.predict(api_name="/health")["warm_start"]["state"] != "ready":
-            if time.time() > deadline:
-                raise RuntimeError("the spare trainer was not ready within 180 s")
-            time.sleep(1)
+        wait_warm(client)
         client.http.close()
         time.sleep(5)  # let the last request's work settle
         root = psutil.Process(process.pid)

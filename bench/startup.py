@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.overhead import run_plain  # noqa: E402
-from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console, wait_warm  # noqa: E402
 
 
 def first_step_after_submit(client: HTTPCaller, steps: int) -> float:
@@ -33,14 +33,6 @@ def first_step_after_submit(client: HTTPCaller, steps: int) -> float:
     job = client.predict(job_id, api_name="/get_job")
     assert job["status"] == "completed", job["error"]
     return client.predict(job_id, 0, api_name="/get_metrics")[0]["time"] - submitted
-
-
-def wait_warm(client: HTTPCaller) -> None:
-    deadline = time.time() + 180
-    while client.predict(api_name="/health")["warm_start"]["state"] != "ready":
-        if time.time() > deadline:
-            raise RuntimeError("the spare trainer was not ready within 180 s")
-        time.sleep(1)
 
 
 def main() -> None:

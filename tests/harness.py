@@ -68,6 +68,15 @@ def stop_console(process: subprocess.Popen) -> None:
             pass
 
 
+def wait_warm(client, timeout: float = 180) -> None:
+    """Until the console's spare trainer has imported its libraries (/health says ready)."""
+    deadline = time.time() + timeout
+    while client.predict(api_name="/health")["warm_start"]["state"] != "ready":
+        if time.time() > deadline:
+            raise RuntimeError(f"the spare trainer was not ready within {timeout:.0f} s")
+        time.sleep(1)
+
+
 class HTTPCaller:
     """Gradio's documented HTTP protocol: start a call, then read its event stream."""
 

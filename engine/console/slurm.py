@@ -40,7 +40,10 @@ ENDED_BY_SLURM = {
     "DEADLINE": "Slurm ended the job at its deadline",
     "CANCELLED": "the job was cancelled in Slurm (scancel)",
 }
-PRIORITY_NICE_STEP = 100  # TrainDeck priority p becomes --nice=NICE_BASE - p * step
+PRIORITY_NICE_STEP = 100
+# squeue/scontrol at most this often: the scheduler ticks four times a second, and every query
+# is a process here and an RPC to the cluster's controller.
+STATE_QUERY_S = 2.0  # TrainDeck priority p becomes --nice=NICE_BASE - p * step
 
 
 class SlurmError(RuntimeError):
@@ -248,6 +251,7 @@ class SlurmSupervisor(Supervisor):
         super().__init__(cache_dir, warm_start=False)
         self.settings = settings
         self.client = client or SlurmClient()
+        self.queried_at = 0.0
 
     def keep_spare(self) -> None:
         pass  # the trainers run on the cluster's nodes
@@ -287,14 +291,16 @@ class SlurmSupervisor(Supervisor):
 
     def poll(self, now: float | None = None):
         now = time.time() if now is None else now
-        trainers = [t for t in self.running.values() if isinstance(t, SlurmTrainer)]
-        try:
-            states = self.client.states([t.slurm_id for t in trainers if t.slurm_id])
-        except SlurmError as exc:
-            log.error("cannot ask Slurm for job states: %s", exc)
-            return []  # nothing is concluded from a failed query
-        for trainer in trainers:
-            trainer.note(states.get(trainer.slurm_id), now)
+        if now - self.queried_at >= STATE_QUERY_S:
+            trainers = [t for t in self.running.values() if isinstance(t, SlurmTrainer)]
+            try:
+                states = self.client.states([t.slurm_id for t in trainers if t.slurm_id])
+            except SlurmError as exc:
+                log.error("cannot ask Slurm for job states: %s", exc)
+                return []  # nothing is concluded from a failed query
+            self.queried_at = now
+            for trainer in trainers:
+                trainer.note(states.get(trainer.slurm_id), now)
         return super().poll(now)
 
     def progress(self, job_id: str) -> dict[str, Any] | None:

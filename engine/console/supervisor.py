@@ -91,6 +91,16 @@ def microbatch_changes(paths: JobPaths) -> list[dict[str, Any]]:
     return found
 
 
+def changed_since(path: Path, mtime: float) -> float | None:
+    """The file's new mtime if it changed since `mtime` (None: unchanged or absent): a stat per
+    tick, a read only when there is something new."""
+    try:
+        current = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    return current if current != mtime else None
+
+
 def free_mib(paths: JobPaths) -> float | None:
     try:
         return shutil.disk_usage(paths.root).free / 2**20
@@ -229,11 +239,8 @@ class Supervisor:
         return exits
 
     def _read_heartbeat(self, trainer: Trainer) -> None:
-        try:
-            mtime = os.stat(trainer.paths.heartbeat).st_mtime
-        except FileNotFoundError:
-            return
-        if mtime != trainer.heartbeat_mtime:
+        mtime = changed_since(trainer.paths.heartbeat, trainer.heartbeat_mtime)
+        if mtime is not None:
             trainer.heartbeat_mtime = mtime
             beat = read_json(trainer.paths.heartbeat)
             if beat:
@@ -242,11 +249,8 @@ class Supervisor:
 
     def _read_microbatch(self, trainer: Trainer) -> None:
         """The micro-batch changes the trainer made after running out of GPU memory."""
-        try:
-            mtime = os.stat(trainer.paths.microbatch).st_mtime
-        except FileNotFoundError:
-            return
-        if mtime != trainer.microbatch_mtime:
+        mtime = changed_since(trainer.paths.microbatch, trainer.microbatch_mtime)
+        if mtime is not None:
             trainer.microbatch_mtime = mtime
             trainer.microbatch_changes = microbatch_changes(trainer.paths)
 
