@@ -30,6 +30,7 @@ def page(console):
     from playwright.sync_api import sync_playwright
 
     url = console
+    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -56,12 +57,34 @@ def loss_points(page) -> int:
     }""")
 
 
-def test_pick_a_template_submit_and_watch_it_train(page):
+def last_charted_step(page) -> int:
+    """The highest step plotly drew in the loss chart (charts sample long runs, so the count of
+    points stops growing; the last step does not)."""
+    return page.evaluate("""() => {
+        const plot = document.querySelector('#loss-chart .js-plotly-plot');
+        const drawn = plot && plot._fullData;
+        if (!drawn || !drawn.length || !drawn[0].x || !drawn[0].x.length) return 0;
+        return Math.max(...Array.from(drawn[0].x));
+    }""")
+
+
+def wait_for_page(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+
+
+def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
+    """A run far longer than the test (it can never finish before it is looked at): the chart
+    gains steps while it trains, Pause stops it at a checkpoint, Cancel ends it."""
     page.get_by_label("Template").click()
     page.get_by_role("option", name="QA optimized").click()
     details = page.locator("#preset-details")
     details.get_by_text("qa-optimized").wait_for()
-    field(page, "max_steps").fill("60")
+    field(page, "max_steps").fill("100000")
     field(page, "name").fill("browser job")
     page.get_by_role("button", name="Check and preview").click()
     page.get_by_text("format instruction").wait_for()  # the dataset preview came back
@@ -73,27 +96,27 @@ def test_pick_a_template_submit_and_watch_it_train(page):
     row = page.locator("#job-table [role=gridcell]", has_text="browser job")
     row.wait_for(timeout=15000)  # the table refreshes on its own
     row.click()
-    page.locator("#job-header").get_by_text("browser job").wait_for()
+    header = page.locator("#job-header")
+    header.get_by_text("browser job").wait_for()
 
-    deadline = time.time() + 90
-    first = 0
-    while time.time() < deadline and first == 0:
-        first = loss_points(page)
-        time.sleep(0.5)
-    assert first > 0, "the loss chart never showed a point"
-    if first < 60:  # still training: pause is offered
-        assert page.locator("#pause-button").is_enabled()
-    ARTIFACTS.mkdir(exist_ok=True)
+    wait_for_page(lambda: last_charted_step(page) > 0, 90, "the loss chart's first point")
+    first = last_charted_step(page)
+    assert page.locator("#pause-button").is_enabled()
+    assert not page.locator("#resume-button").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "running-job.png"), full_page=True)
-    while time.time() < deadline and loss_points(page) <= first:
-        time.sleep(0.5)
-    assert loss_points(page) > first, "the loss chart did not gain points while training"
+    wait_for_page(lambda: last_charted_step(page) > first, 60,
+                  f"the loss chart to go past step {first} while the job trains")
 
-    page.locator("#job-header").get_by_text("completed").wait_for(timeout=120000)
-    assert loss_points(page) == 60
-    assert not page.locator("#pause-button").is_enabled()  # not legal once completed
-    assert not page.locator("#cancel-button").is_enabled()
-    page.screenshot(path=str(ARTIFACTS / "completed-job.png"), full_page=True)
+    page.locator("#pause-button").click()
+    header.get_by_text("paused").wait_for(timeout=60000)
+    wait_for_page(lambda: page.locator("#resume-button").is_enabled(), 15,
+                  "Resume to be offered on the paused job")
+    assert not page.locator("#pause-button").is_enabled()
+    page.locator("#cancel-button").click()
+    header.get_by_text("cancelled").wait_for(timeout=30000)
+    wait_for_page(lambda: not page.locator("#cancel-button").is_enabled(), 15,
+                  "Cancel to be withdrawn once the job is cancelled")
+    assert page.locator("#resume-button").is_enabled()  # from its checkpoint, by design
 
 
 def test_an_invalid_submission_shows_the_problem_inline(page):
@@ -120,6 +143,11 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     header.get_by_text("[click](http://evil.example/x)").wait_for()
     assert header.locator("a").count() == 0 and header.locator("img").count() == 0
     assert '<a href="http://evil.example">link</a>' in header.inner_text()
+    header.get_by_text("completed").wait_for()
+    wait_for_page(lambda: loss_points(page) == 2, 30, "both steps of the completed job charted")
+    assert not page.locator("#pause-button").is_enabled()  # not legal once completed
+    assert not page.locator("#cancel-button").is_enabled()
+    page.screenshot(path=str(ARTIFACTS / "completed-job.png"), full_page=True)
 
     page.get_by_text("Compare runs").click()
     page.get_by_label("Jobs to overlay (loss, smoothed)").click()
@@ -128,5 +156,4 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     legend.wait_for()
     assert legend.locator("a").count() == 0
     assert '<a href="http://evil.example">' in legend.text_content()
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "text-not-markup.png"), full_page=True)
