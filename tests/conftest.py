@@ -204,3 +204,14 @@ def slurm_cluster(tmp_path_factory):
         pytest.fail(f"the Slurm test cluster did not start: {exc}")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_console(slurm_cluster, tmp_path_factory):
+    """`app.py --cluster slurm` on the test cluster, one for the tests of a file."""
+    from slurm_jobs import close_cluster_console, open_cluster_console
+
+    process, client = open_cluster_console(
+        slurm_cluster, tmp_path_factory.mktemp("slurm-console") / "workspace")
+    yield client, slurm_cluster
+    close_cluster_console(process)

@@ -1,0 +1,41 @@
+"""What the cluster tests share: a console on the test Slurm cluster and ways to ask about jobs."""
+
+import os
+import subprocess
+
+from conftest import wait_until
+from harness import start_console, stop_console
+
+EXACT = {"max_steps": 60, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4,
+         "learning_rate": 5e-3, "warmup_steps": 0, "lora_dropout": 0.1, "save_steps": 100}
+
+
+def open_cluster_console(cluster, workspace, cluster_yaml: str = "partition: debug\n"
+                         "time_limit: '30'\n"):
+    """`app.py --cluster slurm` on a fresh workspace; a gradio_client Client that knows it."""
+    from gradio_client import Client
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / "cluster.yaml").write_text(cluster_yaml)
+    process, url = start_console(workspace, "--cluster", "slurm", env=cluster.env)
+    client = Client(url, verbose=False)
+    client.workspace = workspace
+    return process, client
+
+
+def close_cluster_console(process) -> None:
+    stop_console(process)
+
+
+def job_of(client, job_id):
+    return client.predict(job_id, api_name="/get_job")
+
+
+def settled(client, job_id, timeout=180):
+    return wait_until(lambda: (j := job_of(client, job_id))["status"] not in ("queued", "running")
+                      and j, timeout, f"job {job_id} to end")
+
+
+def squeue(cluster, *args):
+    return subprocess.run(["squeue", "-h", *args], capture_output=True, text=True,
+                          env={**os.environ, **cluster.env}).stdout

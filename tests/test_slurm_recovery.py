@@ -1,0 +1,128 @@
+"""Jobs on a Slurm cluster survive what clusters do to them: pause and resume through Slurm,
+preemption (requeue) resumed by itself, a console restart, and Slurm's time limit. Exact
+where it can be: resumed runs equal a straight run bitwise (CPU, fp32)."""
+
+import os
+import signal
+import subprocess
+
+import psutil
+import pytest
+
+from conftest import losses, wait_until
+from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def straight_losses(cluster_console):
+    """The per-step losses of one uninterrupted run of EXACT, the reference of the exact tests."""
+    client, _ = cluster_console
+    straight = client.predict({**EXACT, "name": "straight"}, api_name="/submit_job")["job_id"]
+    assert settled(client, straight)["status"] == "completed"
+    return losses(client.predict(straight, 0, api_name="/get_metrics"))
+
+
+def test_pause_then_resume_on_slurm_equals_a_straight_run(cluster_console, straight_losses):
+    client, _ = cluster_console
+    paused = client.predict({**EXACT, "name": "paused"},
+                            api_name="/submit_job")["job_id"]
+    wait_until(lambda: job_of(client, paused)["progress"]["step"] >= 3, 180,
+               "the job to reach step 3")
+    client.predict(paused, api_name="/pause_job")
+    job = settled(client, paused)
+    assert job["status"] == "paused", job["error"]
+    client.predict(paused, None, None, False, api_name="/resume_job")
+    job = settled(client, paused)
+    assert job["status"] == "completed", job["error"]
+    assert job["attempt"] == 2
+    assert losses(client.predict(paused, 0, api_name="/get_metrics")) == straight_losses
+
+
+def preempt(cluster, slurm_id: str):
+    """What a preemption by a higher-priority job does: requeue the running job (Slurm signals
+    it first), then let it start again at once instead of after Slurm's requeue hold."""
+    env = {**os.environ, **cluster.env}
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True, env=env)
+    wait_until(lambda: squeue(cluster, "-j", slurm_id, "-o", "%T").strip() in
+               ("PENDING", "REQUEUED"), 60, "Slurm to queue the job again")
+    subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"],
+                   capture_output=True, env=env)
+
+
+def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(cluster_console,
+                                                                         straight_losses):
+    """Preemption: `scontrol requeue` signals the running job, which checkpoints at the step's
+    end; Slurm queues it again and it resumes from that checkpoint by itself. Twice, ending
+    bitwise like a straight run."""
+    client, cluster = cluster_console
+    requeued = client.predict({**EXACT, "name": "preempted"}, api_name="/submit_job")["job_id"]
+    job = wait_until(lambda: (j := job_of(client, requeued))["progress"]["step"] >= 3 and j, 180,
+                     "the job to reach step 3")
+    slurm_id = job["cluster_job"]["id"]
+    log = client.workspace / "jobs" / requeued / "training.log"
+    preempt(cluster, slurm_id)
+    wait_until(lambda: "(restart 1)" in log.read_text()
+               and job_of(client, requeued)["progress"]["step"] >= 20, 180,
+               "the requeued job to resume and pass step 20")
+    preempt(cluster, slurm_id)
+    job = settled(client, requeued, 300)
+    assert job["status"] == "completed", job["error"]
+    assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == straight_losses
+    assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run again
+    text = log.read_text()
+    assert text.count("SIGTERM from the cluster") == 2, text
+    assert "requeued by Slurm (restart 2)" in text
+
+
+def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, tmp_path):
+    workspace = tmp_path / "workspace"
+    process, client = open_cluster_console(slurm_cluster, workspace)
+    try:
+        job_id = client.predict({"max_steps": 100000, "save_steps": 1000},
+                                api_name="/submit_job")["job_id"]
+        job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2 and j,
+                         180, "the job to train")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process, client = open_cluster_console(slurm_cluster, workspace)
+        again = job_of(client, job_id)
+        assert again["status"] == "running"
+        assert again["cluster_job"]["id"] == job["cluster_job"]["id"]
+        step = again["progress"]["step"]
+        wait_until(lambda: job_of(client, job_id)["progress"]["step"] > step + 5, 120,
+                   "the re-attached job's metrics to keep coming")
+        client.predict(job_id, api_name="/cancel_job")  # and it is under control again
+        assert settled(client, job_id, 60)["status"] == "cancelled"
+        assert len(squeue(slurm_cluster, "-t", "all", "-n", f"traindeck-{job_id}",
+                          "-o", "%i").split()) == 1  # submitted once
+    finally:
+        close_cluster_console(process)
+
+
+def test_a_job_slurm_kills_at_its_time_limit_fails_with_slurms_reason(slurm_cluster, tmp_path):
+    """A trainer that cannot answer the notice ahead of the limit (stopped here) is ended by
+    Slurm at its one-minute limit (SIGCONT and SIGTERM, then SIGKILL): the job fails with
+    Slurm's reason, not as a pause, and stays resumable."""
+    workspace = tmp_path / "workspace"
+    process, client = open_cluster_console(slurm_cluster, workspace,
+                                           "time_limit: '1'\nnotice_seconds: 10\n")
+    try:
+        job_id = client.predict({"max_steps": 100000, "save_steps": 5},
+                                api_name="/submit_job")["job_id"]
+        wait_until(lambda: job_of(client, job_id)["progress"]["step"] >= 6, 120,
+                   "the job to pass its first checkpoint")
+        job_file = str(workspace / "jobs" / job_id / "job.yaml")
+        trainers = [p for p in psutil.process_iter(["cmdline"])
+                    if job_file in " ".join(p.info["cmdline"] or []) and "engine.train" in
+                    " ".join(p.info["cmdline"] or [])]
+        assert trainers, "the trainer process was not found"
+        for trainer in trainers:
+            trainer.suspend()  # deaf to USR1 and TERM until Slurm's SIGKILL
+        job = settled(client, job_id, 150)
+        assert job["status"] == "failed"
+        assert job["error"].startswith("Slurm ended the job at its time limit"), job["error"]
+        assert job["last_checkpoint"]  # resumable from there
+    finally:
+        close_cluster_console(process)
