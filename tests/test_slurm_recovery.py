@@ -72,7 +72,7 @@ def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(cluster_
     assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == straight_losses
     assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run again
     text = log.read_text()
-    assert text.count("SIGTERM from the cluster") == 2, text
+    assert text.count("SIGTERM from the cluster: checkpointing") == 2, text
     assert "requeued by Slurm (restart 2)" in text
 
 
