@@ -101,28 +101,36 @@ def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, 
         close_cluster_console(process)
 
 
-def test_a_job_slurm_kills_at_its_time_limit_fails_with_slurms_reason(slurm_cluster, tmp_path):
-    """A trainer that cannot answer the notice ahead of the limit (stopped here) is ended by
-    Slurm at its one-minute limit (SIGCONT and SIGTERM, then SIGKILL): the job fails with
-    Slurm's reason, not as a pause, and stays resumable."""
-    workspace = tmp_path / "workspace"
+@pytest.fixture(scope="module", autouse=True)
+def time_limited_job(slurm_cluster, tmp_path_factory):
+    """A job on a console whose jobs get Slurm's shortest limit (one minute), started before the
+    other tests of this file so that its minute runs beside them. Its trainer is stopped once it
+    has a checkpoint: deaf to the notice (USR1) and to SIGTERM until Slurm's SIGKILL."""
+    workspace = tmp_path_factory.mktemp("time-limit") / "workspace"
     process, client = open_cluster_console(slurm_cluster, workspace,
                                            "time_limit: '1'\nnotice_seconds: 10\n")
     try:
         job_id = client.predict({"max_steps": 100000, "save_steps": 5},
                                 api_name="/submit_job")["job_id"]
         wait_until(lambda: job_of(client, job_id)["progress"]["step"] >= 6, 120,
-                   "the job to pass its first checkpoint")
+                   "the time-limited job to pass its first checkpoint")
         job_file = str(workspace / "jobs" / job_id / "job.yaml")
         trainers = [p for p in psutil.process_iter(["cmdline"])
                     if job_file in " ".join(p.info["cmdline"] or []) and "engine.train" in
                     " ".join(p.info["cmdline"] or [])]
-        assert trainers, "the trainer process was not found"
+        assert trainers, "the time-limited job's trainer process was not found"
         for trainer in trainers:
-            trainer.suspend()  # deaf to USR1 and TERM until Slurm's SIGKILL
-        job = settled(client, job_id, 150)
-        assert job["status"] == "failed"
-        assert job["error"].startswith("Slurm ended the job at its time limit"), job["error"]
-        assert job["last_checkpoint"]  # resumable from there
+            trainer.suspend()
+        yield client, job_id
     finally:
         close_cluster_console(process)
+
+
+def test_a_job_slurm_kills_at_its_time_limit_fails_with_slurms_reason(time_limited_job):
+    """Slurm ends the stopped trainer at its limit (SIGCONT and SIGTERM, then SIGKILL): the job
+    fails with Slurm's reason, not as a pause, and stays resumable."""
+    client, job_id = time_limited_job
+    job = settled(client, job_id, 150)
+    assert job["status"] == "failed"
+    assert job["error"].startswith("Slurm ended the job at its time limit"), job["error"]
+    assert job["last_checkpoint"]  # resumable from there
