@@ -157,3 +157,58 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     assert legend.locator("a").count() == 0
     assert '<a href="http://evil.example">' in legend.text_content()
     page.screenshot(path=str(ARTIFACTS / "text-not-markup.png"), full_page=True)
+
+
+def log_scrolled_to_end(page) -> bool:
+    return page.evaluate("""() => {
+        const box = document.querySelector('#log-tail textarea');
+        return !!box && box.scrollHeight > box.clientHeight
+            && box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    }""")
+
+
+def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(page, console):
+    """What belongs to one job (its message, download, checkpoint choice, Try-it answers) is gone
+    when another is selected, and a download then is the new job's. The log shows its last line."""
+    client = Client(console, verbose=False)
+    with_checkpoints = client.predict({"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
+                                      api_name="/submit_job")["job_id"]
+    final_only = client.predict({"max_steps": 2, "save_steps": 1000, "name": "final only"},
+                                api_name="/submit_job")["job_id"]
+    for job_id in (with_checkpoints, final_only):
+        wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
+                   120, f"job {job_id} to complete")
+
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#selected-job textarea").fill(with_checkpoints)
+    header = page.locator("#job-header")
+    header.get_by_text("has checkpoints").wait_for()
+    page.locator("#checkpoint-choice input").click()
+    page.get_by_role("option", name="checkpoint-30").click()
+    page.locator("#download_model-button").click()
+    message = page.locator("#job-message")
+    message.get_by_text(f"model_{with_checkpoints}_checkpoint-30.zip").wait_for(timeout=60000)
+    page.get_by_text("Try it: the trained model").click()
+    page.get_by_label("Prompt").fill("What is the capital of Peru?")
+    page.get_by_role("button", name="Generate").click()
+    tuned = page.locator("#try-tuned textarea")
+    # The slow action shows that it is working (generation imports its libraries: seconds).
+    wait_for_page(lambda: tuned.input_value() == "generating…", 10, "Try it's busy state")
+    wait_for_page(lambda: tuned.input_value() not in ("", "generating…"), 120,
+                  "the trained model's answer")
+    # A log longer than its box (a line a step) shows its newest line, the final "saved ...".
+    wait_for_page(lambda: log_scrolled_to_end(page), 15, "the log box to show its newest line")
+    assert "saved" in page.locator("#log-tail textarea").input_value().splitlines()[-1]
+    page.screenshot(path=str(ARTIFACTS / "job-view-before-switch.png"), full_page=True)
+
+    page.locator("#selected-job textarea").fill(final_only)
+    header.get_by_text("final only").wait_for()
+    wait_for_page(lambda: message.inner_text().strip() == "", 10,
+                  "the other job's message to go")
+    assert tuned.input_value() == "" and page.locator("#try-base textarea").input_value() == ""
+    assert page.locator("#checkpoint-choice input").input_value() == "final model"
+    assert page.locator("#job-download a").count() == 0  # the other job's file is gone
+    page.locator("#download_model-button").click()
+    message.get_by_text(f"model_{final_only}.zip").wait_for(timeout=60000)
+    assert final_only in page.locator("#job-download").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "job-view-after-switch.png"), full_page=True)

@@ -7,6 +7,7 @@ it changes, so no list of outputs has to be kept in the same order in several pl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,6 +24,24 @@ from ui.safe_text import as_text
 
 REFRESH_S = 1.0
 PRIVATE = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+# The log box follows the run: scrolled to its newest line on every change, unless the person
+# is inside it (reading or selecting).
+FOLLOW_LOG_JS = """() => { setTimeout(() => {
+    const box = document.querySelector('#log-tail textarea');
+    if (box && document.activeElement !== box) box.scrollTop = box.scrollHeight;
+}, 0); }"""
+FINAL_MODEL = "final model"  # the checkpoint dropdown's entry for the job's final weights
+
+
+def fresh_job_view() -> tuple:
+    """Message, download, checkpoint choice and Try-it answers as a newly selected job has them."""
+    return ("", gr.update(value=None, visible=False),
+            gr.update(value=FINAL_MODEL, choices=[FINAL_MODEL]), "", "")
+
+
+def chosen_checkpoint(chosen: str | None) -> str | None:
+    """The checkpoint the dropdown names, or None for the final model."""
+    return None if not chosen or chosen == FINAL_MODEL else chosen
 
 
 @dataclass
@@ -93,18 +112,30 @@ def create_jobs_tab(engine: Engine) -> None:
                               for job_id in job_ids or []})
 
     @as_gradio_errors
+    def generate(selected: str, chosen: str | None, text: str, user: User | None):
+        return engine.artifacts.try_model(selected, text, chosen_checkpoint(chosen), user=user)
+
     def do_generate(selected: str, chosen: str | None, text: str, request: gr.Request = None):
-        result = engine.artifacts.try_model(selected, text, chosen or None,
-                                            user=user_of(engine, request))
+        try:
+            result = generate(selected, chosen, text, user_of(engine, request))
+        except gr.Error as exc:  # in place of the answers, which would otherwise say "generating"
+            return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
+    job_owned = [view.message, view.download, view.checkpoint, try_it["base"], try_it["tuned"]]
     table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.shown_step], **PRIVATE)
     gr.on([timer.tick, view.job_id.change], refresh_job, [view.job_id, view.shown_step],
           view.refreshed(), **PRIVATE)
     compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
-    try_it["generate"].click(do_generate, [view.job_id, view.checkpoint, try_it["prompt"]],
-                             [try_it["base"], try_it["tuned"]], **PRIVATE)
+    # Everything that belongs to one job goes when another is selected: its action message,
+    # its download, its checkpoint choice, its Try-it answers.
+    view.job_id.change(fresh_job_view, None, job_owned, queue=False, **PRIVATE)
+    view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
+    answers = [try_it["base"], try_it["tuned"]]
+    try_it["generate"].click(lambda: ("generating…", "generating…"), None, answers, queue=False,
+                             **PRIVATE).then(
+        do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
     _bind_actions(engine, view)
 
 
@@ -113,8 +144,9 @@ def _build_header_and_charts() -> dict[str, Any]:
     with gr.Row():
         parts["job_id"] = gr.Textbox(label="Job id", placeholder="select a row above", scale=3,
                                      elem_id="selected-job")
-        parts["checkpoint"] = gr.Dropdown([], value=None, allow_custom_value=True, scale=2,
-                                          label="Checkpoint (for resume and download)")
+        parts["checkpoint"] = gr.Dropdown([FINAL_MODEL], value=FINAL_MODEL, scale=2,
+                                          label="Checkpoint (for resume, download, export and "
+                                                "Try it)", elem_id="checkpoint-choice")
     parts["title"] = gr.Markdown("No job selected.", elem_id="job-header")
     parts["bar"] = gr.HTML("", elem_id="job-progress")
     with gr.Row():
@@ -128,8 +160,9 @@ def _build_header_and_charts() -> dict[str, Any]:
     with gr.Row():
         parts["priority"] = gr.Number(0, precision=0, label="Priority (higher starts first)")
         parts["set_priority"] = gr.Button("Set priority", elem_id="set-priority-button")
-    parts["message"] = gr.Markdown()
-    parts["download"] = gr.File(label="Download", visible=False, interactive=False)
+    parts["message"] = gr.Markdown(elem_id="job-message")
+    parts["download"] = gr.File(label="Download", visible=False, interactive=False,
+                                elem_id="job-download")
     charts = ((("loss_plot", "Loss", "loss-chart"),
                ("optimizer_plot", "Learning rate / grad norm", None)),
               (("throughput_plot", "Throughput", None), ("device_plot", "Device", None)))
@@ -149,8 +182,8 @@ def _build_try_it() -> dict[str, Any]:
         gr.Markdown("Uses the checkpoint chosen above, or the final model; greedy decoding, "
                     "framed with the model's chat template. Runs in its own process.")
         with gr.Row():
-            base = gr.Textbox(label="Base model", lines=4, interactive=False)
-            tuned = gr.Textbox(label="Trained", lines=4, interactive=False)
+            base = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id="try-base")
+            tuned = gr.Textbox(label="Trained", lines=4, interactive=False, elem_id="try-tuned")
     return {"prompt": prompt, "generate": generate, "base": base, "tuned": tuned}
 
 
@@ -183,7 +216,8 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
 
     @as_gradio_errors
     def do_resume(selected: str, chosen: str | None, request: gr.Request = None):
-        job = engine.jobs.resume(selected, chosen or None, user=user_of(engine, request))
+        job = engine.jobs.resume(selected, chosen_checkpoint(chosen),
+                                 user=user_of(engine, request))
         return f"Job `{job['job_id']}` is queued again."
 
     @as_gradio_errors
@@ -194,7 +228,7 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
     @as_gradio_errors
     def do_delete(selected: str, request: gr.Request = None):
         job = engine.jobs.delete(selected, user_of(engine, request))
-        return f"Job `{job['job_id']}` deleted with its folder.", ""
+        return f"Job `{job['job_id']}` deleted with its folder."
 
     @as_gradio_errors
     def do_share(selected: str, request: gr.Request = None):
@@ -214,7 +248,7 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
             (view.pause, do_pause, [view.job_id], [view.message]),
             (view.resume, do_resume, [view.job_id, view.checkpoint], [view.message]),
             (view.cancel, do_cancel, [view.job_id], [view.message]),
-            (view.delete, do_delete, [view.job_id], [view.message, view.job_id]),
+            (view.delete, do_delete, [view.job_id], [view.message]),
             (view.share, do_share, [view.job_id], [view.message]),
             (view.set_priority, do_set_priority, [view.job_id, view.priority], [view.message])):
         button.click(fn, inputs, outputs, **PRIVATE)
@@ -222,19 +256,38 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
 
 
 def _bind_downloads(engine: Engine, view: JobView) -> None:
-    def download(method: str, with_checkpoint: bool):
+    """Downloads and export take seconds to minutes: the message says at once what is being
+    prepared and the previous file goes, so an old result is never taken for the new one."""
+    def download(method: str, with_checkpoint: bool, what: str):
         @as_gradio_errors
+        def fetch(selected: str, chosen: str | None, user: User | None) -> Path:
+            args = (selected, chosen_checkpoint(chosen)) if with_checkpoint else (selected,)
+            return Path(getattr(engine.artifacts, method)(*args, user=user))
+
         def handler(selected: str, chosen: str | None = None, request: gr.Request = None):
-            args = (selected, chosen or None) if with_checkpoint else (selected,)
-            path = getattr(engine.artifacts, method)(*args, user=user_of(engine, request))
-            return gr.update(value=str(path), visible=True)
+            try:
+                path = fetch(selected, chosen, user_of(engine, request))
+            except gr.Error as exc:  # said where the "Preparing" message was, not only in a toast
+                return gr.update(value=None, visible=False), f"Could not prepare {what}: " \
+                    f"{as_text(exc.message, 400)}"
+            return gr.update(value=str(path), visible=True), f"Ready: `{path.name}`."
         return handler
 
-    for button, method, with_checkpoint in ((view.download_model, "download_model", True),
-                                            (view.export_merged, "export_merged", True),
-                                            (view.download_logs, "download_logs", False)):
+    def preparing(what: str):
+        def announce(chosen: str | None = None):
+            source = f" ({chosen})" if chosen else ""
+            return gr.update(value=None, visible=False), f"Preparing {what}{source}…"
+        return announce
+
+    for button, method, with_checkpoint, what in (
+            (view.download_model, "download_model", True, "the model zip"),
+            (view.export_merged, "export_merged", True, "the merged model (this can take minutes)"),
+            (view.download_logs, "download_logs", False, "the logs zip")):
         inputs = [view.job_id, view.checkpoint] if with_checkpoint else [view.job_id]
-        button.click(download(method, with_checkpoint), inputs, view.download, **PRIVATE)
+        outputs = [view.download, view.message]
+        button.click(preparing(what), [view.checkpoint] if with_checkpoint else None, outputs,
+                     queue=False, **PRIVATE).then(
+            download(method, with_checkpoint, what), inputs, outputs, **PRIVATE)
 
 
 def job_view(engine: Engine, view: JobView, selected: str, drawn_step: int,
@@ -260,7 +313,8 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn_step: int,
     buttons[view.share] = gr.update(interactive="share" in enabled,
                                     value="Unshare" if job.get("shared") else "Share")
     return {view.title: header(job, user), view.bar: progress_bar(job, analytics),
-            view.checkpoint: gr.update(choices=[c["name"] for c in job["checkpoints"]]),
+            view.checkpoint: gr.update(choices=[FINAL_MODEL,
+                                                *(c["name"] for c in job["checkpoints"])]),
             view.checkpoints: checkpoints_frame(job["checkpoints"]),
             view.log_tail: engine.views.log_tail(job["job_id"], user=user),
             view.config: config_text(job), view.analytics: analytics_text(analytics),
