@@ -14,7 +14,7 @@ run: setup
 # Two test files at a time (one per core; a file's tests stay together and share its fixtures),
 # each trainer on one thread so that two never fight over a core.
 test: setup-test
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --numprocesses=auto --maxprocesses=4 \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} TRAINDECK_REQUIRE_BROWSER=1 $(PY) -m pytest --numprocesses=auto --maxprocesses=4 \
 		--dist=loadfile $(PYTEST_ARGS)
 
 # The unit tier: no training, no console, no browser (under a minute).

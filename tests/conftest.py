@@ -32,6 +32,19 @@ QUICK = {"max_steps": 12, "learning_rate": 5e-3, "warmup_steps": 0}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub: fail fast, not slow
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Say how many browser tests ran: a run where they were all skipped must not look green."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "browser" in getattr(report, "keywords", {}) and \
+                    (report.when == "call" or outcome in ("skipped", "error")):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        terminalreporter.write_line("browser tests: " + ", ".join(
+            f"{n} {outcome}" for outcome, n in counts.items()))
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll until `predicate()` returns something true (and return it); past the deadline, fail
     saying what was awaited."""

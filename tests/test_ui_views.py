@@ -6,7 +6,7 @@ import pytest
 from engine.config import SCHEMA
 from engine.console.job import JobStatus
 from engine.console.users import User
-from ui.charts import compare_chart
+from ui.charts import compare_chart, job_charts, run_events
 from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
                            progress_bar)
 from ui.new_job import ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, visibility
@@ -103,3 +103,37 @@ def test_compare_legends_are_text():
     assert figure.data[0].name == '&lt;a href="http://x"&gt;n&lt;/a&gt; (j1)'
     assert figure.layout.showlegend
     assert JobStatus.RUNNING == "running"
+
+
+def test_charts_wait_for_the_first_step_instead_of_drawing_empty_axes():
+    figures = job_charts([])
+    assert [f.layout.annotations[0].text for f in figures[:4]] == ["waiting for the first step"] * 4
+    assert figures[4:] == (None, None)
+
+
+def test_a_preference_run_gets_reward_charts_and_an_sft_run_does_not():
+    dpo = [{"step": s, "loss": 0.69 - s / 100, "rewards/chosen": s / 10, "rewards/rejected": -s / 10,
+            "rewards/margins": s / 5, "rewards/accuracies": 0.5 + s / 20} for s in range(1, 6)]
+    rewards, accuracy = job_charts(dpo)[4:]
+    assert {t.name for t in rewards.data} >= {"chosen", "rejected", "margin"}
+    assert list(accuracy.data[-1].x) == [1, 2, 3, 4, 5]
+    assert job_charts([{"step": 1, "loss": 6.0}])[4:] == (None, None)
+
+
+def test_compare_gives_each_method_its_own_loss_axis():
+    figure = compare_chart({"sft1": ("a", [{"step": 1, "loss": 6.0}]),
+                            "dpo1": ("b", [{"step": 1, "loss": 0.69}]),
+                            "sft2": ("c", [{"step": 1, "loss": 5.0}])},
+                           {"sft1": "sft", "dpo1": "dpo", "sft2": "sft"})
+    assert [t.yaxis for t in figure.data] == ["y", "y2", "y"]
+    assert figure.layout.yaxis.title.text == "SFT loss"
+    assert figure.layout.yaxis2.title.text == "DPO loss"
+
+
+def test_resumes_and_micro_batch_changes_are_marked_on_the_loss_chart():
+    job = {"attempts": [{"resume_from": None}, {"resume_from": "checkpoint-30"}],
+           "microbatch_changes": [{"at_step": 12, "to": {"per_device_train_batch_size": 2}}]}
+    events = run_events(job)
+    assert events == [(30, "resumed"), (12, "micro-batch 2")]
+    loss = job_charts([{"step": s, "loss": 1.0} for s in range(1, 40)], events)[0]
+    assert sorted(shape.x0 for shape in loss.layout.shapes) == [12, 30]

@@ -58,12 +58,24 @@ def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
     # figure and sent with every refresh (two thirds of a chart's bytes).
     axis = dict(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True)
     figure = go.Figure()
-    figure.update_layout(title=title, height=280, margin=dict(l=50, r=20, t=40, b=40),
+    # The legend sits under the x axis, never on the lines; margins grow to fit axis titles.
+    figure.update_layout(title=title, height=300, margin=dict(l=50, r=20, t=40, b=20),
                          xaxis=dict(title=x_title, **axis), yaxis=dict(title=y_title, **axis),
                          template="none", paper_bgcolor="white", plot_bgcolor="white",
                          font=dict(color="#2a3f5f"), colorway=COLORS,
-                         legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
+                         legend=dict(orientation="h", x=0, xanchor="left", y=-0.32,
+                                     yanchor="top"),
                          uirevision="keep")  # keep the user's zoom across refreshes
+    return figure
+
+
+def waiting_figure(title: str) -> go.Figure:
+    """A chart before its first point: says so, instead of empty axes from -1 to 6."""
+    figure = _figure(title, "", "")
+    figure.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False),
+                         annotations=[dict(text="waiting for the first step", showarrow=False,
+                                           xref="paper", yref="paper", x=0.5, y=0.5,
+                                           font=dict(size=14, color="#8a94a6"))])
     return figure
 
 
@@ -81,17 +93,34 @@ def _add(figure: go.Figure, xs: list, ys: list, name: str, **style) -> None:
 def _add_right(figure: go.Figure, xs: list, ys: list, name: str, axis_title: str) -> None:
     """A series on a second y axis, on the right: two units in one chart."""
     _add(figure, xs, ys, name, yaxis="y2")
-    figure.update_layout(yaxis2=dict(title=axis_title, overlaying="y", side="right"))
+    figure.update_layout(yaxis2=dict(title=dict(text=axis_title, standoff=8), overlaying="y",
+                                     side="right", automargin=True, showgrid=False))
 
 
-def loss_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+def _raw_and_smoothed(figure: go.Figure, xs: list, ys: list, name: str, stride: int,
+                      rgb: str = "31,119,180", **style) -> None:
+    """The raw series faint, its smoothed curve strong: one reading, not two noisy lines."""
+    _add(figure, xs, ys, f"{name} (raw)", line=dict(color=f"rgba({rgb},0.3)"), **style)
+    _add(figure, xs, smooth(ys, SMOOTHING ** stride), name, line=dict(color=f"rgb({rgb})", width=2),
+         **style)
+
+
+def mark_events(figure: go.Figure, events: list[tuple[int, str]]) -> None:
+    """Dashed vertical lines where the run was paused and resumed or its micro-batch changed."""
+    for step, label in events:
+        figure.add_vline(x=step, line=dict(color="#8a94a6", dash="dash", width=1),
+                         annotation=dict(text=label, font=dict(size=10, color="#8a94a6")),
+                         annotation_position="top left")
+
+
+def loss_chart(records: list[dict[str, Any]], stride: int = 1,
+               events: list[tuple[int, str]] = ()) -> go.Figure:
     """`stride`: records were sampled every `stride` steps; the smoothing weight is raised to that
     power so the smoothed curve spans the same number of steps as on the full run."""
     figure = _figure("Loss", "step", "loss")
     xs, ys = series(records, "loss")
-    _add(figure, xs, ys, "raw", line=dict(color="rgba(31,119,180,0.35)"))
-    _add(figure, xs, smooth(ys, SMOOTHING ** stride), "smoothed",
-         line=dict(color="rgb(31,119,180)", width=2))
+    _raw_and_smoothed(figure, xs, ys, "loss", stride)
+    mark_events(figure, events)
     return figure
 
 
@@ -102,11 +131,35 @@ def optimizer_chart(records: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def throughput_chart(records: list[dict[str, Any]]) -> go.Figure:
-    figure = _figure("Throughput", "step", "samples/s")
-    _add(figure, *series(records, "samples_per_s"), "samples/s")
-    _add_right(figure, *series(records, "tokens_per_s"), "tokens/s", "tokens/s")
+def throughput_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+    """Tokens/s when the run counts tokens, else samples/s: one is the other times a length."""
+    key, unit = ("tokens_per_s", "tokens/s") if series(records, "tokens_per_s")[0] \
+        else ("samples_per_s", "samples/s")
+    figure = _figure("Throughput", "step", unit)
+    _raw_and_smoothed(figure, *series(records, key), unit, stride, rgb="0,150,110")
     return figure
+
+
+def rewards_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+    """DPO: the implicit rewards of the chosen and rejected answers and their margin."""
+    figure = _figure("Rewards", "step", "reward")
+    for key, name, rgb in (("rewards/chosen", "chosen", "0,150,110"),
+                           ("rewards/rejected", "rejected", "239,85,59"),
+                           ("rewards/margins", "margin", "99,110,250")):
+        _raw_and_smoothed(figure, *series(records, key), name, stride, rgb=rgb)
+    return figure
+
+
+def reward_accuracy_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+    """DPO: how often the chosen answer out-scores the rejected one."""
+    figure = _figure("Reward accuracy", "step", "accuracy")
+    _raw_and_smoothed(figure, *series(records, "rewards/accuracies"), "accuracy", stride)
+    figure.update_layout(yaxis=dict(range=[-0.02, 1.02]))
+    return figure
+
+
+def is_preference_run(records: list[dict[str, Any]]) -> bool:
+    return any("rewards/chosen" in r for r in records[-5:])
 
 
 def device_chart(records: list[dict[str, Any]]) -> go.Figure:
@@ -139,20 +192,53 @@ def system_chart(samples: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> go.Figure:
-    """Smoothed loss of several jobs on one chart: {job_id: (name, records)}."""
-    figure = _figure("Loss, smoothed", "step", "loss")
+def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]],
+                  methods: dict[str, str] | None = None) -> go.Figure:
+    """Smoothed loss of several jobs: {job_id: (name, records)}. Losses of different methods
+    (SFT ~6, DPO ~0.69) mean different things, so each method gets its own y axis."""
+    methods = methods or {}
+    order = list(dict.fromkeys(methods.get(job_id, "sft") for job_id in runs)) or ["sft"]
+    figure = _figure("Loss, smoothed", "step", f"{order[0].upper()} loss")
     figure.update_layout(showlegend=True)  # the names matter even for one run
+    for index, method in enumerate(order[1:], start=2):
+        figure.update_layout({f"yaxis{index}": dict(
+            title=dict(text=f"{method.upper()} loss", standoff=8), overlaying="y",
+            side="right", automargin=True, showgrid=False)})
     for job_id, (name, records) in runs.items():
         shown, stride = sample_records(records)
         xs, ys = series(shown, "loss")
+        axis = order.index(methods.get(job_id, "sft")) + 1
         # Plotly reads trace names as HTML-like markup: a name is shown as its letters only.
         label = html.escape(f"{name} ({job_id[-4:]})", quote=False)
-        _add(figure, xs, smooth(ys, SMOOTHING ** stride), label)
+        _add(figure, xs, smooth(ys, SMOOTHING ** stride), label,
+             yaxis="y" if axis == 1 else f"y{axis}")
     return figure
 
 
-def job_charts(records: list[dict[str, Any]]) -> tuple[go.Figure, ...]:
+def job_charts(records: list[dict[str, Any]],
+               events: list[tuple[int, str]] = ()) -> tuple[go.Figure, ...]:
+    """Loss, optimizer, throughput, device; then rewards and reward accuracy, or None for a run
+    that is not a preference run (those charts are hidden)."""
+    if not records:
+        return (*(waiting_figure(t) for t in ("Loss", "Learning rate and gradient norm",
+                                               "Throughput", "Device")), None, None)
     shown, stride = sample_records(records)
-    return (loss_chart(shown, stride), optimizer_chart(shown), throughput_chart(shown),
-            device_chart(shown))
+    preference = is_preference_run(shown)
+    return (loss_chart(shown, stride, events), optimizer_chart(shown),
+            throughput_chart(shown, stride), device_chart(shown),
+            rewards_chart(shown, stride) if preference else None,
+            reward_accuracy_chart(shown, stride) if preference else None)
+
+
+def run_events(job: dict[str, Any]) -> list[tuple[int, str]]:
+    """Steps where an attempt resumed from a checkpoint, or the micro-batch was lowered."""
+    events = []
+    for attempt in job.get("attempts", [])[1:]:
+        name = attempt.get("resume_from") or ""
+        if name.startswith("checkpoint-") and name.split("-")[1].isdigit():
+            events.append((int(name.split("-")[1]), "resumed"))
+    for change in job.get("microbatch_changes") or []:
+        if isinstance(change.get("at_step"), int):
+            to = change.get("to", {}).get("per_device_train_batch_size")
+            events.append((change["at_step"], f"micro-batch {to}"))
+    return events

@@ -16,7 +16,7 @@ import pandas as pd
 from engine.console.engine import Engine
 from engine.console.users import User
 from ui.api import user_of
-from ui.charts import compare_chart, job_charts
+from ui.charts import compare_chart, job_charts, run_events
 from ui.errors import as_gradio_errors
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
@@ -66,20 +66,23 @@ class JobView:
     optimizer_plot: gr.Plot
     throughput_plot: gr.Plot
     device_plot: gr.Plot
+    rewards_plot: gr.Plot
+    reward_accuracy_plot: gr.Plot
     analytics: gr.Markdown
     log_tail: gr.Textbox
     config: gr.Code
     checkpoints: gr.Dataframe
-    shown_step: gr.State  # last step drawn in this browser: charts redraw only on change
+    drawn_key: gr.State  # which job, attempt and step this browser drew: redraw on change
 
     def refreshed(self) -> list:
         """What a refresh of the view may change."""
         return [self.title, self.bar, self.checkpoint, self.checkpoints, self.log_tail,
-                self.config, *self.charts(), self.analytics, self.shown_step,
+                self.config, *self.charts(), self.analytics, self.drawn_key,
                 *self.buttons().values()]
 
     def charts(self) -> list:
-        return [self.loss_plot, self.optimizer_plot, self.throughput_plot, self.device_plot]
+        return [self.loss_plot, self.optimizer_plot, self.throughput_plot, self.device_plot,
+                self.rewards_plot, self.reward_accuracy_plot]
 
     def buttons(self) -> dict[str, gr.Button]:
         return {name: getattr(self, name) for name in (*ACTION_BUTTONS, "share")}
@@ -101,15 +104,16 @@ def create_jobs_tab(engine: Engine) -> None:
 
     def select_row(data: pd.DataFrame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        return data.iloc[row]["job id"], -1
+        return data.iloc[row]["job id"], ""
 
-    def refresh_job(selected: str, drawn_step: int, request: gr.Request = None):
-        return job_view(engine, view, selected, drawn_step, user_of(engine, request))
+    def refresh_job(selected: str, drawn: str, request: gr.Request = None):
+        return job_view(engine, view, selected, drawn, user_of(engine, request))
 
     def do_compare(job_ids: list[str]):
-        return compare_chart({job_id: (engine.views.get_job(job_id)["name"],
-                                       engine.views.get_metrics(job_id, 0))
-                              for job_id in job_ids or []})
+        jobs = [engine.views.get_job(job_id) for job_id in job_ids or []]
+        return compare_chart({j["job_id"]: (j["name"], engine.views.get_metrics(j["job_id"], 0))
+                              for j in jobs},
+                             {j["job_id"]: j["config"].get("method", "sft") for j in jobs})
 
     @as_gradio_errors
     def generate(selected: str, chosen: str | None, text: str, user: User | None):
@@ -124,8 +128,8 @@ def create_jobs_tab(engine: Engine) -> None:
 
     job_owned = [view.message, view.download, view.checkpoint, try_it["base"], try_it["tuned"]]
     table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
-    table.select(select_row, table, [view.job_id, view.shown_step], **PRIVATE)
-    gr.on([timer.tick, view.job_id.change], refresh_job, [view.job_id, view.shown_step],
+    table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
+    gr.on([timer.tick, view.job_id.change], refresh_job, [view.job_id, view.drawn_key],
           view.refreshed(), **PRIVATE)
     compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
     # Everything that belongs to one job goes when another is selected: its action message,
@@ -165,11 +169,15 @@ def _build_header_and_charts() -> dict[str, Any]:
                                 elem_id="job-download")
     charts = ((("loss_plot", "Loss", "loss-chart"),
                ("optimizer_plot", "Learning rate / grad norm", None)),
-              (("throughput_plot", "Throughput", None), ("device_plot", "Device", None)))
+              (("throughput_plot", "Throughput", None), ("device_plot", "Device", None)),
+              (("rewards_plot", "Rewards (DPO)", "rewards-chart"),
+               ("reward_accuracy_plot", "Reward accuracy (DPO)", "reward-accuracy-chart")))
     for row in charts:
         with gr.Row():
             for name, label, elem_id in row:
-                parts[name] = gr.Plot(label=label, elem_id=elem_id)
+                # The preference charts show only for a preference (DPO) run.
+                parts[name] = gr.Plot(label=label, elem_id=elem_id,
+                                      visible=not name.startswith("reward"))
     parts["analytics"] = gr.Markdown()
     return parts
 
@@ -202,7 +210,7 @@ def _build_details() -> dict[str, Any]:
         parts["config"] = gr.Code(language="yaml", lines=20, interactive=False)
     parts["checkpoints"] = gr.Dataframe(None, headers=["name", "step", "size MB", "loss"],
                                         label="Checkpoints", interactive=False, max_height=200)
-    parts["shown_step"] = gr.State(-1)
+    parts["drawn_key"] = gr.State("")
     return parts
 
 
@@ -290,12 +298,12 @@ def _bind_downloads(engine: Engine, view: JobView) -> None:
             download(method, with_checkpoint, what), inputs, outputs, **PRIVATE)
 
 
-def job_view(engine: Engine, view: JobView, selected: str, drawn_step: int,
+def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
              user: User | None = None) -> dict:
     """Everything the job view shows, for the job selected; charts only when a step is new."""
     buttons = {button: gr.update(interactive=False) for button in view.buttons().values()}
     empty = {view.title: "No job selected.", view.bar: "", view.log_tail: "", view.config: "",
-             view.shown_step: -1, **buttons}
+             view.drawn_key: "", **buttons}
     if not selected or not selected.strip():
         return empty
     try:
@@ -305,8 +313,13 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn_step: int,
     analytics = engine.views.job_analytics(job["job_id"])
     last_step = (job["last_metrics"] or {}).get("step", 0)
     shown = {}
-    if last_step != drawn_step or not last_step:  # nothing new: fetch and send nothing
-        shown = dict(zip(view.charts(), job_charts(engine.views.get_metrics(job["job_id"], 0))))
+    # Charts are sent again only when the job, its attempt or its newest step changed.
+    current = f"{job['job_id']}@{job.get('attempt', 1)}@{last_step}"
+    if current != drawn or not last_step:
+        figures = job_charts(engine.views.get_metrics(job["job_id"], 0), run_events(job))
+        shown = {chart: gr.update(value=figure, visible=figure is not None)
+                 if chart in (view.rewards_plot, view.reward_accuracy_plot) else figure
+                 for chart, figure in zip(view.charts(), figures)}
     enabled = enabled_actions(job, user)
     buttons = {button: gr.update(interactive=name in enabled) for name, button in
                view.buttons().items()}
@@ -318,4 +331,4 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn_step: int,
             view.checkpoints: checkpoints_frame(job["checkpoints"]),
             view.log_tail: engine.views.log_tail(job["job_id"], user=user),
             view.config: config_text(job), view.analytics: analytics_text(analytics),
-            view.shown_step: last_step, **shown, **buttons}
+            view.drawn_key: current, **shown, **buttons}
