@@ -60,7 +60,7 @@ def main() -> None:
                 page.locator("#selected-job textarea").fill(job)
                 page.locator("#job-header").get_by_text("support answers").wait_for()
                 time.sleep(3)  # a few refreshes: charts and analytics filled in
-                page.locator("#job-header").scroll_into_view_if_needed()
+                page.evaluate("document.querySelector('#job-header').scrollIntoView()")
                 page.screenshot(path=str(out / "running-job.png"))
                 page.get_by_role("tab", name="System").click()
                 time.sleep(3)

@@ -43,13 +43,15 @@ def gpu_table(stats: dict[str, Any]) -> pd.DataFrame:
 
 def create_system_tab(engine: Engine) -> None:
     summary = gr.Markdown(elem_id="system-summary")
-    gpus = gr.Dataframe(label="GPUs (NVML)", interactive=False)
+    gpus = gr.Dataframe(label="GPUs (NVML)", interactive=False, visible=False)
     chart = gr.Plot(label="Machine over time")
     timer = gr.Timer(2.0)
 
     def refresh():
         stats = engine.system_stats()
-        return (machine_text(stats, engine.machine.describe()), gpu_table(stats),
+        # No table of nothing on a machine without GPUs: the summary says why there are none.
+        return (machine_text(stats, engine.machine.describe()),
+                gr.update(value=gpu_table(stats), visible=bool(stats["gpus"])),
                 system_chart(list(engine.system.samples)))
 
     timer.tick(refresh, None, [summary, gpus, chart], api_visibility="private",
