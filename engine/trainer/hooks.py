@@ -221,7 +221,11 @@ class Preemption:
     boundary with a complete checkpoint, as for a pause; a requeued job resumes from it."""
 
     def __init__(self):
-        self.signalled: str | None = None
+        self.number: int | None = None
+
+    @property
+    def signalled(self) -> str | None:
+        return signal.Signals(self.number).name if self.number else None
 
     def install(self) -> None:
         if "SLURM_JOB_ID" not in os.environ:
@@ -230,8 +234,10 @@ class Preemption:
             signal.signal(number, self._note)
 
     def _note(self, number, _frame) -> None:
-        if not self.signalled:
-            self.signalled = signal.Signals(number).name
+        # Recorded before any call: Slurm may signal twice at once, and Python runs a pending
+        # handler at the next call, inside this one.
+        if self.number is None:
+            self.number = number
             print(f"{self.signalled} from the cluster: checkpointing at the end of this step",
                   flush=True)
 
