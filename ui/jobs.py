@@ -33,12 +33,6 @@ FOLLOW_LOG_JS = """() => { setTimeout(() => {
 FINAL_MODEL = "final model"  # the checkpoint dropdown's entry for the job's final weights
 
 
-def fresh_job_view() -> tuple:
-    """Message, download, checkpoint choice and Try-it answers as a newly selected job has them."""
-    return ("", gr.update(value=None, visible=False),
-            gr.update(value=FINAL_MODEL, choices=[FINAL_MODEL]), "", "")
-
-
 def chosen_checkpoint(chosen: str | None) -> str | None:
     """The checkpoint the dropdown names, or None for the final model."""
     return None if not chosen or chosen == FINAL_MODEL else chosen
@@ -73,12 +67,18 @@ class JobView:
     config: gr.Code
     checkpoints: gr.Dataframe
     drawn_key: gr.State  # which job, attempt and step this browser drew: redraw on change
+    try_base: gr.Textbox
+    try_tuned: gr.Textbox
 
     def refreshed(self) -> list:
         """What a refresh of the view may change."""
         return [self.title, self.bar, self.checkpoint, self.checkpoints, self.log_tail,
                 self.config, *self.charts(), self.analytics, self.drawn_key,
-                *self.buttons().values()]
+                *self.buttons().values(), *self.job_owned()]
+
+    def job_owned(self) -> list:
+        """What belongs to the job shown and goes when another is selected."""
+        return [self.message, self.download, self.checkpoint, self.try_base, self.try_tuned]
 
     def charts(self) -> list:
         return [self.loss_plot, self.optimizer_plot, self.throughput_plot, self.device_plot,
@@ -94,7 +94,8 @@ def create_jobs_tab(engine: Engine) -> None:
     parts = _build_header_and_charts()
     try_it = _build_try_it()
     compare_ids, compare_plot = _build_compare()
-    view = JobView(**parts, **_build_details())
+    view = JobView(**parts, **_build_details(), try_base=try_it["base"],
+                   try_tuned=try_it["tuned"])
     table_timer, timer = gr.Timer(2.0), gr.Timer(REFRESH_S)
 
     def refresh_table(request: gr.Request = None):
@@ -126,15 +127,11 @@ def create_jobs_tab(engine: Engine) -> None:
             return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
-    job_owned = [view.message, view.download, view.checkpoint, try_it["base"], try_it["tuned"]]
     table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
     gr.on([timer.tick, view.job_id.change], refresh_job, [view.job_id, view.drawn_key],
           view.refreshed(), **PRIVATE)
     compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
-    # Everything that belongs to one job goes when another is selected: its action message,
-    # its download, its checkpoint choice, its Try-it answers.
-    view.job_id.change(fresh_job_view, None, job_owned, queue=False, **PRIVATE)
     view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
     answers = [try_it["base"], try_it["tuned"]]
     try_it["generate"].click(lambda: ("generating…", "generating…"), None, answers, queue=False,
@@ -315,6 +312,7 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
     shown = {}
     # Charts are sent again only when the job, its attempt or its newest step changed.
     current = f"{job['job_id']}@{job.get('attempt', 1)}@{last_step}"
+    switched = drawn.split("@")[0] != job["job_id"]
     if current != drawn or not last_step:
         figures = job_charts(engine.views.get_metrics(job["job_id"], 0), run_events(job))
         shown = {chart: gr.update(value=figure, visible=figure is not None)
@@ -325,9 +323,15 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
                view.buttons().items()}
     buttons[view.share] = gr.update(interactive="share" in enabled,
                                     value="Unshare" if job.get("shared") else "Share")
+    checkpoints = [FINAL_MODEL, *(c["name"] for c in job["checkpoints"])]
+    # The response that first shows a job also clears what belonged to the one shown before
+    # (its message, download, checkpoint choice, Try-it answers): one response, so nothing the
+    # person chose for the new job can be overwritten by a late reset.
+    owned = {view.message: "", view.download: gr.update(value=None, visible=False),
+             view.checkpoint: gr.update(choices=checkpoints, value=FINAL_MODEL),
+             view.try_base: "", view.try_tuned: ""} if switched else {}
     return {view.title: header(job, user), view.bar: progress_bar(job, analytics),
-            view.checkpoint: gr.update(choices=[FINAL_MODEL,
-                                                *(c["name"] for c in job["checkpoints"])]),
+            view.checkpoint: gr.update(choices=checkpoints), **owned,
             view.checkpoints: checkpoints_frame(job["checkpoints"]),
             view.log_tail: engine.views.log_tail(job["job_id"], user=user),
             view.config: config_text(job), view.analytics: analytics_text(analytics),
