@@ -144,6 +144,9 @@ class StandInSupervisor:
         self.running[job.job_id] = trainer
         return trainer
 
+    def start_delay(self, job, now):
+        return None
+
     def request_stop(self, job_id, action, now=None):
         self.stops.append((job_id, action))
 

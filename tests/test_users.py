@@ -15,6 +15,8 @@ from engine.console.scheduler import DevicePool, Scheduler
 from engine.console.users import (LOCAL_USER, NotYourJob, QuotaExceeded, Users, add_user,
                           hash_password, verify_password)
 
+from conftest import StandInSupervisor
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -119,19 +121,9 @@ def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
     from engine.console.job import Job
     from engine.console.store import MemoryJobStore
 
-    class Launcher:  # stands in for the supervisor: records what would start
-        running: dict = {}
-
-        def poll(self, now):
-            return []
-
-        def launch(self, job, paths, env):
-            self.running[job.job_id] = job
-            return type("P", (), {"pid": 1000 + len(self.running), "job_fields": lambda self: {}})()
-
     store = MemoryJobStore()
     quotas = {"bob": {"max_running_jobs": 1, "max_gpus": None}, "carol": {}}
-    scheduler = Scheduler(store, Launcher(), type("W", (), {"job_paths": lambda s, j: None})(),
+    scheduler = Scheduler(store, StandInSupervisor(), type("W", (), {"job_paths": lambda s, j: None})(),
                           DevicePool([0, 1, 2, 3]), quotas_of=lambda owner: quotas[owner])
     for seq, owner in enumerate(["bob", "bob", "carol"], start=1):
         store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config=JobConfig(gpus=1), owner=owner, seq=seq))

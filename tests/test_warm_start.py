@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.console.engine import Engine
-from engine.console.spares import PER_JOB_ENV, Spares
+from engine.console.spares import PER_JOB_ENV, SparePool, Spares
 from engine.console.supervisor import trainer_env
 from engine.console.trainers import ForkedTrainer
 from engine.jobfiles import EXIT_INVALID, JobPaths
@@ -74,6 +74,24 @@ def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path)
     finally:
         shutdown(warm)
         shutdown(cold)
+
+
+def test_a_job_submitted_while_the_spare_imports_waits_for_it_and_starts_warm(tmp_path):
+    engine = Engine(tmp_path / "workspace")
+    pool = engine.supervisor.spares.pool = SparePool()  # a console just started: nothing imported
+    engine.start()
+    engine.scheduler.tick_s = 0.1
+    try:
+        job_id = engine.jobs.submit({**SHORT, "max_steps": 2})["job_id"]
+        waiting = wait_until(lambda: engine.views.get_job(job_id)["waiting"], 10,
+                             "the job to say what it waits for")
+        assert "the warm trainer is importing its libraries" in waiting
+        assert engine.views.get_job(job_id)["status"] == "queued"
+        assert wait_for_status(engine, job_id)["status"] == "completed"
+        assert engine.supervisor.spares.handed_off == 1  # it started warm, not beside the import
+    finally:
+        shutdown(engine)
+        pool.end_all()
 
 
 def test_each_job_sees_the_devices_it_was_given(tmp_path):

@@ -80,6 +80,11 @@ class Scheduler:
                 if held:
                     waiting[job.job_id] = held  # its owner's limit; others may go ahead
                     continue
+                delay = self.supervisor.start_delay(job, now)
+                if delay:
+                    waiting[job.job_id] = delay  # a moment; it keeps its place at the head
+                    blocked = True
+                    continue
                 if self._start(job, now):
                     running.append(job)
                     continue

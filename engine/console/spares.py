@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ log = logging.getLogger("traindeck.spares")
 # Read by the trainer when it runs, not when it imports: a job may set them differently.
 PER_JOB_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "TRAINDECK_FAULTS"})
 FORK_REPLY_TIMEOUT_S = 10.0
+# How long a starting job waits for a spare that is still importing before it starts afresh (a
+# spare slower than this is stuck, not busy).
+IMPORT_WAIT_S = 120.0
 
 
 @dataclass
@@ -31,6 +36,7 @@ class SpareProcess:
 
     popen: subprocess.Popen
     env: dict[str, str]
+    started_at: float = field(default_factory=time.time)
     status: dict[str, Any] | None = None
     pids: dict[int, int] = field(default_factory=dict)    # order id -> trainer pid
     exits: dict[int, int] = field(default_factory=dict)   # trainer pid -> exit code
@@ -66,6 +72,10 @@ class SpareProcess:
     @property
     def ready(self) -> bool:
         return self.alive and (self.status or {}).get("status") == "ready"
+
+    @property
+    def importing(self) -> bool:
+        return self.alive and self.status is None
 
     def wait_for(self, predicate, timeout: float):
         with self.changed:
@@ -143,7 +153,7 @@ class Spares:
 
     def __init__(self, folder: Path, enabled: bool = True, pool: SparePool = POOL):
         self.folder = folder
-        self.enabled = enabled
+        self.enabled = enabled and os.environ.get("TRAINDECK_WARM_START", "1") != "0"
         self.pool = pool
         self.spare: SpareProcess | None = None
         self.handed_off = 0
@@ -155,6 +165,19 @@ class Spares:
         """Have a spare process for `env` (the trainers' environment without a job's own keys)."""
         if self.enabled:
             self.spare = self.pool.get(env, self.folder)
+
+    def importing(self, env: dict[str, str], now: float) -> float | None:
+        """Seconds the spare for `env` has been importing, while a starting job should wait for
+        it (None: start now). It began importing before a fresh trainer would, so it is ready
+        sooner, and the two would only share the CPU; past IMPORT_WAIT_S the job starts afresh."""
+        if not self.enabled:
+            return None
+        self.start({k: v for k, v in env.items() if k not in PER_JOB_ENV})
+        spare = self.spare
+        if spare is None or not spare.importing:
+            return None
+        waited = max(0.0, now - spare.started_at)
+        return waited if waited < IMPORT_WAIT_S else None
 
     def take(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
         """Start the job in a copy of the spare process; its pid, or None when a fresh process

@@ -133,6 +133,15 @@ class Supervisor:
 
     # ---- starting -------------------------------------------------------------------------------
 
+    def start_delay(self, job: Job, now: float) -> str | None:
+        """Why the job should not start just yet (None: it can start now)."""
+        if job.config.gpus * job.config.nodes != 1:
+            return None  # torchrun's ranks always start fresh
+        waited = self.spares.importing(trainer_env(self.extra_env), now)
+        if waited is None:
+            return None
+        return f"the warm trainer is importing its libraries ({waited:.0f} s so far)"
+
     def prepare(self, job: Job, paths: JobPaths) -> None:
         """The job folder as a new attempt finds it: no old requests, exit record or heartbeat,
         metrics up to the checkpoint it resumes from, and its job file."""
