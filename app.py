@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 IDLE_CHECK_S = 5.0
+# Each open job view or System tab is one long event in Gradio's queue, which runs at most
+# max_threads events at once (40 by default): room for many tabs, so they never make API calls
+# wait (each account keeps at most TRAINDECK_LIVE_VIEWS_PER_USER, 8 by default).
+MAX_THREADS = 400
 
 
 def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
@@ -282,7 +286,14 @@ def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
                                 "may try again; the wait doubles with each further one.",
                    show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
                    max_file_size=args.max_upload_mb << 20, app_kwargs={"middleware": middleware},
-                   prevent_thread_lock=True, quiet=False)
+                   prevent_thread_lock=True, quiet=True, max_threads=MAX_THREADS)
+    # Gradio's own lines would tell people to "set share=True in launch()": ours name our flag.
+    print(f"TrainDeck is running on {console.local_url}", flush=True)
+    if console.share_url:
+        print(f"Public link: {console.share_url} (only the logins you set can use it)", flush=True)
+    elif not args.share:
+        print("For a public link, start it with --share (which needs logins: --auth or "
+              "--auth-file).", flush=True)
     # Gradio's own wait checks ten times a second; an idle console should not wake at all.
     while console.is_running:
         time.sleep(IDLE_CHECK_S)  # Ctrl-C interrupts the sleep at once

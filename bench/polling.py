@@ -42,28 +42,39 @@ def poller(url: str, job_id: str, stop: threading.Event, calls: list, use_gradio
         stop.wait(max(0.0, 1.0 - (time.time() - started)))
 
 
-def run_job(url: str, steps: int, clients: int, use_gradio_client: bool = False) -> dict:
-    control = Client(url, verbose=False)
-    job_id = control.predict({"max_steps": steps, "save_steps": 100000, "name": f"poll-{clients}"},
+def start_running(control: Client, steps: int, name: str) -> str:
+    """Submit the default job for `steps` steps; its id, once it runs."""
+    job_id = control.predict({"max_steps": steps, "save_steps": 100000, "name": name},
                              api_name="/submit_job")["job_id"]
     while control.predict(job_id, api_name="/get_job")["status"] == "queued":
         time.sleep(0.2)
+    return job_id
+
+
+def wait_and_measure(control: Client, job_id: str) -> float:
+    """Wait for the job to end; its steady-state samples/s (it must have completed)."""
+    while control.predict(job_id, api_name="/get_job")["status"] == "running":
+        time.sleep(0.5)
+    job = control.predict(job_id, api_name="/get_job")
+    assert job["status"] == "completed", job["error"]
+    records = steady_state(control.predict(job_id, 0, api_name="/get_metrics"))
+    span = records[-1]["time"] - records[0]["time"]
+    return (records[-1]["step"] - records[0]["step"]) * 8 / span  # batch 8, accumulation 1
+
+
+def run_job(url: str, steps: int, clients: int, use_gradio_client: bool = False) -> dict:
+    control = Client(url, verbose=False)
+    job_id = start_running(control, steps, f"poll-{clients}")
     stop, calls = threading.Event(), []
     threads = [threading.Thread(target=poller, args=(url, job_id, stop, calls, use_gradio_client),
                                 daemon=True)
                for _ in range(clients)]
     for thread in threads:
         thread.start()
-    while control.predict(job_id, api_name="/get_job")["status"] == "running":
-        time.sleep(0.5)
+    samples_per_s = wait_and_measure(control, job_id)
     stop.set()
     for thread in threads:
         thread.join(timeout=10)
-    job = control.predict(job_id, api_name="/get_job")
-    assert job["status"] == "completed", job["error"]
-    records = steady_state(control.predict(job_id, 0, api_name="/get_metrics"))
-    span = records[-1]["time"] - records[0]["time"]
-    samples_per_s = (records[-1]["step"] - records[0]["step"]) * 8 / span  # batch 8, accumulation 1
     return {"samples_per_s": samples_per_s, "calls": len(calls),
             "call_p50_ms": 1000 * statistics.median(calls) if calls else None}
 

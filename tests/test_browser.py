@@ -98,6 +98,9 @@ def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
     page.get_by_role("button", name="Submit job").click()
     page.locator("#submit-message").get_by_text("Queued").wait_for()
 
+    sent = []  # what the page asks the console, from the Jobs tab on
+    page.on("request", lambda request: sent.append(
+        request.url + " " + (request.post_data or "")) if "/gradio_api/" in request.url else None)
     page.get_by_role("tab", name="Jobs").click()
     row = page.locator("#job-table [role=gridcell]", has_text="browser job")
     row.wait_for(timeout=15000)  # the table refreshes on its own
@@ -106,12 +109,20 @@ def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
     header.get_by_text("browser job").wait_for()
 
     wait_for_page(lambda: last_charted_step(page) > 0, 90, "the loss chart's first point")
+    job_id = page.locator("#selected-job textarea, #selected-job input").first.input_value()
+    # Selecting the row asked for the job's view once; from here on the view is one stream: the
+    # chart must gain points while the page asks nothing more about this job (a timer-driven
+    # view would ask every second).
+    assert any(job_id in line for line in sent), "selecting the job never asked for its view"
+    asked_before = len(sent)
     first = last_charted_step(page)
     assert page.locator("#pause-button").is_enabled()
     assert not page.locator("#resume-button").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "running-job.png"), full_page=True)
-    wait_for_page(lambda: last_charted_step(page) > first, 60,
-                  f"the loss chart to go past step {first} while the job trains")
+    wait_for_page(lambda: last_charted_step(page) > first + 5, 60,
+                  f"the loss chart to go past step {first + 5} while the job trains")
+    asked = [line[:200] for line in sent[asked_before:] if job_id in line]
+    assert asked == [], f"the job view asked the console for job {job_id} again: {asked}"
 
     page.locator("#pause-button").click()
     header.get_by_text("paused").wait_for(timeout=60000)

@@ -3,8 +3,9 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 
 import pytest
 
-from engine.config import SCHEMA
-from engine.console.job import JobStatus
+from engine.config import SCHEMA, JobConfig
+from engine.console.job import Job, JobStatus
+from engine.console.views import run_seconds
 from engine.console.users import User
 from ui.charts import compare_chart, job_charts, run_events
 from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
@@ -24,13 +25,24 @@ def job(status="running", **extra):
 
 
 def test_the_table_shows_one_row_per_job_with_readable_cells():
-    table = job_table([job(), job("queued", job_id="b", position=2, started_at=None)], now=1095)
+    table = job_table([job(run_s=95.0), job("queued", job_id="b", position=2, started_at=None,
+                                            run_s=None)])
     assert list(table["job id"]) == ["20261130-101010-abcd", "b"]
     first = table.iloc[0]
     assert first["progress"] == "5/20 (25%)" and first["loss"] == "1.2346"
     assert first["model"] == "tiny" and first["duration"] == "1m35s" and first["queue"] == ""
     assert table.iloc[1]["queue"] == 2 and table.iloc[1]["duration"] == ""
     assert format_duration(3 * 3600 + 125) == "3h02m"
+
+
+def test_a_resumed_job_shows_this_attempt_and_its_total_run_time():
+    attempts = [{"started_at": 1000.0, "finished_at": 1600.0}, {"started_at": 2000.0}]
+    stored = Job(job_id="j", name="j", config=JobConfig(), status=JobStatus.RUNNING, attempt=2,
+                 attempts=attempts)
+    assert run_seconds(stored, now=2030.0) == 630.0  # 10 min before the pause, 30 s since
+    assert run_seconds(Job(job_id="q", name="q", config=JobConfig())) is None  # never ran
+    bar = progress_bar(job(attempt=2, run_s=630.0), {"elapsed_s": 30.0})
+    assert "elapsed 30s this attempt" in bar and "10m30s over 2 attempts" in bar
 
 
 @pytest.mark.parametrize("status,requested,expected", [

@@ -48,14 +48,16 @@ def _console_endpoints(engine: Engine) -> list:
 def _queue_endpoints(engine: Engine) -> list:
     def check_job(config: dict, request: gr.Request = None) -> dict:
         """Check a config as /submit_job would, without queueing it: the resolved config, what
-        was chosen automatically, and the dataset's format, row count and first rows."""
+        was chosen automatically, the dataset's format, row count and first rows, and notes
+        (its length in steps and time, what does not suit this machine)."""
         resolution = engine.jobs.check(config, user_of(engine, request))
         summary = resolution.dataset
         # No "path" keys: gradio_client would take such a dict for a file and download it.
         dataset = summary and {"location": summary.path, "format": summary.format,
                                "rows": summary.rows, "preview": summary.preview}
         return {"valid": True, "config": resolution.config.to_dict(),
-                "resolved": resolution.resolved, "dataset": dataset}
+                "resolved": resolution.resolved, "dataset": dataset,
+                "notes": engine.advice(resolution)}
 
     def submit_job(config: dict, request: gr.Request = None) -> dict:
         """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""

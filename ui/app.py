@@ -7,6 +7,7 @@ import gradio as gr
 from engine.console.engine import Engine
 from ui.api import register_api
 from ui.jobs import create_jobs_tab
+from ui.live import LiveStreams
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
 from ui.system import create_system_tab
@@ -24,18 +25,31 @@ CSS = """
 """
 
 
+def leave_other_tabs(live: LiveStreams, shown: str | None):
+    def leave(request: gr.Request = None):
+        for view in ("job", "system"):
+            if view != shown:
+                live.end(getattr(request, "session_hash", None) or "", view)
+    return leave
+
+
 def build_console(engine: Engine) -> gr.Blocks:
     health = engine.health()
     with gr.Blocks(title="TrainDeck") as console:
         gr.Markdown(f"# TrainDeck\nFine-tuning console · {health['device']} · "
                     f"v{health['version']} · workspace `{engine.workspace.root}`")
+        live = LiveStreams(engine.changes)
         with gr.Tabs():
-            with gr.Tab("New job", id="new"):
+            with gr.Tab("New job", id="new") as new_tab:
                 create_new_job_tab(engine)
-            with gr.Tab("Jobs", id="jobs"):
-                create_jobs_tab(engine)
-            with gr.Tab("System", id="system"):
-                create_system_tab(engine)
+            with gr.Tab("Jobs", id="jobs") as jobs_tab:
+                create_jobs_tab(engine, live, jobs_tab)
+            with gr.Tab("System", id="system") as system_tab:
+                create_system_tab(engine, live, system_tab)
+        # A live view streams only while its tab is shown.
+        for tab, shown in ((new_tab, None), (jobs_tab, "job"), (system_tab, "system")):
+            tab.select(leave_other_tabs(live, shown), None, None, api_visibility="private",
+                       queue=False)
         register_api(engine)
     console.queue(default_concurrency_limit=None)  # polling clients must never wait on each other
     quiet_queue(console)  # an idle console takes no CPU from the trainers

@@ -37,11 +37,10 @@ def progress_text(progress: dict[str, Any]) -> str:
     return f"{step}/{total} ({100 * step / total:.0f}%)" if total else (f"{step}" if step else "")
 
 
-def job_table(jobs: list[dict[str, Any]], now: float | None = None) -> pd.DataFrame:
-    now = time.time() if now is None else now
+def job_table(jobs: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for job in jobs:
-        started, finished = job["started_at"], job["finished_at"]
+        started = job["started_at"]
         status = job["status"] + (f" ({job['requested']}ing)" if job.get("requested") else "")
         rows.append({
             "name": job["name"], "status": status,
@@ -52,7 +51,8 @@ def job_table(jobs: list[dict[str, Any]], now: float | None = None) -> pd.DataFr
             "progress": progress_text(job["progress"]),
             "loss": f"{job['loss']:.4f}" if isinstance(job.get("loss"), float) else "",
             "started": time.strftime("%m-%d %H:%M:%S", time.localtime(started)) if started else "",
-            "duration": format_duration(((finished or now) - started) if started else None),
+            # All attempts together: a resumed job's duration does not start again at zero.
+            "duration": format_duration(job.get("run_s")),
             "job id": job["job_id"],
         })
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
@@ -70,6 +70,9 @@ def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
     if eta is not None and job["status"] == JobStatus.RUNNING:
         parts.append(f"ETA {format_duration(eta)}")
     parts.append(f"elapsed {format_duration(analytics.get('elapsed_s'))}")
+    if (job.get("attempt") or 1) > 1 and job.get("run_s"):
+        parts[-1] += " this attempt"
+        parts.append(f"{format_duration(job['run_s'])} over {job['attempt']} attempts")
     return (f'<div class="td-progress"><div class="td-bar" style="width:{percent:.1f}%"></div></div>'
             f'<div class="td-progress-text">{" · ".join(parts)}</div>')
 

@@ -13,16 +13,21 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from engine.console.changes import job_key
 from engine.console.engine import Engine
+from engine.console.job import JobStatus
 from engine.console.users import User
 from ui.api import user_of
 from ui.charts import compare_chart, job_charts, run_events
 from ui.errors import as_gradio_errors
+from ui.live import ENDED_FOR_OTHERS, LiveStreams
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
 
-REFRESH_S = 1.0
+TABLE_REFRESH_S = 2.0
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+ACTIVE_HEARTBEAT_S, IDLE_HEARTBEAT_S = 5.0, 60.0
 PRIVATE = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
 # The log box follows the run: scrolled to its newest line on every change, unless the person
 # is inside it (reading or selecting).
@@ -88,7 +93,7 @@ class JobView:
         return {name: getattr(self, name) for name in (*ACTION_BUTTONS, "share")}
 
 
-def create_jobs_tab(engine: Engine) -> None:
+def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     table = gr.Dataframe(job_table([]), label="Jobs (newest first) — select a row to open it",
                          interactive=False, wrap=False, max_height=320, elem_id="job-table")
     parts = _build_header_and_charts()
@@ -96,7 +101,7 @@ def create_jobs_tab(engine: Engine) -> None:
     compare_ids, compare_plot = _build_compare()
     view = JobView(**parts, **_build_details(), try_base=try_it["base"],
                    try_tuned=try_it["tuned"])
-    table_timer, timer = gr.Timer(2.0), gr.Timer(REFRESH_S)
+    table_timer = gr.Timer(TABLE_REFRESH_S)
 
     def refresh_table(request: gr.Request = None):
         jobs = engine.views.list_jobs(user=user_of(engine, request))
@@ -106,9 +111,6 @@ def create_jobs_tab(engine: Engine) -> None:
     def select_row(data: pd.DataFrame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return data.iloc[row]["job id"], ""
-
-    def refresh_job(selected: str, drawn: str, request: gr.Request = None):
-        return job_view(engine, view, selected, drawn, user_of(engine, request))
 
     def do_compare(job_ids: list[str]):
         jobs = [engine.views.get_job(job_id) for job_id in job_ids or []]
@@ -129,8 +131,9 @@ def create_jobs_tab(engine: Engine) -> None:
 
     table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
-    gr.on([timer.tick, view.job_id.change], refresh_job, [view.job_id, view.drawn_key],
-          view.refreshed(), **PRIVATE)
+    # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
+    gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live), [view.job_id, view.drawn_key],
+          view.refreshed(), trigger_mode="multiple", **PRIVATE)
     compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
     view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
     answers = [try_it["base"], try_it["tuned"]]
@@ -138,6 +141,45 @@ def create_jobs_tab(engine: Engine) -> None:
                              **PRIVATE).then(
         do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
     _bind_actions(engine, view)
+
+
+def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
+    async def follow_job(selected: str, drawn: str, request: gr.Request = None):
+        """The job view as one stream: drawn now, then again whenever the engine says the job
+        changed (a metrics record, its log, heartbeat or status), never on a timer."""
+        user = user_of(engine, request)
+        job_id = (selected or "").strip()
+        stream = live.begin(getattr(request, "session_hash", None) or "", "job", user.name)
+        state = {"drawn": drawn, "status": None}
+
+        def status() -> str | None:
+            try:
+                return engine.store.get(job_id).status if job_id else None
+            except (KeyError, ValueError):
+                return None
+
+        def render() -> dict:
+            now = status()
+            update = job_view(engine, view, selected, state["drawn"], user)
+            if state["status"] not in (None, now):
+                # An action's message ("Pause requested") is stale once the status has moved on.
+                update.setdefault(view.message, "")
+            state["drawn"] = update.get(view.drawn_key, state["drawn"])
+            state["status"] = now
+            return update
+
+        def heartbeat_s() -> float:
+            # Elapsed time and ETA move on while a job is queued or running.
+            return ACTIVE_HEARTBEAT_S if status() in ACTIVE else IDLE_HEARTBEAT_S
+
+        def ended() -> dict:
+            return {view.message: ENDED_FOR_OTHERS}
+
+        async for update in live.follow(stream, lambda: [job_key(job_id)] if job_id else [],
+                                        render, heartbeat_s, ended):
+            yield update
+
+    return follow_job
 
 
 def _build_header_and_charts() -> dict[str, Any]:

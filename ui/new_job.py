@@ -33,6 +33,9 @@ PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub 
                 "name": "empty: the preset's name and the time"}
 
 
+NO_PREVIEW = "Dataset preview appears here after a check."
+
+
 def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Component:
     """The field's widget: its label from the schema, its name and help text below it."""
     meta = SCHEMA[name].metadata
@@ -106,7 +109,7 @@ def create_new_job_tab(engine: Engine) -> dict[str, gr.components.Component]:
     message = gr.Markdown(elem_id="submit-message")
     with gr.Row():
         with gr.Column():
-            summary = gr.Markdown("Dataset preview appears here after a check.")
+            summary = gr.Markdown(NO_PREVIEW)
             preview = gr.Dataframe(None, headers=["(check to preview)"], wrap=True,
                                    label="First rows, as the trainer sees them",
                                    max_height=300, interactive=False)
@@ -160,7 +163,8 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
     def load_preset(name: str):
         config = engine.get_preset(name)
         shown = visibility(config["method"], config["adapter"])
-        return [preset_details(engine, name)] + [
+        # What was said of the other template's form goes with it.
+        return [preset_details(engine, name), "", NO_PREVIEW, None, ""] + [
             gr.update(value=_shown(config[n]), visible=shown[n]) for n in FIELD_NAMES]
 
     def show_fields(method: str, adapter: str):
@@ -185,8 +189,10 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
             resolution = engine.jobs.check(submission_from(preset_name, FIELD_NAMES, values),
                                            user_of(engine, request))
         except (ConfigError, ValueError) as exc:
-            return _error(exc), gr.skip(), gr.skip(), gr.skip()
-        return ("**Valid.** Submit to queue it.", *check_results(resolution))
+            # The preview and config of an earlier check go: they are not what was checked now.
+            return _error(exc), NO_PREVIEW, None, ""
+        notes = "\n".join(f"- {note}" for note in engine.advice(resolution))
+        return (f"**Valid.** Submit to queue it.\n{notes}", *check_results(resolution))
 
     def submit_from_form(preset_name: str, *values, request: gr.Request = None):
         try:
@@ -194,12 +200,12 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
                                         user_of(engine, request))
         except (ConfigError, IllegalTransition, ValueError) as exc:
             return _error(exc)
-        where = ("starts now" if result["position"] == 1
+        where = ("first in the queue" if result["position"] == 1
                  else f"position {result['position']} in the queue")
         return f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** tab."
 
     private = dict(api_visibility="private")
-    preset.change(load_preset, preset, [details] + inputs, **private)
+    preset.change(load_preset, preset, [details, message, *results] + inputs, **private)
     gr.on([widgets["method"].change, widgets["adapter"].change], show_fields,
           [widgets["method"], widgets["adapter"]], inputs, **private)
     upload.upload(save_upload, upload, [widgets["dataset"], upload, message], **private)

@@ -27,7 +27,10 @@ class _QuietAsyncio:
         self.changed.set()
 
     def busy(self) -> bool:
-        return any(job is not None for job in self.queue.active_jobs)
+        """Whether an event that reports progress runs (a live view's stream does not: it may
+        run for hours, during which the queue must stay as quiet as an idle one)."""
+        return any(event.fn.tracks_progress for job in self.queue.active_jobs if job is not None
+                   for event in job)
 
     async def sleep(self, delay, result=None):
         # While events run, progress updates keep Gradio's own pace.

@@ -8,7 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from engine.console.engine import Engine
+from ui.api import user_of
 from ui.charts import system_chart
+from ui.live import LiveStreams
 
 
 def machine_text(stats: dict[str, Any], device: str) -> str:
@@ -41,11 +43,10 @@ def gpu_table(stats: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["GPU", "name", "util %", "memory", "temp °C", "power W"])
 
 
-def create_system_tab(engine: Engine) -> None:
+def create_system_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     summary = gr.Markdown(elem_id="system-summary")
     gpus = gr.Dataframe(label="GPUs (NVML)", interactive=False, visible=False)
     chart = gr.Plot(label="Machine over time")
-    timer = gr.Timer(2.0)
 
     def refresh():
         stats = engine.system_stats()
@@ -54,5 +55,13 @@ def create_system_tab(engine: Engine) -> None:
                 gr.update(value=gpu_table(stats), visible=bool(stats["gpus"])),
                 system_chart(list(engine.system.samples)))
 
-    timer.tick(refresh, None, [summary, gpus, chart], api_visibility="private",
-               concurrency_limit=None, show_progress="hidden")
+    async def follow(request: gr.Request = None):
+        """While the tab is shown: a new telemetry sample each interval, as one stream."""
+        stream = live.begin(getattr(request, "session_hash", None) or "", "system",
+                            user_of(engine, request).name)
+        async for update in live.follow(stream, lambda: [], refresh,
+                                        lambda: engine.system.interval_s):
+            yield update
+
+    tab.select(follow, None, [summary, gpus, chart], api_visibility="private",
+               concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")

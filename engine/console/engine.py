@@ -21,7 +21,10 @@ import engine
 from engine import machine as machines
 from engine.console.access import Access
 from engine.console.artifacts import Artifacts
+from engine.console.changes import Changes, job_key
 from engine.console.control import JobControl
+from engine.console.estimate import length_note
+from engine.resolve import Resolution
 from engine.console.cluster import ClusterDevices, ClusterSettings
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
@@ -62,6 +65,8 @@ class Engine:
                                       if gpu_indices is None else gpu_indices)
             self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
         self.system = SystemHistory(self.workspace.root)
+        self.changes = Changes()  # what the live views await
+        self.supervisor.on_change = lambda job_id: self.changes.bump(job_key(job_id))
         self.listeners: list[StatusListener] = []
         self._store = store
         self.scheduler: Scheduler | None = None
@@ -91,6 +96,7 @@ class Engine:
                                self.workspace, self.supervisor, self.devices, self.gates,
                                self.listeners, wake=self.scheduler.wake)
         self.listeners.append(self.jobs.keep_record)
+        self.listeners.append(lambda job, previous: self.changes.bump(job_key(job.job_id)))
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
                                    self.max_upload_bytes)
         self.recover()
@@ -160,6 +166,18 @@ class Engine:
 
     def list_presets(self) -> list[dict[str, Any]]:
         return self.presets.summaries()
+
+    def advice(self, resolution: Resolution) -> list[str]:
+        """What a person should know before submitting a checked config: how long it runs, and
+        whatever in it does not suit this machine."""
+        config = resolution.config
+        notes = [length_note(config, resolution.resolved, self.store.all(copy=False),
+                             lambda job_id: self.views.job_analytics(job_id)["steps_per_s"])]
+        if config.adapter == "qlora" and not self.machine.has_cuda() and self.cluster is None:
+            notes.append("QLoRA is meant for a GPU: on this machine without one it runs, but "
+                         "slowly (the 4-bit weights are unpacked on every step). LoRA trains the "
+                         "same kind of adapter faster here.")
+        return notes
 
     def get_preset(self, name: str | None) -> dict[str, Any]:
         preset = self.presets.get(name)

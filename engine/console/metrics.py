@@ -24,6 +24,11 @@ class MetricsLog:
         self.stats = RunningStats()
         self.lock = threading.Lock()  # the scheduler thread appends while API threads read
 
+    @property
+    def size(self) -> int:
+        """Bytes read so far: grows with every record."""
+        return self._offset
+
     def refresh(self) -> list[dict[str, Any]]:
         """Read what was appended since the last call; returns the new records."""
         with self.lock:

@@ -125,6 +125,7 @@ class Supervisor:
         self.extra_env = extra_env or {}
         self.running: dict[str, Trainer] = {}
         self.spares = Spares(cache_dir / "spares", enabled=warm_start)
+        self.on_change = lambda job_id: None  # told when what a running job's view shows changed
 
     def keep_spare(self) -> None:
         """Have a spare trainer ready for the next job (warm start)."""
@@ -231,6 +232,7 @@ class Supervisor:
             trainer.metrics.refresh()
             self._read_heartbeat(trainer)
             self._read_microbatch(trainer)
+            self._note_change(trainer)
             trainer.note_processes()
             code = trainer.poll_exit()
             killed_for = None
@@ -246,6 +248,17 @@ class Supervisor:
             del self.running[job_id]
             exits.append(finished)
         return exits
+
+    def _note_change(self, trainer: Trainer) -> None:
+        try:
+            log_size = os.stat(trainer.paths.log).st_size
+        except OSError:
+            log_size = None
+        shown = (trainer.metrics.size, trainer.heartbeat.get("step"),
+                 trainer.heartbeat.get("phase"), len(trainer.microbatch_changes), log_size)
+        if shown != trainer.shown:
+            trainer.shown = shown
+            self.on_change(trainer.job_id)
 
     def _read_heartbeat(self, trainer: Trainer) -> None:
         mtime = changed_since(trainer.paths.heartbeat, trainer.heartbeat_mtime)

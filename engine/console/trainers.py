@@ -41,6 +41,7 @@ class Trainer:
     microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
     microbatch_mtime: float = 0.0
     metrics: MetricsLog = field(init=False)
+    shown: tuple = ()  # what a view of it would show changes when this does
 
     attached = False
     alive_at_attach = True

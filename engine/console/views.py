@@ -5,6 +5,7 @@ Everything here only reads."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -23,6 +24,15 @@ from engine.jobfiles import CHECKPOINT_NAME, read_json
 
 log = logging.getLogger("traindeck.views")
 METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+
+
+def run_seconds(job: Job, now: float | None = None) -> float | None:
+    """Time spent running over all attempts (a resumed job's total, not only this attempt's)."""
+    now = time.time() if now is None else now
+    spans = [(a.get("finished_at") or (now if job.status == JobStatus.RUNNING else None))
+             - a["started_at"] for a in job.attempts
+             if a.get("started_at") and (a.get("finished_at") or job.status == JobStatus.RUNNING)]
+    return sum(spans) if spans else None
 
 
 class JobViews:
@@ -69,7 +79,7 @@ class JobViews:
             "loss": progress.get("loss"), "created_at": job.created_at,
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
-            "shared": job.shared, "damaged": job.damaged,
+            "shared": job.shared, "damaged": job.damaged, "run_s": run_seconds(job),
         }
 
     def _safe_summary(self, job: Job) -> dict[str, Any]:
@@ -83,7 +93,7 @@ class JobViews:
                     "status": str(job.status), "priority": 0, "method": None, "adapter": None,
                     "model": None, "dataset": None, "progress": {}, "loss": None,
                     "created_at": None, "started_at": None, "finished_at": None, "error": None,
-                    "requested": None, "shared": False,
+                    "requested": None, "shared": False, "run_s": None,
                     "damaged": f"cannot be shown: {type(exc).__name__}"}
 
     def progress(self, job: Job) -> dict[str, Any]:

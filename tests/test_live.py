@@ -1,0 +1,99 @@
+"""Live views, the logic: the engine's change versions wake a waiting stream from another thread,
+a newer stream of a view ends the older one, and one user's open views are capped."""
+
+import asyncio
+import threading
+
+from engine.console.changes import Changes
+from ui.live import LiveStreams
+
+
+def test_a_bump_from_another_thread_wakes_a_waiting_stream_at_once():
+    changes = Changes()
+
+    async def scenario():
+        seen = changes.versions(["job:a"])
+        threading.Timer(0.05, changes.bump, ["job:a"]).start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        woken = await changes.wait(seen, timeout=10)
+        return woken, loop.time() - started
+
+    woken, waited = asyncio.run(scenario())
+    assert woken and waited < 2
+
+
+def test_a_wait_with_nothing_new_times_out_and_an_old_version_returns_at_once():
+    changes = Changes()
+    changes.bump("job:b")
+
+    async def scenario():
+        quiet = await changes.wait(changes.versions(["job:a"]), timeout=0.05)
+        stale = await changes.wait({"job:b": 0}, timeout=10)
+        return quiet, stale
+
+    assert asyncio.run(scenario()) == (False, True)
+    assert changes._waiters == {}  # nobody left registered
+
+
+def drain(live, stream, watched=(), renders=None):
+    """Run a stream until it ends, counting renders; returns what it yielded."""
+    renders = renders if renders is not None else []
+
+    async def scenario():
+        out = []
+        async for item in live.follow(stream, lambda: list(watched),
+                                      lambda: renders.append(1) or len(renders),
+                                      lambda: 10.0, ended=lambda: "ended"):
+            out.append(item)
+        return out
+    return scenario()
+
+
+def test_a_newer_stream_of_the_same_view_ends_the_older_and_changes_wake_it():
+    changes = Changes()
+    live = LiveStreams(changes)
+
+    async def scenario():
+        first = live.begin("tab-1", "job", "bob")
+        task = asyncio.create_task(drain(live, first, ["job:a"]))
+        await asyncio.sleep(0.05)
+        changes.bump("job:a")  # a new metrics record: one more render
+        await asyncio.sleep(0.05)
+        live.begin("tab-1", "job", "bob")  # another job selected in the same tab
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) == [1, 2]  # drawn, redrawn once, then ended without a notice
+    assert live.count() == 1
+
+
+def test_one_users_streams_are_capped_and_the_oldest_says_why_it_stopped():
+    changes = Changes()
+    live = LiveStreams(changes, per_user=2)
+
+    async def scenario():
+        oldest = live.begin("tab-1", "job", "bob")
+        task = asyncio.create_task(drain(live, oldest))
+        await asyncio.sleep(0.05)
+        live.begin("tab-2", "job", "bob")
+        live.begin("tab-9", "job", "carol")  # another user's views do not count against bob
+        live.begin("tab-3", "job", "bob")
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) == [1, "ended"]
+    assert live.count() == 3
+
+
+def test_leaving_the_tab_ends_its_stream():
+    changes = Changes()
+    live = LiveStreams(changes)
+
+    async def scenario():
+        stream = live.begin("tab-1", "system", "local")
+        task = asyncio.create_task(drain(live, stream))
+        await asyncio.sleep(0.05)
+        live.end("tab-1", "system")
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) == [1]
+    assert live.count() == 0

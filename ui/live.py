@@ -1,0 +1,93 @@
+"""Live views: a view (the job view, the System tab) is one stream per browser tab, a generator
+that yields when something it shows changed and otherwise waits on the engine's `Changes`,
+costing the console nothing. A newer stream of the same view in the same tab (another job
+selected, the tab shown again) ends the older one; leaving the tab ends it; and one user keeps at
+most MAX_STREAMS_PER_USER streams, so open tabs can never take the queue from everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from engine.console.changes import Changes
+
+MAX_STREAMS_PER_USER = int(os.environ.get("TRAINDECK_LIVE_VIEWS_PER_USER", "8"))
+ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
+                    f"{MAX_STREAMS_PER_USER} live views are open for your account. Select the "
+                    "job again to follow it here.")
+
+
+@dataclass(frozen=True)
+class Stream:
+    number: int
+    session: str
+    view: str
+    user: str
+
+    @property
+    def key(self) -> str:
+        return f"live:{self.session}:{self.view}"
+
+
+class LiveStreams:
+    def __init__(self, changes: Changes, per_user: int = MAX_STREAMS_PER_USER):
+        self.changes = changes
+        self.per_user = per_user
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._current: OrderedDict[tuple[str, str], Stream] = OrderedDict()  # oldest first
+        self._evicted: set[int] = set()  # ended to keep their user within the limit
+
+    def begin(self, session: str, view: str, user: str) -> Stream:
+        stream = Stream(next(self._numbers), session, view, user)
+        with self._lock:
+            ended = [self._current.pop((session, view), None)]
+            self._current[(session, view)] = stream
+            mine = [s for s in self._current.values() if s.user == user]
+            for oldest in mine[:max(0, len(mine) - self.per_user)]:
+                ended.append(self._current.pop((oldest.session, oldest.view)))
+                self._evicted.add(oldest.number)
+        self.changes.bump(*(s.key for s in ended if s is not None))
+        return stream
+
+    def end(self, session: str, view: str) -> None:
+        with self._lock:
+            stream = self._current.pop((session, view), None)
+        if stream is not None:
+            self.changes.bump(stream.key)
+
+    def is_current(self, stream: Stream) -> bool:
+        with self._lock:
+            return self._current.get((stream.session, stream.view)) == stream
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._current)
+
+    async def follow(self, stream: Stream, watched: Callable[[], list[str]],
+                     render: Callable[[], Any], heartbeat_s: Callable[[], float],
+                     ended: Callable[[], Any] | None = None) -> AsyncIterator[Any]:
+        """Yield `render()` (run in a worker thread) now and whenever a key of `watched()`
+        changes, or `heartbeat_s()` passes with nothing new (elapsed times move on), until a
+        newer stream of the view replaces this one. `ended()` is yielded if it was ended to
+        keep its user within the limit."""
+        try:
+            while self.is_current(stream):
+                keys = [stream.key, *watched()]
+                seen = self.changes.versions(keys)
+                yield await asyncio.to_thread(render)
+                await self.changes.wait(seen, heartbeat_s())
+            with self._lock:
+                evicted = stream.number in self._evicted
+            if evicted and ended is not None:
+                yield ended()
+        finally:
+            with self._lock:
+                self._evicted.discard(stream.number)
+                if self._current.get((stream.session, stream.view)) == stream:
+                    del self._current[(stream.session, stream.view)]
