@@ -45,6 +45,14 @@ def job_view_stream(url: str) -> int:
 def tab(url: str, fn_index: int, job_id: str, stop: threading.Event, updates: list) -> None:
     """One browser tab on the job view: join the stream, then read what it pushes."""
     base, session = url.rstrip("/") + "/gradio_api", uuid.uuid4().hex
+    try:
+        read_stream(base, session, fn_index, job_id, stop, updates)
+    except httpx.HTTPError:
+        pass  # the console stopped first
+
+
+def read_stream(base: str, session: str, fn_index: int, job_id: str, stop: threading.Event,
+                updates: list) -> None:
     with httpx.Client(timeout=None) as http:
         http.post(f"{base}/queue/join", json={"data": [job_id, ""], "fn_index": fn_index,
                                               "session_hash": session, "event_data": None,

@@ -44,7 +44,7 @@ def drain(live, stream, watched=(), renders=None):
         out = []
         async for item in live.follow(stream, lambda: list(watched),
                                       lambda: renders.append(1) or len(renders),
-                                      lambda: 10.0, ended=lambda: "ended"):
+                                      lambda: 10.0, ended=lambda: "ended", min_interval_s=0):
             out.append(item)
         return out
     return scenario()
@@ -82,6 +82,31 @@ def test_one_users_streams_are_capped_and_the_oldest_says_why_it_stopped():
 
     assert asyncio.run(scenario()) == [1, "ended"]
     assert live.count() == 3
+
+
+def test_changes_closer_than_the_interval_are_drawn_together():
+    changes = Changes()
+    live = LiveStreams(changes)
+    renders = []
+
+    async def scenario():
+        stream = live.begin("tab-1", "job", "bob")
+        drawn = []
+
+        async def follow():
+            async for item in live.follow(stream, lambda: ["job:a"], lambda: renders.append(1)
+                                          or len(renders), lambda: 10.0, min_interval_s=0.5):
+                drawn.append(item)
+        task = asyncio.create_task(follow())
+        for _ in range(20):  # twenty metrics records in 0.2 s
+            await asyncio.sleep(0.01)
+            changes.bump("job:a")
+        await asyncio.sleep(0.7)
+        live.end("tab-1", "job")
+        await asyncio.wait_for(task, 5)
+        return drawn
+
+    assert asyncio.run(scenario()) == [1, 2]  # the first drawing, then one for all twenty
 
 
 def test_leaving_the_tab_ends_its_stream():

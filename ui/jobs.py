@@ -6,12 +6,16 @@ it changes, so no list of outputs has to be kept in the same order in several pl
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.components.plot import PlotData
 
 from engine.console.changes import job_key
 from engine.console.engine import Engine
@@ -36,6 +40,38 @@ FOLLOW_LOG_JS = """() => { setTimeout(() => {
     if (box && document.activeElement !== box) box.scrollTop = box.scrollHeight;
 }, 0); }"""
 FINAL_MODEL = "final model"  # the checkpoint dropdown's entry for the job's final weights
+
+
+class DrawnCharts:
+    """A job's charts, drawn and serialised at most once a second however many tabs show them
+    (a job logs many steps a second; drawing is the costly part of a view)."""
+
+    def __init__(self, size: int = 32, max_age_s: float = 1.0):
+        self.size, self.max_age_s = size, max_age_s
+        self._drawn: OrderedDict[str, tuple[str, float, tuple]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, draw) -> tuple:
+        """`key`: job@attempt@step; a drawing of the same job and attempt younger than
+        max_age_s serves a later step too."""
+        run = key.rsplit("@", 1)[0]
+        with self._lock:
+            if run in self._drawn:
+                drawn_key, drawn_at, charts = self._drawn[run]
+                if drawn_key == key or time.monotonic() - drawn_at < self.max_age_s:
+                    self._drawn.move_to_end(run)
+                    return charts
+        charts = tuple(None if figure is None else PlotData(type="plotly", plot=figure.to_json())
+                       for figure in draw())
+        with self._lock:
+            self._drawn[run] = (key, time.monotonic(), charts)
+            self._drawn.move_to_end(run)
+            while len(self._drawn) > self.size:
+                self._drawn.popitem(last=False)
+        return charts
+
+
+CHARTS = DrawnCharts()
 
 
 def chosen_checkpoint(chosen: str | None) -> str | None:
@@ -150,7 +186,7 @@ def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
         user = user_of(engine, request)
         job_id = (selected or "").strip()
         stream = live.begin(getattr(request, "session_hash", None) or "", "job", user.name)
-        state = {"drawn": drawn, "status": None}
+        state = {"drawn": drawn, "status": None, "sent": {}}
 
         def status() -> str | None:
             try:
@@ -166,7 +202,7 @@ def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
                 update.setdefault(view.message, "")
             state["drawn"] = update.get(view.drawn_key, state["drawn"])
             state["status"] = now
-            return update
+            return unsent(update, state["sent"])
 
         def heartbeat_s() -> float:
             # Elapsed time and ETA move on while a job is queued or running.
@@ -180,6 +216,24 @@ def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
             yield update
 
     return follow_job
+
+
+def unsent(update: dict, sent: dict) -> dict:
+    """What of `update` this tab does not show already (`sent` remembers what it was sent):
+    most of a job view is unchanged from one step to the next, and each value sent is encoded
+    and pushed again."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, pd.DataFrame) or isinstance(b, pd.DataFrame):
+            return isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame) and a.equals(b)
+        try:
+            return bool(a == b)
+        except (TypeError, ValueError):
+            return False
+
+    new = {component: value for component, value in update.items()
+           if component not in sent or not same(sent[component], value)}
+    sent.update(new)
+    return new
 
 
 def _build_header_and_charts() -> dict[str, Any]:
@@ -356,7 +410,8 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
     current = f"{job['job_id']}@{job.get('attempt', 1)}@{last_step}"
     switched = drawn.split("@")[0] != job["job_id"]
     if current != drawn or not last_step:
-        figures = job_charts(engine.views.get_metrics(job["job_id"], 0), run_events(job))
+        figures = CHARTS.get(current, lambda: job_charts(
+            engine.views.get_metrics(job["job_id"], 0), run_events(job)))
         shown = {chart: gr.update(value=figure, visible=figure is not None)
                  if chart in (view.rewards_plot, view.reward_accuracy_plot) else figure
                  for chart, figure in zip(view.charts(), figures)}

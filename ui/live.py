@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 from engine.console.changes import Changes
 
 MAX_STREAMS_PER_USER = int(os.environ.get("TRAINDECK_LIVE_VIEWS_PER_USER", "8"))
+MIN_INTERVAL_S = 1.0
 ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
                     f"{MAX_STREAMS_PER_USER} live views are open for your account. Select the "
                     "job again to follow it here.")
@@ -71,17 +72,23 @@ class LiveStreams:
 
     async def follow(self, stream: Stream, watched: Callable[[], list[str]],
                      render: Callable[[], Any], heartbeat_s: Callable[[], float],
-                     ended: Callable[[], Any] | None = None) -> AsyncIterator[Any]:
+                     ended: Callable[[], Any] | None = None,
+                     min_interval_s: float = MIN_INTERVAL_S) -> AsyncIterator[Any]:
         """Yield `render()` (run in a worker thread) now and whenever a key of `watched()`
         changes, or `heartbeat_s()` passes with nothing new (elapsed times move on), until a
-        newer stream of the view replaces this one. `ended()` is yielded if it was ended to
-        keep its user within the limit."""
+        newer stream of the view replaces this one; changes closer together than
+        `min_interval_s` are drawn together. `ended()` is yielded if it was ended to keep its
+        user within the limit."""
+        loop = asyncio.get_running_loop()
         try:
             while self.is_current(stream):
                 keys = [stream.key, *watched()]
                 seen = self.changes.versions(keys)
+                drawn_at = loop.time()
                 yield await asyncio.to_thread(render)
                 await self.changes.wait(seen, heartbeat_s())
+                # A job logs many steps a second: one drawing a second shows them all.
+                await asyncio.sleep(max(0.0, drawn_at + min_interval_s - loop.time()))
             with self._lock:
                 evicted = stream.number in self._evicted
             if evicted and ended is not None:
