@@ -7,7 +7,7 @@ import gradio as gr
 from engine.console.engine import Engine
 from ui.api import register_api
 from ui.jobs import create_jobs_tab
-from ui.live import LiveStreams
+from ui.live import LiveStreams, session_of
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
 from ui.system import create_system_tab
@@ -29,7 +29,7 @@ def leave_other_tabs(live: LiveStreams, shown: str | None):
     def leave(request: gr.Request = None):
         for view in ("job", "system"):
             if view != shown:
-                live.end(getattr(request, "session_hash", None) or "", view)
+                live.end(session_of(request), view)
     return leave
 
 

@@ -24,7 +24,7 @@ from engine.console.users import User
 from ui.api import user_of
 from ui.charts import compare_chart, job_charts, run_events
 from ui.errors import as_gradio_errors
-from ui.live import ENDED_FOR_OTHERS, LiveStreams
+from ui.live import ENDED_FOR_OTHERS, LiveStreams, session_of
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
@@ -185,7 +185,7 @@ def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
         changed (a metrics record, its log, heartbeat or status), never on a timer."""
         user = user_of(engine, request)
         job_id = (selected or "").strip()
-        stream = live.begin(getattr(request, "session_hash", None) or "", "job", user.name)
+        stream = live.begin(session_of(request), "job", user.name)
         state = {"drawn": drawn, "status": None, "sent": {}}
 
         def status() -> str | None:

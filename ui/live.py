@@ -23,6 +23,11 @@ ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
                     "job again to follow it here.")
 
 
+def session_of(request) -> str:
+    """The browser tab a request comes from (Gradio's session hash)."""
+    return getattr(request, "session_hash", None) or ""
+
+
 @dataclass(frozen=True)
 class Stream:
     number: int

@@ -10,7 +10,7 @@ import pandas as pd
 from engine.console.engine import Engine
 from ui.api import user_of
 from ui.charts import system_chart
-from ui.live import LiveStreams
+from ui.live import LiveStreams, session_of
 
 
 def machine_text(stats: dict[str, Any], device: str) -> str:
@@ -57,7 +57,7 @@ def create_system_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
 
     async def follow(request: gr.Request = None):
         """While the tab is shown: a new telemetry sample each interval, as one stream."""
-        stream = live.begin(getattr(request, "session_hash", None) or "", "system",
+        stream = live.begin(session_of(request), "system",
                             user_of(engine, request).name)
         async for update in live.follow(stream, lambda: [], refresh,
                                         lambda: engine.system.interval_s):
