@@ -29,9 +29,14 @@ METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
 def run_seconds(job: Job, now: float | None = None) -> float | None:
     """Time spent running over all attempts (a resumed job's total, not only this attempt's)."""
     now = time.time() if now is None else now
-    spans = [(a.get("finished_at") or (now if job.status == JobStatus.RUNNING else None))
-             - a["started_at"] for a in job.attempts
-             if a.get("started_at") and (a.get("finished_at") or job.status == JobStatus.RUNNING)]
+    spans = []
+    for number, attempt in enumerate(job.attempts, start=1):
+        # Only the newest attempt of a running job is still going; an older one without an end
+        # (its console died) is not counted.
+        running = job.status == JobStatus.RUNNING and number == len(job.attempts)
+        end = attempt.get("finished_at") or (now if running else None)
+        if attempt.get("started_at") and end:
+            spans.append(end - attempt["started_at"])
     return sum(spans) if spans else None
 
 
