@@ -41,6 +41,10 @@ def test_a_resumed_job_shows_this_attempt_and_its_total_run_time():
                  attempts=attempts)
     assert run_seconds(stored, now=2030.0) == 630.0  # 10 min before the pause, 30 s since
     assert run_seconds(Job(job_id="q", name="q", config=JobConfig())) is None  # never ran
+    # An attempt whose console died has no end: it does not count as running until now.
+    interrupted = [{"started_at": 500.0}, *attempts]
+    assert run_seconds(Job(job_id="j", name="j", config=JobConfig(), status=JobStatus.RUNNING,
+                           attempt=3, attempts=interrupted), now=2030.0) == 630.0
     bar = progress_bar(job(attempt=2, run_s=630.0), {"elapsed_s": 30.0})
     assert "elapsed 30s this attempt" in bar and "10m30s over 2 attempts" in bar
 
