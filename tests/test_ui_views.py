@@ -7,7 +7,7 @@ from engine.config import SCHEMA, JobConfig
 from engine.console.job import Job, JobStatus
 from engine.console.views import run_seconds
 from engine.console.users import User
-from ui.charts import compare_chart, job_charts, run_events
+from ui.charts import compare_chart, job_charts, run_events, system_chart
 from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
                            progress_bar)
 from ui.new_job import ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, visibility
@@ -153,3 +153,10 @@ def test_resumes_and_micro_batch_changes_are_marked_on_the_loss_chart():
     assert events == [(30, "resumed"), (12, "micro-batch 2")]
     loss = job_charts([{"step": s, "loss": 1.0} for s in range(1, 40)], events)[0]
     assert sorted(shape.x0 for shape in loss.layout.shapes) == [12, 30]
+
+
+def test_the_machine_chart_breaks_where_nobody_watched():
+    sample = {"cpu_percent": 50.0, "memory_percent": 10.0, "gpus": []}
+    samples = [{**sample, "time": t} for t in (1000.0, 1002.0, 1004.0, 1064.0, 1066.0)]
+    cpu = list(system_chart(samples).data[0].y)
+    assert cpu == [50.0, 50.0, 50.0, None, 50.0, 50.0]  # no line across the minute unwatched

@@ -176,8 +176,24 @@ def device_chart(records: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
+# Telemetry is sampled only while someone looks (every 2 s): a longer gap is time nobody watched,
+# drawn as a break rather than a line across it.
+UNWATCHED_GAP_S = 10.0
+
+
+def with_breaks(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    shown: list[dict[str, Any]] = []
+    for sample in samples:
+        if shown and sample["time"] - shown[-1]["time"] > UNWATCHED_GAP_S:
+            shown.append({"time": (sample["time"] + shown[-1]["time"]) / 2, "cpu_percent": None,
+                          "memory_percent": None, "gpus": []})
+        shown.append(sample)
+    return shown
+
+
 def system_chart(samples: list[dict[str, Any]]) -> go.Figure:
     figure = _figure("Machine", "time", "%")
+    samples = with_breaks(samples)
     stamps = [dt.datetime.fromtimestamp(s["time"]) for s in samples]
     _add(figure, stamps, [s["cpu_percent"] for s in samples], "CPU %")
     _add(figure, stamps, [s["memory_percent"] for s in samples], "RAM %")
