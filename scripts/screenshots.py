@@ -53,6 +53,8 @@ def main() -> None:
                 page.goto(url)
                 page.get_by_label("Template").click()
                 page.get_by_role("option", name="QA optimized").click()
+                # The template's values fill the form in one update with its description.
+                page.locator("#preset-details").get_by_text("qa-optimized").wait_for()
                 page.get_by_role("button", name="Check and preview").click()
                 page.get_by_text("format instruction").wait_for()
                 page.screenshot(path=str(out / "new-job.png"))
