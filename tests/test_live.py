@@ -122,3 +122,53 @@ def test_leaving_the_tab_ends_its_stream():
 
     assert asyncio.run(scenario()) == [1]
     assert live.count() == 0
+
+
+def test_a_view_follows_the_event_made_last_not_the_one_that_arrived_last():
+    """Showing the Jobs tab (event 1, the job shown before) and selecting another job (event 2)
+    are two requests; when event 1 arrives second it must not replace the stream of event 2."""
+    changes = Changes()
+    live = LiveStreams(changes)
+
+    async def scenario():
+        newest = live.begin("tab-1", "job", "bob", order=2)
+        task = asyncio.create_task(drain(live, newest))
+        await asyncio.sleep(0.05)
+        late = live.begin("tab-1", "job", "bob", order=1)
+        late_drawings = await asyncio.wait_for(drain(live, late), 5)
+        live.end("tab-1", "job", order=1)  # a late "tab left" from before the newest showing
+        still_current = live.is_current(newest)
+        live.end("tab-1", "job", order=3)
+        return late_drawings, still_current, await asyncio.wait_for(task, 5)
+
+    late_drawings, still_current, newest_drawings = asyncio.run(scenario())
+    assert late_drawings == [] and still_current and newest_drawings == [1]
+    assert live.count() == 0
+
+
+def test_a_stream_replaced_while_it_draws_never_sends_that_drawing():
+    changes = Changes()
+    live = LiveStreams(changes)
+    drawing = threading.Event()
+    release = threading.Event()
+
+    def slow_render():
+        drawing.set()
+        release.wait(5)
+        return "old job"
+
+    async def scenario():
+        old = live.begin("tab-1", "job", "bob")
+        out = []
+
+        async def follow():
+            async for item in live.follow(old, lambda: [], slow_render, lambda: 10.0):
+                out.append(item)
+        task = asyncio.create_task(follow())
+        await asyncio.to_thread(drawing.wait, 5)
+        live.begin("tab-1", "job", "bob")  # another job selected while the old one draws
+        release.set()
+        await asyncio.wait_for(task, 5)
+        return out
+
+    assert asyncio.run(scenario()) == []

@@ -7,7 +7,7 @@ import gradio as gr
 from engine.console.engine import Engine
 from ui.api import register_api
 from ui.jobs import create_jobs_tab
-from ui.live import LiveStreams, session_of
+from ui.live import LiveStreams, event_number, numbered, session_of
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
 from ui.system import create_system_tab
@@ -26,10 +26,10 @@ CSS = """
 
 
 def leave_other_tabs(live: LiveStreams, shown: str | None):
-    def leave(request: gr.Request = None):
+    def leave(order: float | None = None, request: gr.Request = None):
         for view in ("job", "system"):
             if view != shown:
-                live.end(session_of(request), view)
+                live.end(session_of(request), view, order)
     return leave
 
 
@@ -47,9 +47,10 @@ def build_console(engine: Engine) -> gr.Blocks:
             with gr.Tab("System", id="system") as system_tab:
                 create_system_tab(engine, live, system_tab)
         # A live view streams only while its tab is shown.
+        order = event_number()
         for tab, shown in ((new_tab, None), (jobs_tab, "job"), (system_tab, "system")):
-            tab.select(leave_other_tabs(live, shown), None, None, api_visibility="private",
-                       queue=False)
+            tab.select(leave_other_tabs(live, shown), order, None, js=numbered(0),
+                       api_visibility="private", queue=False)
         register_api(engine)
     console.queue(default_concurrency_limit=None)  # polling clients must never wait on each other
     quiet_queue(console)  # an idle console takes no CPU from the trainers

@@ -24,7 +24,7 @@ from engine.console.users import User
 from ui.api import user_of
 from ui.charts import compare_chart, job_charts, run_events
 from ui.errors import as_gradio_errors
-from ui.live import ENDED_FOR_OTHERS, LiveStreams, session_of
+from ui.live import ENDED_FOR_OTHERS, LiveStreams, event_number, numbered, session_of
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
@@ -168,8 +168,9 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
     # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
-    gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live), [view.job_id, view.drawn_key],
-          view.refreshed(), trigger_mode="multiple", **PRIVATE)
+    gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live),
+          [view.job_id, view.drawn_key, event_number()], view.refreshed(), js=numbered(2),
+          trigger_mode="multiple", **PRIVATE)
     compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
     view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
     answers = [try_it["base"], try_it["tuned"]]
@@ -180,12 +181,13 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
 
 
 def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
-    async def follow_job(selected: str, drawn: str, request: gr.Request = None):
+    async def follow_job(selected: str, drawn: str, order: float | None = None,
+                         request: gr.Request = None):
         """The job view as one stream: drawn now, then again whenever the engine says the job
         changed (a metrics record, its log, heartbeat or status), never on a timer."""
         user = user_of(engine, request)
         job_id = (selected or "").strip()
-        stream = live.begin(session_of(request), "job", user.name)
+        stream = live.begin(session_of(request), "job", user.name, order)
         state = {"drawn": drawn, "status": None, "sent": {}}
 
         def status() -> str | None:

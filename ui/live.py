@@ -2,7 +2,12 @@
 that yields when something it shows changed and otherwise waits on the engine's `Changes`,
 costing the console nothing. A newer stream of the same view in the same tab (another job
 selected, the tab shown again) ends the older one; leaving the tab ends it; and one user keeps at
-most MAX_STREAMS_PER_USER streams, so open tabs can never take the queue from everyone else."""
+most MAX_STREAMS_PER_USER streams, so open tabs can never take the queue from everyone else.
+
+Events of one tab can reach the console out of order (a tab shown and a job selected in the same
+instant are two requests), so the browser numbers them (`numbered`) and a begin or end older than
+one already seen for that view is ignored: the view follows what was asked last, not what arrived
+last."""
 
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
+import gradio as gr
+
 from engine.console.changes import Changes
 
 MAX_STREAMS_PER_USER = int(os.environ.get("TRAINDECK_LIVE_VIEWS_PER_USER", "8"))
 MIN_INTERVAL_S = 1.0
+ORDERS_KEPT = 10_000  # tabs whose newest event number is remembered (oldest forgotten first)
 ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
                     f"{MAX_STREAMS_PER_USER} live views are open for your account. Select the "
                     "job again to follow it here.")
@@ -26,6 +34,18 @@ ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
 def session_of(request) -> str:
     """The browser tab a request comes from (Gradio's session hash)."""
     return getattr(request, "session_hash", None) or ""
+
+
+def numbered(inputs_before: int) -> str:
+    """Browser code for an event's `js=`: passes on the event's first `inputs_before` inputs and
+    adds the tab's next event number as the last (its input is a hidden `gr.Number`)."""
+    return (f"(...values) => [...values.slice(0, {inputs_before}), "
+            "(window.traindeckViewEvents = (window.traindeckViewEvents || 0) + 1)]")
+
+
+def event_number() -> gr.Number:
+    """The hidden input that carries an event's number from `numbered`."""
+    return gr.Number(visible=False)
 
 
 @dataclass(frozen=True)
@@ -48,10 +68,29 @@ class LiveStreams:
         self._numbers = itertools.count(1)
         self._current: OrderedDict[tuple[str, str], Stream] = OrderedDict()  # oldest first
         self._evicted: set[int] = set()  # ended to keep their user within the limit
+        self._orders: OrderedDict[tuple[str, str], float] = OrderedDict()
 
-    def begin(self, session: str, view: str, user: str) -> Stream:
+    def _in_order(self, session: str, view: str, order: float | None) -> bool:
+        """Whether an event numbered `order` is newer than every one seen for this view (an
+        event the browser did not number is taken as it comes). Called with the lock held."""
+        if order is None:
+            return True
+        key = (session, view)
+        if key in self._orders and order <= self._orders[key]:
+            return False
+        self._orders[key] = order
+        self._orders.move_to_end(key)
+        while len(self._orders) > ORDERS_KEPT:
+            self._orders.popitem(last=False)
+        return True
+
+    def begin(self, session: str, view: str, user: str, order: float | None = None) -> Stream:
+        """A new stream of the view, replacing the tab's current one; an event older than one
+        already seen gets a stream that is over before it starts."""
         stream = Stream(next(self._numbers), session, view, user)
         with self._lock:
+            if not self._in_order(session, view, order):
+                return stream
             ended = [self._current.pop((session, view), None)]
             self._current[(session, view)] = stream
             mine = [s for s in self._current.values() if s.user == user]
@@ -61,8 +100,10 @@ class LiveStreams:
         self.changes.bump(*(s.key for s in ended if s is not None))
         return stream
 
-    def end(self, session: str, view: str) -> None:
+    def end(self, session: str, view: str, order: float | None = None) -> None:
         with self._lock:
+            if not self._in_order(session, view, order):
+                return
             stream = self._current.pop((session, view), None)
         if stream is not None:
             self.changes.bump(stream.key)
@@ -90,7 +131,10 @@ class LiveStreams:
                 keys = [stream.key, *watched()]
                 seen = self.changes.versions(keys)
                 drawn_at = loop.time()
-                yield await asyncio.to_thread(render)
+                drawing = await asyncio.to_thread(render)
+                if not self.is_current(stream):
+                    break  # replaced while drawing: the newer stream's view must not be overdrawn
+                yield drawing
                 await self.changes.wait(seen, heartbeat_s())
                 # A job logs many steps a second: one drawing a second shows them all.
                 await asyncio.sleep(max(0.0, drawn_at + min_interval_s - loop.time()))

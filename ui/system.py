@@ -10,7 +10,7 @@ import pandas as pd
 from engine.console.engine import Engine
 from ui.api import user_of
 from ui.charts import system_chart
-from ui.live import LiveStreams, session_of
+from ui.live import LiveStreams, event_number, numbered, session_of
 
 
 def machine_text(stats: dict[str, Any], device: str) -> str:
@@ -55,13 +55,14 @@ def create_system_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
                 gr.update(value=gpu_table(stats), visible=bool(stats["gpus"])),
                 system_chart(list(engine.system.samples)))
 
-    async def follow(request: gr.Request = None):
+    async def follow(order: float | None = None, request: gr.Request = None):
         """While the tab is shown: a new telemetry sample each interval, as one stream."""
         stream = live.begin(session_of(request), "system",
-                            user_of(engine, request).name)
+                            user_of(engine, request).name, order)
         async for update in live.follow(stream, lambda: [], refresh,
                                         lambda: engine.system.interval_s):
             yield update
 
-    tab.select(follow, None, [summary, gpus, chart], api_visibility="private",
-               concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
+    tab.select(follow, event_number(), [summary, gpus, chart], js=numbered(0),
+               api_visibility="private", concurrency_limit=None, show_progress="hidden",
+               trigger_mode="multiple")
