@@ -37,7 +37,7 @@ def job_view_stream(url: str) -> int:
     """The id of the job view's stream in the console's page config."""
     config = httpx.get(f"{url.rstrip('/')}/config", timeout=30).json()
     for dependency in config["dependencies"]:
-        if dependency.get("trigger_mode") == "multiple" and len(dependency["inputs"]) == 2:
+        if dependency.get("trigger_mode") == "multiple" and len(dependency["inputs"]) == 3:
             return dependency["id"]
     raise RuntimeError("no job view stream in the console's config")
 
@@ -54,7 +54,7 @@ def tab(url: str, fn_index: int, job_id: str, stop: threading.Event, updates: li
 def read_stream(base: str, session: str, fn_index: int, job_id: str, stop: threading.Event,
                 updates: list) -> None:
     with httpx.Client(timeout=None) as http:
-        http.post(f"{base}/queue/join", json={"data": [job_id, ""], "fn_index": fn_index,
+        http.post(f"{base}/queue/join", json={"data": [job_id, "", 1], "fn_index": fn_index,
                                               "session_hash": session, "event_data": None,
                                               "trigger_id": None})
         with http.stream("GET", f"{base}/queue/data", params={"session_hash": session}) as events:

@@ -64,8 +64,38 @@ ADAPTERS = ("lora", "qlora", "full")
 LORA = ("lora", "qlora")
 
 
+class ConfigRecord:
+    """What every config offers besides its fields: reading one back, copying with changes,
+    and what its fields mean for its method and adapter (fields live in JobConfig)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobConfig:
+        """A stored config as it is (known fields; missing ones take the defaults). Validation is
+        resolve()'s job: this only reads back what was resolved before."""
+        return cls(**{k: v for k, v in data.items() if k in _FIELD_NAMES})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+    def replace(self, **changes: Any) -> JobConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.eval_dataset or self.eval_split)
+
+    def applies(self, name: str) -> bool:
+        """Whether a field means anything for this config's method and adapter."""
+        return field_applies(name, self.method, self.adapter)
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The fields that are training arguments of TRL/transformers, by those names."""
+        return {SCHEMA[name].metadata["arg"]: getattr(self, name) for name in _TRAINER_FIELDS
+                if self.applies(name)}
+
+
 @dataclass(frozen=True)
-class JobConfig:
+class JobConfig(ConfigRecord):
     """A job's complete config. Instances come from `engine.resolve.resolve` (every `auto`
     replaced by what the machine calls for) or from a stored record (`from_dict`); code reads
     attributes, never dict keys."""
@@ -216,6 +246,24 @@ class JobConfig:
         "auto: on with CUDA when liger-kernel is installed (pip install -e '.[gpu]').",
         "performance", auto=True, advanced=True, arg="use_liger_kernel"))
 
+    # ---- Evaluation -----------------------------------------------------------------------------
+    eval_dataset: str = field(default="", metadata=spec(
+        "Evaluation dataset", "Held-out examples to evaluate on: a local file or a Hub dataset id "
+        "in the training data's format. Empty: none (or eval_split).", "evaluation",
+        chars=MAX_PATH_CHARS))
+    eval_split: float = field(default=0.0, metadata=spec(
+        "Hold out for evaluation", "Examples kept out of training to evaluate on: a fraction of "
+        "the dataset when below 1, else a row count; chosen by the seed. 0: none.", "evaluation",
+        minimum=0, maximum=MAX_STEPS))
+    eval_steps: int | str = field(default=AUTO, metadata=spec(
+        "Evaluate every (steps)", "Evaluate every this many optimizer steps; auto: at every "
+        "checkpoint. Checkpoints are ranked by the evaluation loss, so save_steps must be a "
+        "multiple of it.", "evaluation", minimum=1, maximum=MAX_STEPS, auto=True, advanced=True))
+    early_stopping_patience: int = field(default=0, metadata=spec(
+        "Early stopping patience", "Stop the job (completed) when the evaluation loss has not "
+        "improved for this many evaluations in a row. 0: never.", "evaluation", minimum=0,
+        maximum=1000, advanced=True))
+
     # ---- Checkpoints and logging ----------------------------------------------------------------
     logging_steps: int = field(default=1, metadata=spec(
         "Log every (steps)", "Record metrics every this many optimizer steps.", "checkpoints",
@@ -227,27 +275,6 @@ class JobConfig:
     save_total_limit: int = field(default=3, metadata=spec(
         "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", "checkpoints",
         minimum=0, maximum=1000, advanced=True))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobConfig:
-        """A stored config as it is (known fields; missing ones take the defaults). Validation is
-        resolve()'s job: this only reads back what was resolved before."""
-        return cls(**{k: v for k, v in data.items() if k in _FIELD_NAMES})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELD_NAMES}
-
-    def replace(self, **changes: Any) -> JobConfig:
-        return dataclasses.replace(self, **changes)
-
-    def applies(self, name: str) -> bool:
-        """Whether a field means anything for this config's method and adapter."""
-        return field_applies(name, self.method, self.adapter)
-
-    def trainer_args(self) -> dict[str, Any]:
-        """The fields that are training arguments of TRL/transformers, by those names."""
-        return {SCHEMA[name].metadata["arg"]: getattr(self, name) for name in _TRAINER_FIELDS
-                if self.applies(name)}
 
 
 SCHEMA = {f.name: f for f in fields(JobConfig)}
@@ -403,6 +430,24 @@ def validate_fields(config: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def evaluation_problems(config: JobConfig) -> list[str]:
+    problems = []
+    if config.eval_dataset and config.eval_split:
+        problems.append("eval_split and eval_dataset: choose one place to evaluate on (set "
+                        "eval_split to 0, or eval_dataset empty)")
+    if config.eval_split > 1 and not float(config.eval_split).is_integer():
+        problems.append(f"eval_split must be a fraction below 1 or a whole row count, got "
+                        f"{number_text(config.eval_split)}")
+    evaluates = bool(config.eval_dataset or config.eval_split)
+    if config.early_stopping_patience and not evaluates:
+        problems.append("early_stopping_patience needs an evaluation: set eval_split or "
+                        "eval_dataset")
+    if evaluates and config.eval_steps != AUTO and config.save_steps % config.eval_steps:
+        problems.append(f"save_steps ({config.save_steps}) must be a multiple of eval_steps "
+                        f"({config.eval_steps}): every checkpoint is ranked by its evaluation loss")
+    return problems
+
+
 def check_combinations(config: JobConfig) -> None:
     """Rules that involve more than one field."""
     problems = []
@@ -416,6 +461,7 @@ def check_combinations(config: JobConfig) -> None:
         problems.append("assistant_only_loss applies to SFT only")
     if config.max_steps == 0:
         problems.append("max_steps must be -1 (train num_train_epochs) or a positive number")
+    problems.extend(evaluation_problems(config))
     if config.lora_target_modules != "all-linear":
         names = [m.strip() for m in config.lora_target_modules.split(",")]
         if not all(names):

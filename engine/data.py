@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -353,3 +354,23 @@ def validate_local(path: str | os.PathLike, fmt: str = AUTO, method: str = "sft"
 
 def is_local_dataset(value: str) -> bool:
     return Path(value).suffix.lower() in EXTENSIONS or Path(value).exists()
+
+
+def held_out_count(rows: int, eval_split: float) -> int:
+    """Rows that `eval_split` keeps out of training: a fraction of `rows` when below 1 (at least
+    one row), else that many rows; at least one row must be left to train on."""
+    count = max(1, round(rows * eval_split)) if eval_split < 1 else int(eval_split)
+    if count >= rows:
+        raise DatasetError(f"eval_split {eval_split:g} holds out {count} of the dataset's {rows} "
+                           f"rows and leaves none to train on; hold out fewer")
+    return count
+
+
+def split_rows(rows: list, eval_split: float, seed: int) -> tuple[list, list]:
+    """(training rows, held-out rows): the held-out ones drawn by `seed`, both in file order, so
+    that the same data and seed always hold out the same examples."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:held_out_count(len(rows), eval_split)])
+    return ([row for i, row in enumerate(rows) if i not in held],
+            [row for i, row in enumerate(rows) if i in held])

@@ -16,7 +16,7 @@ from engine import capabilities
 from engine import machine as machines
 from engine.config import (AUTO, METHOD_FORMATS, ConfigError, JobConfig, check_combinations,
                            validate_fields)
-from engine.data import DatasetError, DatasetSummary, validate_local
+from engine.data import DatasetError, DatasetSummary, held_out_count, validate_local
 from engine.memory import needs_checkpointing
 from engine.presets import PresetLibrary
 from engine.sources import SourceRules, resolve_dataset_location, resolve_model, sample_dataset
@@ -75,8 +75,38 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
             resolved["dataset_format"] = summary.format
         changes["dataset_format"] = summary.format
         resolved["dataset_rows"] = summary.rows
+    changes.update(_resolve_evaluation(config.replace(**changes), summary, base_dir, rules,
+                                       resolved, check_data))
     changes.update(_resolve_auto(config.replace(**changes), resolved, machine))
     return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
+
+
+def _resolve_evaluation(config: JobConfig, summary: DatasetSummary | None, base_dir: Path,
+                        rules: SourceRules | None, resolved: dict[str, Any],
+                        check_data: bool) -> dict[str, Any]:
+    """Where the job evaluates: the eval dataset's location (its rows checked like the training
+    data's, in the same format), or how many rows eval_split holds out; and eval_steps."""
+    changes: dict[str, Any] = {}
+    if config.eval_dataset:
+        location, is_local = resolve_dataset_location(config.eval_dataset, base_dir, rules,
+                                                      "eval_dataset")
+        changes["eval_dataset"] = location
+        if is_local and check_data:
+            try:
+                found = validate_local(location, config.dataset_format, config.method)
+            except DatasetError as exc:
+                raise ConfigError(f"eval_dataset: {exc}") from None
+            resolved["eval_rows"] = found.rows
+    if config.eval_split and summary is not None:
+        try:
+            resolved["eval_rows"] = held_out_count(summary.rows, config.eval_split)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
+    if config.eval_steps == AUTO:
+        changes["eval_steps"] = config.save_steps
+        if config.evaluates:
+            resolved["eval_steps"] = config.save_steps
+    return changes
 
 
 def _resolve_auto(config: JobConfig, resolved: dict[str, Any],

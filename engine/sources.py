@@ -121,9 +121,10 @@ def resolve_model(value: str, base: Path, rules: SourceRules | None = None) -> s
     return value
 
 
-def resolve_dataset_location(value: str, base: Path,
-                             rules: SourceRules | None = None) -> tuple[str, bool]:
-    """(location, is_local). A local value becomes an absolute path."""
+def resolve_dataset_location(value: str, base: Path, rules: SourceRules | None = None,
+                             field_name: str = "dataset") -> tuple[str, bool]:
+    """(location, is_local). A local value becomes an absolute path. `field_name`: the config
+    field the value came from, which errors name."""
     rules = rules or SourceRules.open()
     local = rules.candidate(value, base)
     if rules.allows(local) and local.exists():
@@ -131,22 +132,23 @@ def resolve_dataset_location(value: str, base: Path,
     looks_local = looks_like_path(value) or Path(value).suffix.lower() in DATASET_SUFFIXES
     if looks_local or not HUB_ID.match(value):
         if not rules.allows(local):
-            raise _refused("dataset", value, rules)
+            raise _refused(field_name, value, rules)
         if looks_local:
-            raise ConfigError(f"dataset {value}: no such file")
-        raise ConfigError(f"dataset {value}: no such file, and not a Hugging Face Hub id")
-    check_hub(value, "dataset")
+            raise ConfigError(f"{field_name} {value}: no such file")
+        raise ConfigError(f"{field_name} {value}: no such file, and not a Hugging Face Hub id")
+    check_hub(value, "dataset", field_name)
     return value, False
 
 
-def check_hub(repo_id: str, kind: str) -> None:
-    """Refuse a hub id that is neither cached here nor reachable now."""
+def check_hub(repo_id: str, kind: str, field_name: str | None = None) -> None:
+    """Refuse a hub id that is neither cached here nor reachable now (`kind`: model or dataset;
+    errors name `field_name`, the kind by default)."""
     cached = try_to_load_from_cache(repo_id, "config.json" if kind == "model" else "README.md",
                                     repo_type=kind)
     if isinstance(cached, str):
         return
     if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
-        raise ConfigError(f"{kind} {repo_id}: not in the local Hugging Face cache, and "
+        raise ConfigError(f"{field_name or kind} {repo_id}: not in the local Hugging Face cache, and "
                           f"HF_HUB_OFFLINE is set; use a local path")
     api = HfApi()
     try:
@@ -157,11 +159,11 @@ def check_hub(repo_id: str, kind: str) -> None:
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         if status in (401, 403, 404):
-            raise ConfigError(f"{kind} {repo_id}: not found on the Hugging Face Hub (or it is "
+            raise ConfigError(f"{field_name or kind} {repo_id}: not found on the Hugging Face Hub (or it is "
                               f"gated/private and no token is set)") from None
-        raise ConfigError(f"{kind} {repo_id}: the Hugging Face Hub answered {status}: {exc}") from None
+        raise ConfigError(f"{field_name or kind} {repo_id}: the Hugging Face Hub answered {status}: {exc}") from None
     except Exception as exc:  # DNS, connection refused, timeout: this machine is offline
         raise ConfigError(
-            f"{kind} {repo_id}: not a local path, and the Hugging Face Hub cannot be reached from "
+            f"{field_name or kind} {repo_id}: not a local path, and the Hugging Face Hub cannot be reached from "
             f"this machine ({type(exc).__name__}: {exc}). Download it where there is network and "
             f"give its local path.") from None

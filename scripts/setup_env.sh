@@ -28,7 +28,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
             "${pip[@]}" install "torch==$TORCH_VERSION"
         fi
     fi
-    echo "installing TrainDeck's dependencies"
+    echo "installing TrainDeck's dependencies into $VENV (the first time takes a few minutes; later runs skip this)"
     if [ "$want" = test ]; then
         "${pip[@]}" install -e ".[test]"
     else

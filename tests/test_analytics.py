@@ -56,3 +56,26 @@ def test_charts_of_a_long_run_are_bounded():
             assert len(trace.x) <= MAX_POINTS
             assert trace.x[-1] == 100_000  # the newest step is always drawn
     assert sum(len(f.to_json()) for f in figures) < 400_000
+
+
+def test_an_evaluation_joins_the_record_of_the_step_it_evaluated(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    run = records(12)
+    lines = []
+    for record in run:
+        lines.append(record)
+        if record["step"] % 4 == 0:  # the trainer appends an evaluation after its step's record
+            lines.append({"step": record["step"], "time": record["time"] + 0.05,
+                          "eval_loss": 5.0 - record["step"] / 10})
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    log = MetricsLog(path)
+    log.refresh()
+    assert [r["step"] for r in log.records] == list(range(1, 13))
+    assert log.at(8)["eval_loss"] == 4.2 and log.at(8)["loss"] == run[7]["loss"]
+    assert log.at(8)["time"] == run[7]["time"]  # the step's time, for the rates
+    assert log.stats.evaluations == 3
+    assert (log.stats.best_eval_loss, log.stats.best_eval_step) == (3.8, 12)
+    assert RunningStats(log.records).best_eval_step == 12  # rebuilt after a resume: the same
+    loss_chart = job_charts(log.records)[0]
+    evaluated = [t for t in loss_chart.data if t.name == "eval loss"]
+    assert len(evaluated) == 1 and list(evaluated[0].x) == [4, 8, 12]

@@ -143,6 +143,14 @@ def test_an_invalid_submission_shows_the_problem_inline(page):
     message = page.locator("#submit-message")
     message.get_by_text("learning_rate must be > 0").wait_for()
     assert "Not submitted" in message.inner_text()
+    # The field named is outlined, and no other; a check after the fix takes the outline away.
+    page.locator("#field-learning_rate.td-bad-field").wait_for()
+    assert page.locator(".td-bad-field").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "invalid-submission.png"))
+    field(page, "learning_rate").fill("0.0002")
+    page.get_by_role("button", name="Check and preview").click()
+    message.get_by_text("Valid.").wait_for()
+    page.locator(".td-bad-field").wait_for(state="detached")
 
 
 def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):

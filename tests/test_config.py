@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from engine.config import SCHEMA, ConfigError, default_config, validate_fields
+from engine.data import split_rows
 from engine.machine import GPU, Machine, auto_num_workers
 from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
 from engine.resolve import resolve
@@ -25,7 +26,7 @@ def test_every_field_has_help_and_a_group():
     for name, f in SCHEMA.items():
         assert f.metadata["help"].strip(), name
         assert f.metadata["group"] in {"job", "data", "adapter", "training", "performance",
-                                       "checkpoints"}, name
+                                       "evaluation", "checkpoints"}, name
 
 
 def test_the_nine_presets_load_and_resolve_offline(presets):
@@ -91,6 +92,14 @@ def test_auto_settings_follow_the_machine(presets):
     ({"model": "./no/such/folder"}, "model ./no/such/folder: no such folder"),
     ({"dataset": "missing.jsonl"}, "dataset missing.jsonl: no such file"),
     ({"method": "dpo", "dataset_format": "messages"}, "dataset_format messages does not suit method dpo"),
+    ({"eval_split": 0.1, "eval_dataset": "held.jsonl"}, "eval_split and eval_dataset: choose one"),
+    ({"early_stopping_patience": 3}, "early_stopping_patience needs an evaluation"),
+    ({"eval_split": 0.1, "eval_steps": 30, "save_steps": 100},
+     "save_steps (100) must be a multiple of eval_steps (30)"),
+    ({"eval_split": 2.5}, "eval_split must be a fraction below 1 or a whole row count"),
+    ({"eval_split": 85}, "eval_split 85 holds out 85 of the dataset's 85 rows"),
+    ({"eval_dataset": "missing.jsonl"}, "eval_dataset missing.jsonl: no such file"),
+    ({"eval_dataset": "/etc/passwd"}, "eval_dataset: "),
 ])
 def test_bad_values_are_refused_with_the_field_named(presets, overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -132,3 +141,23 @@ def test_broken_preset_file_is_named(tmp_path):
                                                        "learning_rate": -1}))
     with pytest.raises(ConfigError, match="preset bad.yaml: learning_rate must be > 0"):
         PresetLibrary(tmp_path)
+
+
+def test_evaluation_resolves_to_checkpoint_steps_and_counts_what_it_holds_out(presets):
+    held = resolve({"eval_split": 0.1, "save_steps": 20}, presets, CPU)
+    assert held.config.eval_steps == 20 and held.resolved["eval_steps"] == 20
+    assert held.resolved["eval_rows"] == 8 and held.resolved["dataset_rows"] == 85
+    assert resolve({"eval_split": 5}, presets, CPU).resolved["eval_rows"] == 5
+    plain = resolve({}, presets, CPU)
+    assert not plain.config.evaluates and "eval_steps" not in plain.resolved
+
+
+def test_a_held_out_split_is_the_same_for_the_same_seed_and_never_overlaps():
+    rows = [{"n": i} for i in range(100)]
+    train, held = split_rows(rows, 0.1, seed=42)
+    assert len(held) == 10 and len(train) == 90
+    assert {r["n"] for r in train}.isdisjoint(r["n"] for r in held)
+    assert [r["n"] for r in train] == sorted(r["n"] for r in train)  # file order kept
+    assert split_rows(rows, 0.1, seed=42) == (train, held)
+    assert split_rows(rows, 0.1, seed=7)[1] != held
+    assert len(split_rows(rows, 3, seed=1)[1]) == 3

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow  # real trainers and consoles
 EXACT = {"max_steps": 10, "gradient_accumulation_steps": 4, "per_device_train_batch_size": 4,
          "lora_dropout": 0.1, "learning_rate": 5e-3, "warmup_steps": 0, "save_steps": 1000}
 KINDS = {"sft-lora": {}, "sft-full": {"adapter": "full", "learning_rate": 1e-3},
-         "dpo-lora": {"preset": "dpo-preference"}}
+         "dpo-lora": {"preset": "dpo-preference"},
+         # evaluating every 2 steps: before the pause at step 3 and after it
+         "sft-lora-evaluated": {"eval_split": 0.1, "eval_steps": 2}}
 LONG = {"max_steps": 100000, "save_steps": 5, "learning_rate": 1e-3}
 
 
@@ -77,9 +79,14 @@ def exact_engine(tmp_path_factory):
 def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
     engine = exact_engine
     straight, paused = straight_and_paused(engine, {**EXACT, **KINDS[kind]})
-    straight_losses = losses(engine.views.get_metrics(straight, 0))
+    straight_metrics = engine.views.get_metrics(straight, 0)
+    straight_losses = losses(straight_metrics)
     assert len(straight_losses) == 10
     assert losses(engine.views.get_metrics(paused, 0)) == straight_losses  # bitwise, step for step
+    evaluations = [(m["step"], m["eval_loss"]) for m in straight_metrics if "eval_loss" in m]
+    assert evaluations == [(m["step"], m["eval_loss"])
+                           for m in engine.views.get_metrics(paused, 0) if "eval_loss" in m]
+    assert len(evaluations) == (5 if "eval_split" in KINDS[kind] else 0)
     a, b = final_tensors(engine, straight), final_tensors(engine, paused)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

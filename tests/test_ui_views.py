@@ -3,14 +3,15 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 
 import pytest
 
-from engine.config import SCHEMA, JobConfig
+from engine.config import SCHEMA, ConfigError, JobConfig
 from engine.console.job import Job, JobStatus
-from engine.console.views import run_seconds
+from engine.console.views import mark_best, run_seconds
 from engine.console.users import User
 from ui.charts import compare_chart, job_charts, run_events, system_chart
 from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
                            progress_bar)
-from ui.new_job import ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, visibility
+from ui.new_job import (ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, bad_fields,
+                        field_marks, visibility)
 from ui.safe_text import as_text
 
 BOB, CAROL, ALICE = User("bob", "user"), User("carol", "user"), User("alice", "admin")
@@ -91,10 +92,22 @@ def test_the_progress_bar_says_where_the_job_is():
 
 
 def test_checkpoints_show_the_best_one():
-    frame = checkpoints_frame([{"name": "checkpoint-5", "step": 5, "size_bytes": 2**20,
-                                "loss": 1.5, "best": True}])
+    best = {"name": "checkpoint-5", "step": 5, "size_bytes": 2**20, "loss": 1.5, "best": True}
+    frame = checkpoints_frame([best])
     assert frame.iloc[0].to_dict() == {"name": "checkpoint-5 (best)", "step": 5, "size MB": 1.0,
                                        "loss": 1.5}
+    evaluated = checkpoints_frame([{**best, "eval_loss": 1.75}])  # a job that evaluates
+    assert evaluated.iloc[0]["eval loss"] == 1.75
+
+
+def test_the_best_checkpoint_is_chosen_by_eval_loss_where_the_job_evaluates():
+    checkpoints = [{"step": 4, "loss": 2.0, "eval_loss": 1.5}, {"step": 8, "loss": 1.0,
+                                                                 "eval_loss": 1.9}]
+    mark_best(checkpoints)
+    assert [c.get("best", False) for c in checkpoints] == [True, False]
+    plain = [{"step": 4, "loss": 2.0}, {"step": 8, "loss": 1.0}]
+    mark_best(plain)
+    assert [c.get("best", False) for c in plain] == [False, True]
 
 
 def test_the_form_comes_from_the_schema():
@@ -160,3 +173,13 @@ def test_the_machine_chart_breaks_where_nobody_watched():
     samples = [{**sample, "time": t} for t in (1000.0, 1002.0, 1004.0, 1064.0, 1066.0)]
     cpu = list(system_chart(samples).data[0].y)
     assert cpu == [50.0, 50.0, 50.0, None, 50.0, 50.0]  # no line across the minute unwatched
+
+
+def test_a_failed_check_marks_the_fields_it_names_and_only_those():
+    problems = ConfigError(["learning_rate must be > 0, got -1", "unknown field 'lr'",
+                            "eval_dataset held.jsonl: no such file"])
+    assert bad_fields(problems) == {"learning_rate", "eval_dataset"}
+    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"})))
+    assert marks["learning_rate"]["elem_classes"] == ["td-bad-field"]
+    assert all(update["elem_classes"] == [] for name, update in marks.items()
+               if name != "learning_rate")

@@ -22,6 +22,7 @@ CSS = """
 .td-failed { background: #fee2e2; color: #b91c1c; }
 .td-paused { background: #fef9c3; color: #a16207; }
 .td-cancelled { background: #f3f4f6; color: #4b5563; }
+.td-bad-field { outline: 2px solid #dc2626; outline-offset: 2px; border-radius: 6px; }
 """
 
 

@@ -87,7 +87,7 @@ def _add(figure: go.Figure, xs: list, ys: list, name: str, **style) -> None:
         integral = all(isinstance(x, int) for x in xs)
         xs = np.asarray(xs, dtype=np.int32 if integral else np.float64)
         ys = np.asarray(ys, dtype=np.float32)
-    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, **style))
+    figure.add_trace(go.Scatter(x=xs, y=ys, name=name, **{"mode": "lines", **style}))
 
 
 def _add_right(figure: go.Figure, xs: list, ys: list, name: str, axis_title: str) -> None:
@@ -113,13 +113,29 @@ def mark_events(figure: go.Figure, events: list[tuple[int, str]]) -> None:
                          annotation_position="top left")
 
 
+EVALUATED = dict(mode="lines+markers", line=dict(color="rgb(239,85,59)", width=2),
+                 marker=dict(size=7))
+
+
+def _add_evaluated(figure: go.Figure, evaluations: list[dict[str, Any]], key: str,
+                   name: str) -> None:
+    """Evaluations as points joined by a line, where the job evaluates (no empty legend entry
+    where it does not)."""
+    xs, ys = series(list(evaluations), key)
+    if xs:
+        _add(figure, xs, ys, name, **EVALUATED)
+
+
 def loss_chart(records: list[dict[str, Any]], stride: int = 1,
-               events: list[tuple[int, str]] = ()) -> go.Figure:
+               events: list[tuple[int, str]] = (),
+               evaluations: list[dict[str, Any]] = ()) -> go.Figure:
     """`stride`: records were sampled every `stride` steps; the smoothing weight is raised to that
-    power so the smoothed curve spans the same number of steps as on the full run."""
+    power so the smoothed curve spans the same number of steps as on the full run.
+    `evaluations`: the records with an evaluation loss, all of them, drawn beside it."""
     figure = _figure("Loss", "step", "loss")
     xs, ys = series(records, "loss")
     _raw_and_smoothed(figure, xs, ys, "loss", stride)
+    _add_evaluated(figure, evaluations, "eval_loss", "eval loss")
     mark_events(figure, events)
     return figure
 
@@ -150,10 +166,12 @@ def rewards_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
     return figure
 
 
-def reward_accuracy_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
-    """DPO: how often the chosen answer out-scores the rejected one."""
+def reward_accuracy_chart(records: list[dict[str, Any]], stride: int = 1,
+                          evaluations: list[dict[str, Any]] = ()) -> go.Figure:
+    """DPO: how often the chosen answer out-scores the rejected one (held-out pairs too)."""
     figure = _figure("Reward accuracy", "step", "accuracy")
     _raw_and_smoothed(figure, *series(records, "rewards/accuracies"), "accuracy", stride)
+    _add_evaluated(figure, evaluations, "eval_rewards/accuracies", "eval accuracy")
     figure.update_layout(yaxis=dict(range=[-0.02, 1.02]))
     return figure
 
@@ -240,10 +258,11 @@ def job_charts(records: list[dict[str, Any]],
                                                "Throughput", "Device")), None, None)
     shown, stride = sample_records(records)
     preference = is_preference_run(shown)
-    return (loss_chart(shown, stride, events), optimizer_chart(shown),
+    evaluations = [r for r in records if "eval_loss" in r]  # few: every one is drawn
+    return (loss_chart(shown, stride, events, evaluations), optimizer_chart(shown),
             throughput_chart(shown, stride), device_chart(shown),
             rewards_chart(shown, stride) if preference else None,
-            reward_accuracy_chart(shown, stride) if preference else None)
+            reward_accuracy_chart(shown, stride, evaluations) if preference else None)
 
 
 def run_events(job: dict[str, Any]) -> list[tuple[int, str]]:

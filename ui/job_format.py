@@ -138,6 +138,13 @@ def analytics_text(analytics: dict[str, Any]) -> str:
              f"**best loss** {number(analytics.get('best_loss'), digits=4)}"
              + (f" at step {analytics['best_step']}" if analytics.get("best_step") else ""),
              f"**trend** {analytics.get('loss_trend') or '—'}"]
+    if analytics.get("evaluations"):
+        parts.insert(4, f"**best eval loss** {number(analytics.get('best_eval_loss'), digits=4)}"
+                        f" at step {analytics.get('best_eval_step')} (last "
+                        f"{number(analytics.get('eval_loss'), digits=4)}, "
+                        f"{analytics['evaluations']} evaluations)")
+    if analytics.get("stopped_early"):
+        parts.append(f"**stopped early**: {analytics['stopped_early']}")
     peak = analytics.get("peak_gpu_mem_mb") or analytics.get("peak_rss_mb")
     if peak:
         parts.append(f"**peak {'GPU' if analytics.get('peak_gpu_mem_mb') else 'RAM'}** "
@@ -150,11 +157,17 @@ def analytics_text(analytics: dict[str, Any]) -> str:
 
 
 def checkpoints_frame(checkpoints: list[dict[str, Any]]) -> pd.DataFrame:
+    def rounded(value: Any) -> float | None:
+        return round(value, 4) if isinstance(value, float) else None
+
+    columns = ["name", "step", "size MB", "loss"]
+    if any(isinstance(c.get("eval_loss"), float) for c in checkpoints):
+        columns.append("eval loss")  # only for a job that evaluates
     return pd.DataFrame(
         [{"name": c["name"] + (" (best)" if c["best"] else ""), "step": c["step"],
-          "size MB": round(c["size_bytes"] / 2**20, 2),
-          "loss": round(c["loss"], 4) if isinstance(c["loss"], float) else None}
-         for c in checkpoints], columns=["name", "step", "size MB", "loss"])
+          "size MB": round(c["size_bytes"] / 2**20, 2), "loss": rounded(c["loss"]),
+          "eval loss": rounded(c.get("eval_loss"))}
+         for c in checkpoints], columns=columns)
 
 
 def config_text(job: dict[str, Any]) -> str:

@@ -25,6 +25,9 @@ from engine.console.changes import Changes
 
 MAX_STREAMS_PER_USER = int(os.environ.get("TRAINDECK_LIVE_VIEWS_PER_USER", "8"))
 MIN_INTERVAL_S = 1.0
+# The share of one core that all live views together may spend drawing and sending: with many
+# open views each is drawn less often, so watching a job never takes its CPU.
+CPU_SHARE = float(os.environ.get("TRAINDECK_LIVE_VIEWS_CPU_SHARE", "0.05"))
 ORDERS_KEPT = 10_000  # tabs whose newest event number is remembered (oldest forgotten first)
 ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
                     f"{MAX_STREAMS_PER_USER} live views are open for your account. Select the "
@@ -61,9 +64,11 @@ class Stream:
 
 
 class LiveStreams:
-    def __init__(self, changes: Changes, per_user: int = MAX_STREAMS_PER_USER):
+    def __init__(self, changes: Changes, per_user: int = MAX_STREAMS_PER_USER,
+                 cpu_share: float = CPU_SHARE):
         self.changes = changes
         self.per_user = per_user
+        self.cpu_share = cpu_share
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._current: OrderedDict[tuple[str, str], Stream] = OrderedDict()  # oldest first
@@ -116,6 +121,11 @@ class LiveStreams:
         with self._lock:
             return len(self._current)
 
+    def pause_s(self, drawing_cost_s: float, min_interval_s: float = MIN_INTERVAL_S) -> float:
+        """Time between two drawings of one view: at least `min_interval_s`, and long enough
+        that all open views drawing at the cost of this one stay within `cpu_share`."""
+        return max(min_interval_s, drawing_cost_s * self.count() / self.cpu_share)
+
     async def follow(self, stream: Stream, watched: Callable[[], list[str]],
                      render: Callable[[], Any], heartbeat_s: Callable[[], float],
                      ended: Callable[[], Any] | None = None,
@@ -135,9 +145,13 @@ class LiveStreams:
                 if not self.is_current(stream):
                     break  # replaced while drawing: the newer stream's view must not be overdrawn
                 yield drawing
+                # Resumed once the drawing was encoded and queued for the tab: its whole cost.
+                pause_s = self.pause_s(loop.time() - drawn_at, min_interval_s)
                 await self.changes.wait(seen, heartbeat_s())
-                # A job logs many steps a second: one drawing a second shows them all.
-                await asyncio.sleep(max(0.0, drawn_at + min_interval_s - loop.time()))
+                # A job logs many steps a second: one drawing a second shows them all. A
+                # replaced stream stops waiting at once.
+                await self.changes.wait({stream.key: seen[stream.key]},
+                                        max(0.0, drawn_at + pause_s - loop.time()))
             with self._lock:
                 evicted = stream.number in self._evicted
             if evicted and ended is not None:

@@ -86,6 +86,18 @@ def preview_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{k: show(v) for k, v in row.items()} for row in rows])
 
 
+def bad_fields(exc: Exception) -> set[str]:
+    """The form fields a failed check names: each problem starts with the field it is about."""
+    problems = getattr(exc, "problems", None) or str(exc).splitlines()
+    named = (problem.split(maxsplit=1)[0].rstrip(":") for problem in problems if problem.strip())
+    return {name for name in named if name in FIELD_NAMES}
+
+
+def field_marks(bad: set[str]) -> list[Any]:
+    """Updates that outline the bad fields in red and clear the outline of every other."""
+    return [gr.update(elem_classes=["td-bad-field"] if name in bad else []) for name in FIELD_NAMES]
+
+
 def visibility(method: str, adapter: str) -> dict[str, bool]:
     """Which fields the form shows for a method and adapter (beta only for DPO, LoRA settings
     only with an adapter, ...): the schema's `methods` and `adapters` say."""
@@ -163,9 +175,10 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
     def load_preset(name: str):
         config = engine.get_preset(name)
         shown = visibility(config["method"], config["adapter"])
-        # What was said of the other template's form goes with it.
+        # What was said of the other template's form goes with it, marks of bad fields too.
         return [preset_details(engine, name), "", NO_PREVIEW, None, ""] + [
-            gr.update(value=_shown(config[n]), visible=shown[n]) for n in FIELD_NAMES]
+            gr.update(value=_shown(config[n]), visible=shown[n], elem_classes=[])
+            for n in FIELD_NAMES]
 
     def show_fields(method: str, adapter: str):
         shown = visibility(method, adapter)
@@ -190,40 +203,48 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
                                            user_of(engine, request))
         except (ConfigError, ValueError) as exc:
             # The preview and config of an earlier check go: they are not what was checked now.
-            return _error(exc), NO_PREVIEW, None, ""
+            return _error(exc), NO_PREVIEW, None, "", *field_marks(bad_fields(exc))
         notes = "\n".join(f"- {note}" for note in engine.advice(resolution))
-        return (f"**Valid.** Submit to queue it.\n{notes}", *check_results(resolution))
+        return (f"**Valid.** Submit to queue it.\n{notes}", *check_results(resolution),
+                *field_marks(set()))
 
     def submit_from_form(preset_name: str, *values, request: gr.Request = None):
         try:
             result = engine.jobs.submit(submission_from(preset_name, FIELD_NAMES, values),
                                         user_of(engine, request))
         except (ConfigError, IllegalTransition, ValueError) as exc:
-            return _error(exc)
+            return _error(exc), *field_marks(bad_fields(exc))
         where = ("first in the queue" if result["position"] == 1
                  else f"position {result['position']} in the queue")
-        return f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** tab."
+        return (f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** "
+                "tab.", *field_marks(set()))
 
     private = dict(api_visibility="private")
     preset.change(load_preset, preset, [details, message, *results] + inputs, **private)
     gr.on([widgets["method"].change, widgets["adapter"].change], show_fields,
           [widgets["method"], widgets["adapter"]], inputs, **private)
     upload.upload(save_upload, upload, [widgets["dataset"], upload, message], **private)
-    check.click(check_config, [preset] + inputs, [message, *results], **private)
-    submit.click(submit_from_form, [preset] + inputs, message, concurrency_limit=None, **private)
+    check.click(check_config, [preset] + inputs, [message, *results, *inputs], **private)
+    submit.click(submit_from_form, [preset] + inputs, [message, *inputs], concurrency_limit=None,
+                 **private)
 
 
 def check_results(resolution) -> tuple[str, Any, str]:
     """The dataset line, its first rows and the job.yaml a check shows."""
     config, summary = resolution.config, resolution.dataset
     if summary:
+        held = resolution.resolved.get("eval_rows")
+        evaluation = (f" · **{held}** held out for evaluation" if held and config.eval_split
+                      else f" · evaluates on **{held} rows** of `{config.eval_dataset}`" if held
+                      else "")
         described = (f"**{summary.rows} rows**, format **{summary.format}**"
                      f"{' (detected)' if 'dataset_format' in resolution.resolved else ''}"
-                     f" · `{summary.path}`")
+                     f" · `{summary.path}`{evaluation}")
         table = preview_table(summary.preview)
     else:
         described, table = f"Hub dataset `{config.dataset}`: checked by the trainer.", None
-    auto = ", ".join(f"{k}={v}" for k, v in resolution.resolved.items() if k != "dataset_rows")
+    auto = ", ".join(f"{k}={v}" for k, v in resolution.resolved.items()
+                     if k not in ("dataset_rows", "eval_rows"))
     document = yaml.safe_dump({"config": config.to_dict()}, sort_keys=False)
     return (described, table, f"# python -m engine.train <workspace>/jobs/<job id>/job.yaml\n"
                               f"# chosen automatically: {auto or 'nothing'}\n{document}")

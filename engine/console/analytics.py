@@ -1,4 +1,4 @@
-"""Run analytics computed from a job's metric records: rates, ETA, best loss, trend."""
+"""Run analytics computed from a job's metric records: rates, ETA, best (eval) loss, trend."""
 
 from __future__ import annotations
 
@@ -22,8 +22,19 @@ class RunningStats:
         self.first_loss = self.last_loss = self.best_loss = None
         self.best_step = None
         self.peaks = {"gpu_mem_peak_mb": 0.0, "rss_mb": 0.0}
+        self.evaluations = 0
+        self.last_eval_loss = self.best_eval_loss = self.best_eval_step = None
         for record in records:
             self.add(record)
+
+    def add_evaluation(self, record: dict[str, Any]) -> None:
+        loss = record.get("eval_loss")
+        if not isinstance(loss, (int, float)):
+            return
+        self.evaluations += 1
+        self.last_eval_loss = loss
+        if self.best_eval_loss is None or loss < self.best_eval_loss:
+            self.best_eval_loss, self.best_eval_step = loss, record["step"]
 
     def add(self, record: dict[str, Any]) -> None:
         for key in RATE_KEYS:
@@ -44,6 +55,7 @@ class RunningStats:
             value = record.get(key)
             if isinstance(value, (int, float)) and value > self.peaks[key]:
                 self.peaks[key] = value
+        self.add_evaluation(record)
 
     def mean(self, key: str, start: int, end: int) -> float | None:
         """Mean of `key` over records[start:end], where present."""
@@ -110,6 +122,10 @@ def analyze(records: list[dict[str, Any]], progress: dict[str, Any], status: str
         "first_loss": stats.first_loss,
         "last_loss": stats.last_loss,
         "loss_trend": stats.loss_trend(),
+        "evaluations": stats.evaluations,
+        "eval_loss": stats.last_eval_loss,
+        "best_eval_loss": stats.best_eval_loss,
+        "best_eval_step": stats.best_eval_step,
         "peak_gpu_mem_mb": stats.peaks["gpu_mem_peak_mb"] or None,
         "peak_rss_mb": stats.peaks["rss_mb"] or None,
         "phases": phases or {},

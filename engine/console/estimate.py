@@ -62,5 +62,7 @@ def duration(seconds: float) -> str:
 
 def length_note(config: JobConfig, resolved: dict[str, Any], jobs: Iterable[Job],
                 steps_per_s: Callable[[str], float | None]) -> str:
-    return describe_length(config, resolved.get("dataset_rows"),
-                           pace_of(config, jobs, steps_per_s))
+    rows = resolved.get("dataset_rows")
+    if rows and config.eval_split:
+        rows -= resolved.get("eval_rows") or 0  # held out: not trained on
+    return describe_length(config, rows, pace_of(config, jobs, steps_per_s))

@@ -13,6 +13,11 @@ from typing import Any
 from engine.console.analytics import RunningStats
 
 
+def is_evaluation(record: dict[str, Any]) -> bool:
+    """An evaluation's record (eval_* values, no training loss of its own)."""
+    return "loss" not in record and any(key.startswith("eval_") for key in record)
+
+
 class MetricsLog:
     def __init__(self, path: Path):
         self.path = path
@@ -67,6 +72,13 @@ class MetricsLog:
 
     def _append(self, record: dict[str, Any]) -> None:
         step = record["step"]
+        if is_evaluation(record) and self._steps and step == self._steps[-1]:
+            # An evaluation follows the training record of the step it evaluated: one record.
+            merged = {**record, **self.records[-1],
+                      **{k: v for k, v in record.items() if k.startswith("eval_")}}
+            self.records[-1] = merged
+            self.stats.add_evaluation(merged)
+            return
         if self._steps and step <= self._steps[-1]:
             # A resumed attempt repeats steps past its checkpoint: the newer values win.
             cut = bisect.bisect_left(self._steps, step)

@@ -40,6 +40,16 @@ def run_seconds(job: Job, now: float | None = None) -> float | None:
     return sum(spans) if spans else None
 
 
+def mark_best(checkpoints: list[dict[str, Any]]) -> None:
+    """The best checkpoint: lowest evaluation loss where the job evaluates, else lowest training
+    loss (the trainer keeps the same one from rotation)."""
+    for metric in ("eval_loss", "loss"):
+        scored = [c for c in checkpoints if isinstance(c.get(metric), (int, float))]
+        if scored:
+            min(scored, key=lambda c: c[metric])["best"] = True
+            return
+
+
 class JobViews:
     def __init__(self, store: JobStore, supervisor: Supervisor, workspace: Workspace,
                  access: Access, waiting: Callable[[str], str | None] = lambda job_id: None):
@@ -162,12 +172,11 @@ class JobViews:
             except FileNotFoundError:
                 continue  # rotated away by the trainer (save_total_limit) while being listed
             step = int(CHECKPOINT_NAME.match(folder.name).group(1))
+            record = metrics.at(step) or {}
             result.append({"name": folder.name, "step": step, "size_bytes": size,
-                           "created_at": created, "loss": (metrics.at(step) or {}).get("loss"),
-                           "best": False})
-        scored = [c for c in result if isinstance(c["loss"], (int, float))]
-        if scored:
-            min(scored, key=lambda c: c["loss"])["best"] = True
+                           "created_at": created, "loss": record.get("loss"),
+                           "eval_loss": record.get("eval_loss"), "best": False})
+        mark_best(result)
         return result
 
     def job_analytics(self, job_id: str) -> dict[str, Any]:
@@ -178,6 +187,8 @@ class JobViews:
         with metrics.lock:  # the records and their running stats, from the same moment
             result = analyze(metrics.records, self.progress(job), job.status, job.started_at,
                              job.finished_at, phases, stats=metrics.stats)
+        if summary.get("stopped_early"):
+            result["stopped_early"] = summary["stopped_early"]
         return {"job_id": job.job_id, **result}
 
     def log_tail(self, job_id: str, lines: int = 40, user: User | None = None) -> str:

@@ -21,11 +21,11 @@ from transformers import AutoTokenizer, BitsAndBytesConfig
 from transformers.trainer_callback import PrinterCallback
 
 from engine.config import JobConfig
-from engine.data import DatasetError, load_local, load_rows
+from engine.data import DatasetError, load_local, load_rows, split_rows
 from engine.jobfiles import JobPaths
 from engine.trainer.heartbeat import Heartbeat
-from engine.trainer.hooks import (ControlRequests, MetricsWriter, TrainDeckTrainerMixin, faults,
-                                  injected_faults)
+from engine.trainer.hooks import (ControlRequests, EarlyStopping, MetricsWriter,
+                                  TrainDeckTrainerMixin, faults, injected_faults)
 
 transformers.logging.set_verbosity_warning()
 transformers.logging.disable_progress_bar()
@@ -88,20 +88,44 @@ def model_and_adapter(config: JobConfig) -> ModelSetup:
     return ModelSetup(tokenizer, init_kwargs, quantization, peft)
 
 
-def read_rows(config: JobConfig) -> tuple[list[dict[str, Any]], str]:
+@dataclass
+class Data:
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]] | None  # None: the job does not evaluate
+    key: str  # of the content of both, and of the split: the tokenized cache's key
+
+    def describe(self) -> str:
+        held = f" ({len(self.eval)} to evaluate on)" if self.eval is not None else ""
+        return f"dataset: {len(self.train)} rows to train on{held}"
+
+
+def read_data(config: JobConfig) -> Data:
+    """The training rows, and the evaluation rows: held out of them by the seed (eval_split), or
+    read from eval_dataset."""
+    rows, key = read_rows(config.dataset, config)
+    if config.eval_split:
+        train, held = split_rows(rows, config.eval_split, config.seed)
+        return Data(train, held, f"{key}|held-out:{config.eval_split}:{config.seed}")
+    if config.eval_dataset:
+        held, eval_key = read_rows(config.eval_dataset, config)
+        return Data(rows, held, f"{key}|eval:{eval_key}")
+    return Data(rows, None, key)
+
+
+def read_rows(location: str, config: JobConfig) -> tuple[list[dict[str, Any]], str]:
     """Every row, validated and converted, and a key of the data's content for the cache."""
-    if Path(config.dataset).is_absolute() or Path(config.dataset).exists():
-        summary, rows = load_local(config.dataset, config.dataset_format, config.method)
+    if Path(location).is_absolute() or Path(location).exists():
+        summary, rows = load_local(location, config.dataset_format, config.method)
         return rows, summary.fingerprint
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(config.dataset, split="train")
+        dataset = load_dataset(location, split="train")
     except Exception as exc:
-        raise DatasetError(f"dataset {config.dataset}: cannot be loaded from the Hub ({exc})") from None
+        raise DatasetError(f"dataset {location}: cannot be loaded from the Hub ({exc})") from None
     records = ((f"row {i}", record) for i, record in enumerate(dataset, start=1))
-    _, rows = load_rows(records, config.dataset, config.dataset_format, config.method)
-    return rows, f"hub:{config.dataset}:{dataset._fingerprint}"
+    _, rows = load_rows(records, location, config.dataset_format, config.method)
+    return rows, f"hub:{location}:{dataset._fingerprint}"
 
 
 def tokenization_key(config: JobConfig, data_key: str) -> str:
@@ -138,6 +162,9 @@ def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup):
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         logging_strategy="steps",
         save_strategy="steps",
+        eval_strategy="steps" if config.evaluates else "no",
+        eval_steps=config.eval_steps if config.evaluates else None,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
         save_total_limit=config.save_total_limit or None,
         model_init_kwargs=model.init_kwargs,
         include_num_input_tokens_seen="non_padding",
@@ -159,7 +186,7 @@ def cut_by_traindeck(config: JobConfig) -> bool:
 
 
 def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: ModelSetup,
-                  rows: list[dict[str, Any]], data_key: str, heartbeat: Heartbeat):
+                  data: Data, heartbeat: Heartbeat):
     """The TRL trainer with TrainDeck's hooks; returns (trainer, its pause/cancel control)."""
     _, world_size, _ = world()
     control = ControlRequests(paths)
@@ -168,13 +195,17 @@ def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: Mo
     metrics = MetricsWriter(paths, heartbeat, samples_per_step)
     base = trl.DPOTrainer if config.method == "dpo" else trl.SFTTrainer
     trainer_class = type(f"TrainDeck{base.__name__}", (TrainDeckTrainerMixin, base), {})
+    stopping = [EarlyStopping(config.early_stopping_patience)] if config.early_stopping_patience \
+        else []
     heartbeat.beat(force=True, phase="loading model")
     trainer = trainer_class(
         model=config.model, args=training_arguments(config, paths, model),
-        train_dataset=Dataset.from_list(rows), processing_class=model.tokenizer,
-        peft_config=model.peft, quantization_config=model.quantization,
-        callbacks=[metrics, control, *injected_faults()], heartbeat=heartbeat,
-        tokenized_cache=cache_dir / "tokenized" / tokenization_key(config, data_key),
+        train_dataset=Dataset.from_list(data.train),
+        eval_dataset=Dataset.from_list(data.eval) if data.eval is not None else None,
+        processing_class=model.tokenizer, peft_config=model.peft,
+        quantization_config=model.quantization,
+        callbacks=[metrics, control, *stopping, *injected_faults()], heartbeat=heartbeat,
+        tokenized_cache=cache_dir / "tokenized" / tokenization_key(config, data.key),
         truncate_to=config.max_length if cut_by_traindeck(config) else None)
     trainer.remove_callback(PrinterCallback)  # MetricsWriter prints a shorter line per step
     return trainer, control

@@ -106,9 +106,18 @@ class MetricsWriter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.heartbeat.beat(step=state.global_step)
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.heartbeat.beat(phase="evaluating")  # a long evaluation is progress, not a stall
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.heartbeat.beat(force=True, phase="training")
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if self._file is None:
+            return
+        if any(key.startswith("eval_") for key in logs):
+            self._write_evaluation(state, logs)
             return
         if "train_loss" in logs:  # the end-of-training summary, not a step
             write_json_atomic(self.paths.summary, {k: v for k, v in logs.items()
@@ -138,6 +147,20 @@ class MetricsWriter(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps}"
               + (f" loss {loss:.4f}" if isinstance(loss, float) else "")
               + f" lr {record.get('learning_rate', 0):.3g}", flush=True)
+
+    def _write_evaluation(self, state, logs: dict[str, Any]) -> None:
+        """An evaluation's record: the step it evaluated and its eval_* values. The time it took
+        is not training time, so the next step's throughput is measured from its end."""
+        record: dict[str, Any] = {"step": state.global_step, "time": time.time(),
+                                  "epoch": round(state.epoch or 0.0, 6)}
+        record.update({key: value for key, value in logs.items()
+                       if key.startswith("eval_") and isinstance(value, (int, float))})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self._last_time = record["time"]
+        loss = record.get("eval_loss")
+        print(f"evaluation at step {state.global_step}"
+              + (f": eval loss {loss:.4f}" if isinstance(loss, float) else ""), flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._file is not None:
@@ -212,6 +235,30 @@ class ControlRequests(TrainerCallback):
             control.should_save = False
             control.should_training_stop = True
             self.stopped_for = CANCEL
+        return control
+
+
+class EarlyStopping(TrainerCallback):
+    """Ends training, as completed, once the evaluation loss has not improved for `patience`
+    evaluations in a row. Counted from the log history, which every checkpoint carries, so a
+    paused and resumed job stops where an uninterrupted one would."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.reason: str | None = None
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        history = [(entry["eval_loss"], entry["step"]) for entry in state.log_history
+                   if "eval_loss" in entry and "step" in entry]
+        if not history:
+            return control
+        best = min(range(len(history)), key=lambda i: history[i][0])  # the first of equal ones
+        if len(history) - 1 - best >= self.patience:
+            loss, step = history[best]
+            self.reason = (f"eval loss has not improved for {self.patience} evaluations (best "
+                           f"{loss:.4f} at step {step})")
+            print(f"early stopping at step {state.global_step}: {self.reason}", flush=True)
+            control.should_training_stop = True
         return control
 
 
@@ -350,7 +397,7 @@ class TrainDeckTrainerMixin:
     def _save_checkpoint(self, model, trial):
         output_dir = self._get_output_dir(trial=trial)
         folder = Path(output_dir) / f"checkpoint-{self.state.global_step}"
-        best_step = self._best_step_by_loss(Path(output_dir))
+        best_step = self._best_step(Path(output_dir))
         if best_step is not None:
             # save_total_limit rotates old checkpoints away; HF Trainer spares the one named here.
             self.state.best_model_checkpoint = os.path.join(output_dir, f"checkpoint-{best_step}")
@@ -369,11 +416,13 @@ class TrainDeckTrainerMixin:
             self._heartbeat.beat(force=True, phase="training")
 
 
-    def _best_step_by_loss(self, output_dir: Path) -> int | None:
-        """The step, among complete checkpoints and the one being saved, with the lowest logged
-        training loss."""
-        loss_at = {entry["step"]: entry["loss"] for entry in self.state.log_history
-                   if "loss" in entry and "step" in entry}
+    def _best_step(self, output_dir: Path) -> int | None:
+        """The step, among complete checkpoints and the one being saved, with the lowest
+        evaluation loss when the job evaluates, else the lowest logged training loss."""
+        metric = ("eval_loss" if any("eval_loss" in entry for entry in self.state.log_history)
+                  else "loss")
+        loss_at = {entry["step"]: entry[metric] for entry in self.state.log_history
+                   if metric in entry and "step" in entry}
         steps = {self.state.global_step}
         for entry in output_dir.glob("checkpoint-*"):
             if entry.is_dir() and not (entry / INCOMPLETE_MARKER).exists():

@@ -164,13 +164,13 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     # ---- model and adapter, then data -----------------------------------------------------------
     model = build.model_and_adapter(config)
     heartbeat.beat(force=True, phase="reading data")
-    rows, data_key = build.read_rows(config)
-    print(f"dataset: {len(rows)} rows", flush=True)
+    data = build.read_data(config)
+    print(data.describe(), flush=True)
     phases["load_s"] = time.time() - started
 
     # ---- trainer --------------------------------------------------------------------------------
     def build_for(settings):
-        return build.build_trainer(settings, paths, job.cache_dir, model, rows, data_key, heartbeat)
+        return build.build_trainer(settings, paths, job.cache_dir, model, data, heartbeat)
 
     trainer, control = build_for(config)
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
@@ -194,13 +194,22 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------
-    save(trainer, paths, phases)
+    save(trainer, paths, phases, stopped_early(trainer))
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
 
 
-def save(trainer, paths: JobPaths, phases: dict[str, float]) -> None:
+def stopped_early(trainer) -> str | None:
+    """Why the run ended before its last step, when early stopping ended it."""
+    from engine.trainer.hooks import EarlyStopping
+
+    return next((c.reason for c in trainer.callback_handler.callbacks
+                 if isinstance(c, EarlyStopping) and c.reason), None)
+
+
+def save(trainer, paths: JobPaths, phases: dict[str, float],
+         stopped_early: str | None = None) -> None:
     """The final model (an adapter, or every weight), and the run's summary beside it."""
     save_started = time.time()
     trainer.save_model(str(paths.final_model))
@@ -208,4 +217,6 @@ def save(trainer, paths: JobPaths, phases: dict[str, float]) -> None:
     summary = read_json(paths.summary) or {}
     summary.update(phases)
     summary.update(global_step=trainer.state.global_step, max_steps=trainer.state.max_steps)
+    if stopped_early:
+        summary["stopped_early"] = stopped_early
     write_json_atomic(paths.summary, summary)

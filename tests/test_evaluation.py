@@ -1,0 +1,98 @@
+"""Evaluation during training, on the tiny model: eval loss at every eval_steps, the best
+checkpoint chosen by it and kept from rotation, and early stopping of a job whose eval loss stops
+improving. Pause/resume with evaluation on is in test_resilience.py."""
+
+import json
+
+import pytest
+
+from conftest import QUICK, open_engine, shutdown, wait_for_status
+
+pytestmark = pytest.mark.slow  # real trainers
+
+
+def chat_rows(answer: str, count: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": " ".join([answer] * 20)}]}
+            for i in range(count)]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+# Trained to answer "yes" and evaluated on answers of "no": after the chat template is learned
+# (the first evaluation), every step makes "no" less likely, so the eval loss rises from then on.
+DIVERGING = {**QUICK, "save_steps": 2, "save_total_limit": 2, "per_device_train_batch_size": 4,
+             "warmup_steps": 0}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluation")
+    engine = open_engine(folder / "workspace")
+    train = write_jsonl(folder / "yes.jsonl", chat_rows("yes", 64))
+    held = write_jsonl(folder / "no.jsonl", chat_rows("no", 8))
+    configs = {
+        "held-out": {**QUICK, "eval_split": 0.1, "eval_steps": 3, "save_steps": 6},
+        "diverging": {**DIVERGING, "dataset": train, "eval_dataset": held},
+        "stopped": {**DIVERGING, "dataset": train, "eval_dataset": held,
+                    "early_stopping_patience": 2},
+    }
+    ids = {name: engine.jobs.submit({**config, "name": name})["job_id"]
+           for name, config in configs.items()}
+    jobs = {name: wait_for_status(engine, job_id, timeout=300) for name, job_id in ids.items()}
+    yield engine, jobs
+    shutdown(engine)
+
+
+def eval_losses(metrics):
+    return {m["step"]: m["eval_loss"] for m in metrics if "eval_loss" in m}
+
+
+def test_a_held_out_split_is_evaluated_at_every_eval_steps(evaluated):
+    engine, jobs = evaluated
+    job = jobs["held-out"]
+    assert job["status"] == "completed", job["error"]
+    metrics = engine.views.get_metrics(job["job_id"], 0)
+    assert sorted(eval_losses(metrics)) == [3, 6, 9, 12]
+    # Each evaluation joins its step's training record: one record a step, loss and eval loss.
+    assert [m["step"] for m in metrics] == list(range(1, 13))
+    assert all("loss" in m for m in metrics)
+    analytics = engine.views.job_analytics(job["job_id"])
+    assert analytics["evaluations"] == 4
+    assert analytics["best_eval_loss"] == min(eval_losses(metrics).values())
+    log = engine.workspace.job_paths(job["job_id"]).log.read_text()
+    assert "dataset: 77 rows to train on (8 to evaluate on)" in log  # 85 rows, 10% held out
+
+
+def test_the_best_checkpoint_is_the_lowest_eval_loss_and_is_never_rotated_away(evaluated):
+    engine, jobs = evaluated
+    job = jobs["diverging"]
+    assert job["status"] == "completed", job["error"]
+    evals = eval_losses(engine.views.get_metrics(job["job_id"], 0))
+    assert sorted(evals) == [2, 4, 6, 8, 10, 12]
+    best_step = min(evals, key=evals.get)
+    assert best_step < 12  # the constructed case: the eval loss got worse after it
+    checkpoints = engine.views.list_checkpoints(job["job_id"])
+    names = {c["name"] for c in checkpoints}
+    # save_total_limit 2: the newest one and the best one, which rotation spared.
+    assert names == {f"checkpoint-{best_step}", "checkpoint-12"}
+    best = [c for c in checkpoints if c["best"]]
+    assert [c["name"] for c in best] == [f"checkpoint-{best_step}"]
+    assert best[0]["eval_loss"] == evals[best_step]
+
+
+def test_early_stopping_ends_a_job_whose_eval_loss_stopped_improving(evaluated):
+    engine, jobs = evaluated
+    job, full = jobs["stopped"], jobs["diverging"]
+    assert job["status"] == "completed", job["error"]
+    evals = eval_losses(engine.views.get_metrics(full["job_id"], 0))
+    best_step = min(evals, key=evals.get)
+    stop_step = best_step + 2 * 2  # two evaluations (every 2 steps) without improvement
+    assert job["progress"]["step"] == stop_step
+    analytics = engine.views.job_analytics(job["job_id"])
+    assert analytics["stopped_early"].startswith("eval loss has not improved for 2 evaluations")
+    assert f"at step {best_step}" in analytics["stopped_early"]
+    assert engine.workspace.job_paths(job["job_id"]).final_model.exists()
