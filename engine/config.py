@@ -81,6 +81,11 @@ class ConfigRecord:
         return dataclasses.replace(self, **changes)
 
     @property
+    def trackers(self) -> list[str]:
+        return [name.strip() for name in self.report_to.split(",")
+                if name.strip() and name.strip() != "none"]
+
+    @property
     def evaluates(self) -> bool:
         return bool(self.eval_dataset or self.eval_split)
 
@@ -275,6 +280,10 @@ class JobConfig(ConfigRecord):
     save_total_limit: int = field(default=3, metadata=spec(
         "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", "checkpoints",
         minimum=0, maximum=1000, advanced=True))
+    report_to: str = field(default="none", metadata=spec(
+        "Experiment trackers", "Also log to: none, or any of tensorboard, mlflow, wandb, trackio "
+        "(comma-separated; pip install -e '.[tracking]').", "checkpoints", chars=100,
+        advanced=True))
 
 
 SCHEMA = {f.name: f for f in fields(JobConfig)}
@@ -430,6 +439,22 @@ def validate_fields(config: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+
+
+def tracker_problems(config: JobConfig) -> list[str]:
+    names = [name.strip() for name in config.report_to.split(",")]
+    unknown = [name for name in names if name not in TRACKERS + ("none",)]
+    if unknown:
+        return [f"report_to: {shorten(unknown[0])} is not a tracker; use none, or any of "
+                f"{', '.join(TRACKERS)} separated by commas"]
+    if "none" in names and len(names) > 1:
+        return ["report_to: none cannot be combined with trackers"]
+    if len(set(names)) < len(names):
+        return ["report_to: a tracker is named twice"]
+    return []
+
+
 def evaluation_problems(config: JobConfig) -> list[str]:
     problems = []
     if config.eval_dataset and config.eval_split:
@@ -462,6 +487,7 @@ def check_combinations(config: JobConfig) -> None:
     if config.max_steps == 0:
         problems.append("max_steps must be -1 (train num_train_epochs) or a positive number")
     problems.extend(evaluation_problems(config))
+    problems.extend(tracker_problems(config))
     if config.lora_target_modules != "all-linear":
         names = [m.strip() for m in config.lora_target_modules.split(",")]
         if not all(names):

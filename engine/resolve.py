@@ -78,7 +78,17 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
     changes.update(_resolve_evaluation(config.replace(**changes), summary, base_dir, rules,
                                        resolved, check_data))
     changes.update(_resolve_auto(config.replace(**changes), resolved, machine))
+    _check_trackers_installed(config)
     return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
+
+
+def _check_trackers_installed(config: JobConfig) -> None:
+    """A tracker whose package is missing is refused here, not minutes later in the trainer."""
+    missing = [name for name in config.trackers if not capabilities.installed(name)]
+    if missing:
+        raise ConfigError(f"report_to {', '.join(missing)}: the package is not installed on this "
+                          f"console; pip install -e '.[tracking]' (or pip install "
+                          f"{' '.join(missing)})")
 
 
 def _resolve_evaluation(config: JobConfig, summary: DatasetSummary | None, base_dir: Path,

@@ -35,7 +35,8 @@ def test_the_api_page_shows_exactly_the_contract(console):
     client, _ = console
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     actions = {"/export_model", "/try_model", "/set_priority", "/check_job", "/upload_dataset",
-               "/share_job", "/delete_job"}
+               "/share_job", "/delete_job", "/submit_sweep", "/get_sweep", "/list_sweeps",
+               "/cancel_sweep"}
     assert named == CONTRACT | actions  # the contract plus the console's further actions
 
 

@@ -240,18 +240,21 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
 
 
 def drawn(page, chart: str, what: str):
-    """A property of every trace plotly drew in a chart (points per trace, axis per trace)."""
+    """A property of every trace plotly drew in a chart (points, name or axis per trace)."""
     return page.evaluate("""([chart, what]) => {
         const plot = document.querySelector(`#${chart} .js-plotly-plot`);
         if (!plot || !plot._fullData) return [];
-        return plot._fullData.map(t => what === 'points' ? (t.x ? t.x.length : 0) : t.yaxis);
+        return plot._fullData.map(t => what === 'points' ? (t.x ? t.x.length : 0)
+                                       : what === 'names' ? t.name : t.yaxis);
     }""", [chart, what])
 
 
 def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, console):
+    """The DPO job evaluates on held-out pairs at steps 2 and 4: its eval loss and eval reward
+    accuracy are drawn beside the training curves, and the API reports them."""
     client = Client(console, verbose=False)
-    dpo = client.predict({"preset": "dpo-preference", "max_steps": 4, "name": "dpo run"},
-                         api_name="/submit_job")["job_id"]
+    dpo = client.predict({"preset": "dpo-preference", "max_steps": 4, "name": "dpo run",
+                          "eval_split": 0.2, "save_steps": 2}, api_name="/submit_job")["job_id"]
     sft = client.predict({"max_steps": 4, "name": "sft run"}, api_name="/submit_job")["job_id"]
     for job_id in (dpo, sft):
         wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
@@ -261,7 +264,14 @@ def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, cons
     page.locator("#job-header").get_by_text("dpo run").wait_for()
     wait_for_page(lambda: drawn(page, "rewards-chart", "points") == [4] * 6, 30,
                   "the rewards chart to draw chosen, rejected and margin (raw and smoothed)")
-    assert drawn(page, "reward-accuracy-chart", "points") == [4, 4]
+    assert drawn(page, "loss-chart", "names") == ["loss (raw)", "loss", "eval loss"]
+    assert drawn(page, "loss-chart", "points") == [4, 4, 2]  # evaluated at steps 2 and 4
+    assert drawn(page, "reward-accuracy-chart", "points") == [4, 4, 2]
+    metrics = client.predict(dpo, 0, api_name="/get_metrics")
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4]
+    analytics = client.predict(dpo, api_name="/job_analytics")
+    assert analytics["evaluations"] == 2
+    assert analytics["best_eval_loss"] == min(m["eval_loss"] for m in metrics if "eval_loss" in m)
     page.screenshot(path=str(ARTIFACTS / "dpo-job.png"), full_page=True)
 
     page.locator("#selected-job textarea").fill(sft)

@@ -19,7 +19,8 @@ def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
 
 def register_api(engine: Engine) -> None:
     """Call inside the Blocks context."""
-    for group in (_console_endpoints, _queue_endpoints, _control_endpoints, _result_endpoints):
+    for group in (_console_endpoints, _queue_endpoints, _control_endpoints, _result_endpoints,
+                  _sweep_endpoints):
         for fn in group(engine):
             gr.api(as_gradio_errors(fn), api_name=fn.__name__, concurrency_limit=None)
     _file_endpoints(engine)
@@ -133,6 +134,30 @@ def _result_endpoints(engine: Engine) -> list:
                                           user_of(engine, request))
 
     return [list_checkpoints, job_analytics, try_model]
+
+
+def _sweep_endpoints(engine: Engine) -> list:
+    def submit_sweep(sweep: dict, request: gr.Request = None) -> dict:
+        """Queue several runs of one config as one sweep: {name, base: a /submit_job config,
+        grid: {field: [values]} (every combination) or random: {field: [values] or {low, high,
+        log}} with trials and seed, priority}. Every run is checked and must fit the quotas
+        before any is queued. Returns {sweep_id, name, job_ids}."""
+        return engine.sweeps.submit(sweep, user_of(engine, request))
+
+    def get_sweep(sweep_id: str) -> dict:
+        """A sweep's runs side by side, ranked by evaluation loss (training loss for runs that
+        do not evaluate): values, status, best eval loss, best and last loss; and the best run."""
+        return engine.sweeps.get(sweep_id)
+
+    def list_sweeps() -> list:
+        """Every sweep, newest first: id, name, owner, runs and how many are in each status."""
+        return engine.sweeps.list()
+
+    def cancel_sweep(sweep_id: str, request: gr.Request = None) -> dict:
+        """Cancel every run of a sweep that has not finished (owner or admin)."""
+        return engine.sweeps.cancel(sweep_id, user_of(engine, request))
+
+    return [submit_sweep, get_sweep, list_sweeps, cancel_sweep]
 
 
 def _file_endpoints(engine: Engine) -> None:

@@ -10,6 +10,7 @@ from ui.jobs import create_jobs_tab
 from ui.live import LiveStreams, event_number, numbered, session_of
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
+from ui.sweeps import create_sweep_form
 from ui.system import create_system_tab
 
 CSS = """
@@ -42,7 +43,7 @@ def build_console(engine: Engine) -> gr.Blocks:
         live = LiveStreams(engine.changes)
         with gr.Tabs():
             with gr.Tab("New job", id="new") as new_tab:
-                create_new_job_tab(engine)
+                create_sweep_form(engine, *create_new_job_tab(engine))
             with gr.Tab("Jobs", id="jobs") as jobs_tab:
                 create_jobs_tab(engine, live, jobs_tab)
             with gr.Tab("System", id="system") as system_tab:

@@ -28,6 +28,7 @@ from ui.live import ENDED_FOR_OTHERS, LiveStreams, event_number, numbered, sessi
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
+from ui.sweeps import create_sweeps_view
 
 TABLE_REFRESH_S = 2.0
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -178,6 +179,7 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
                              **PRIVATE).then(
         do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
     _bind_actions(engine, view)
+    create_sweeps_view(engine, table_timer)
 
 
 def _job_stream(engine: Engine, view: JobView, live: LiveStreams):

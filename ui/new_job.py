@@ -104,7 +104,8 @@ def visibility(method: str, adapter: str) -> dict[str, bool]:
     return {name: field_applies(name, method, adapter) for name in FIELD_NAMES}
 
 
-def create_new_job_tab(engine: Engine) -> dict[str, gr.components.Component]:
+def create_new_job_tab(engine: Engine) -> tuple[gr.Dropdown, dict[str, gr.components.Component]]:
+    """The form; returns the template chooser and the field widgets (the sweep form uses them)."""
     default = engine.presets.default_name
     start = engine.get_preset(default)
     with gr.Row():
@@ -130,7 +131,7 @@ def create_new_job_tab(engine: Engine) -> dict[str, gr.components.Component]:
                                lines=18, max_lines=30)
     _bind_form(engine, preset, details, widgets, upload, check, submit, message,
                [summary, preview, resolved])
-    return widgets
+    return preset, widgets
 
 
 def _build_fields(start: dict[str, Any]) -> tuple[dict[str, gr.components.Component], gr.File]:
@@ -191,7 +192,7 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
             stored = engine.artifacts.upload_dataset(file, Path(file).name,
                                                      user_of(engine, request))
         except (ConfigError, ValueError) as exc:
-            return gr.skip(), None, _error(exc, "**Not uploaded.**")
+            return gr.skip(), None, error_text(exc, "**Not uploaded.**")
         # The file now lives in the user's uploads: the upload box is cleared, the path filled in.
         return (stored["dataset"], None,
                 f"**Uploaded** `{Path(stored['dataset']).name}` ({stored['bytes'] / 2**20:.1f} "
@@ -203,7 +204,7 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
                                            user_of(engine, request))
         except (ConfigError, ValueError) as exc:
             # The preview and config of an earlier check go: they are not what was checked now.
-            return _error(exc), NO_PREVIEW, None, "", *field_marks(bad_fields(exc))
+            return error_text(exc), NO_PREVIEW, None, "", *field_marks(bad_fields(exc))
         notes = "\n".join(f"- {note}" for note in engine.advice(resolution))
         return (f"**Valid.** Submit to queue it.\n{notes}", *check_results(resolution),
                 *field_marks(set()))
@@ -213,7 +214,7 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
             result = engine.jobs.submit(submission_from(preset_name, FIELD_NAMES, values),
                                         user_of(engine, request))
         except (ConfigError, IllegalTransition, ValueError) as exc:
-            return _error(exc), *field_marks(bad_fields(exc))
+            return error_text(exc), *field_marks(bad_fields(exc))
         where = ("first in the queue" if result["position"] == 1
                  else f"position {result['position']} in the queue")
         return (f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** "
@@ -254,6 +255,6 @@ def _shown(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _error(exc: Exception, title: str = "**Not submitted.**") -> str:
+def error_text(exc: Exception, title: str = "**Not submitted.**") -> str:
     lines = str(exc).splitlines() or [type(exc).__name__]
     return f"{title} Fix:\n" + "\n".join(f"- {as_text(line, 1000)}" for line in lines)

@@ -97,22 +97,24 @@ class Access:
             raise QuotaExceeded("\n".join(problems))
 
     @staticmethod
-    def check_queue_quota(user: User, jobs: list[Job]) -> None:
+    def check_queue_quota(user: User, jobs: list[Job], adding: int = 1) -> None:
         limit = user.quotas.get("max_queued_jobs")
         queued = sum(j.owner == user.name and j.status == JobStatus.QUEUED for j in jobs)
-        if limit is not None and queued >= limit:
-            raise QuotaExceeded(f"quota max_queued_jobs: {user.name} has {queued} jobs queued "
-                                f"(quota {limit}); wait for some to start or cancel one")
+        if limit is not None and queued + adding > limit:
+            more = f" and asks for {adding} more" if adding > 1 else ""
+            raise QuotaExceeded(f"quota max_queued_jobs: {user.name} has {queued} jobs queued"
+                                f"{more} (quota {limit}); wait for some to start or cancel one")
 
     @staticmethod
-    def check_job_count(user: User, jobs: list[Job]) -> None:
+    def check_job_count(user: User, jobs: list[Job], adding: int = 1) -> None:
         """Every job a user holds counts, paused and finished ones too: submitting then pausing
         must not make jobs without end."""
         limit = user.quotas.get("max_jobs")
         held = sum(j.owner == user.name for j in jobs)
-        if limit is not None and held >= limit:
-            raise QuotaExceeded(f"quota max_jobs: {user.name} holds {held} jobs (quota {limit}); "
-                                f"delete finished ones (/delete_job) to make room")
+        if limit is not None and held + adding > limit:
+            more = f" and asks for {adding} more" if adding > 1 else ""
+            raise QuotaExceeded(f"quota max_jobs: {user.name} holds {held} jobs{more} (quota "
+                                f"{limit}); delete finished ones (/delete_job) to make room")
 
     # ---- what a person is shown ------------------------------------------------------------------
 

@@ -63,7 +63,12 @@ class JobControl:
     def submit(self, config: dict[str, Any] | None, user: User | None = None) -> dict[str, Any]:
         """Queue a job for `user` (None: the local owner, without quotas)."""
         user = self.access.user(user)
-        resolution = self.check(config, user)
+        return self.enqueue(self.check(config, user), user)
+
+    def enqueue(self, resolution: Resolution, user: User,
+                sweep: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a checked config for `user`, within their quotas (`sweep`: the sweep it is
+        one run of)."""
         settings = resolution.config
         self._check_size(settings, user)
         now = time.time()
@@ -75,7 +80,7 @@ class JobControl:
                       name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
                       config=settings, owner=user.name, priority=settings.priority,
                       seq=self.store.next_seq(), created_at=now, queued_at=now,
-                      resolved=resolution.resolved)
+                      resolved=resolution.resolved, sweep=sweep)
             while self._exists(job.job_id):
                 job.job_id = new_job_id(now)
             self._store_new(job)

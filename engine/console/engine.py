@@ -2,6 +2,7 @@
 thread, and puts together the collaborators the UI and the API call:
 
 - `engine.jobs`: check, submit, pause, cancel, resume, re-prioritise, share, delete
+- `engine.sweeps`: several runs of one config with a few fields varied, as one sweep
 - `engine.views`: the job list, one job, metrics, checkpoints, analytics, logs
 - `engine.artifacts`: downloads, merged exports, trying a model, uploads
 - `engine.access`: who may do what, quotas, where data may come from
@@ -32,6 +33,7 @@ from engine.console.job import Job, JobStatus, StatusListener
 from engine.console.scheduler import Scheduler
 from engine.console.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJobStore
 from engine.console.supervisor import Supervisor
+from engine.console.sweeps import Sweeps
 from engine.console.telemetry import SystemHistory
 from engine.console.users import Users
 from engine.console.views import JobViews
@@ -73,6 +75,7 @@ class Engine:
         self.jobs: JobControl | None = None
         self.views: JobViews | None = None
         self.artifacts: Artifacts | None = None
+        self.sweeps: Sweeps | None = None
         self.started_at = time.time()
 
     # ---- life cycle -----------------------------------------------------------------------------
@@ -95,6 +98,7 @@ class Engine:
         self.jobs = JobControl(self.store, self.access, self.views, self.presets, self.machine,
                                self.workspace, self.supervisor, self.devices, self.gates,
                                self.listeners, wake=self.scheduler.wake)
+        self.sweeps = Sweeps(self.store, self.access, self.jobs, self.views)
         self.listeners.append(self.jobs.keep_record)
         self.listeners.append(lambda job, previous: self.changes.bump(job_key(job.job_id)))
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,

@@ -116,6 +116,7 @@ class Job:
     microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
     # On a cluster: the scheduler's id for the current attempt ({"id": "123"}); None locally.
     cluster_job: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None  # one run of a sweep: {id, name, values}
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
     def __post_init__(self) -> None:
@@ -142,7 +143,7 @@ RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "requested": ((str,), True), "resume_from": ((str,), True), "preempted_by": ((str,), True),
     "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
     "shared": ((bool,), False), "microbatch_changes": ((list,), False),
-    "cluster_job": ((dict,), True),
+    "cluster_job": ((dict,), True), "sweep": ((dict,), True),
 }
 
 

@@ -57,7 +57,8 @@ def _from_job_file(folder: Path, paths: JobPaths) -> Job | None:
               owner=str(document.get("owner") or "local"),
               priority=_int(document.get("priority", config.get("priority", 0))),
               seq=_int(document.get("seq")), created_at=created, queued_at=created,
-              shared=document.get("shared") is True)
+              shared=document.get("shared") is True,
+              sweep=_sweep(document.get("sweep")))
     metrics = MetricsLog(paths.metrics)
     metrics.refresh()
     last = metrics.last or {}
@@ -137,3 +138,11 @@ def repair(workspace: Workspace) -> tuple[list[Job], list[Path], Path | None]:
         return jobs, skipped, kept
     finally:
         workspace.release()
+
+
+def _sweep(value: Any) -> dict[str, Any] | None:
+    """The sweep a job ran in, where job.yaml says so plausibly."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and len(value["id"]) <= 64:
+        return {"id": value["id"], "name": str(value.get("name") or "sweep")[:100],
+                "values": value.get("values") if isinstance(value.get("values"), dict) else {}}
+    return None

@@ -62,7 +62,9 @@ def write_job_file(paths: JobPaths, job: Job, cache_dir: Path, resume_from: str 
     document = {"job_id": job.job_id, "name": job.name, "config": job.config.to_dict(),
                 "resume_from": resume_from, "cache_dir": str(cache_dir),
                 "owner": job.owner, "priority": job.priority, "seq": job.seq,
-                "created_at": job.created_at, "shared": job.shared}
+                "created_at": job.created_at, "shared": job.shared, "sweep": job.sweep,
+                # the workspace's: the trackers' shared stores (MLflow, Trackio)
+                "tracking_dir": str(cache_dir.parent / "tracking")}
     write_atomic(paths.job_file, yaml.safe_dump(document, sort_keys=False))
 
 

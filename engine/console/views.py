@@ -95,6 +95,7 @@ class JobViews:
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
             "shared": job.shared, "damaged": job.damaged, "run_s": run_seconds(job),
+            "sweep": job.sweep,
         }
 
     def _safe_summary(self, job: Job) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class JobViews:
                     "status": str(job.status), "priority": 0, "method": None, "adapter": None,
                     "model": None, "dataset": None, "progress": {}, "loss": None,
                     "created_at": None, "started_at": None, "finished_at": None, "error": None,
-                    "requested": None, "shared": False, "run_s": None,
+                    "requested": None, "shared": False, "run_s": None, "sweep": None,
                     "damaged": f"cannot be shown: {type(exc).__name__}"}
 
     def progress(self, job: Job) -> dict[str, Any]:

@@ -99,7 +99,10 @@ class Zips:
 
     def logs_zip(self, job_id: str, paths: JobPaths) -> Path:
         wanted = [paths.log, paths.metrics, paths.job_file, paths.summary]
-        files = [p for p in wanted if p.is_file() and inside(p, paths.root)]
+        # TensorBoard's event files, where the job reported to it (open them with tensorboard
+        # --logdir on the unzipped folder).
+        wanted += sorted((paths.root / "tensorboard").rglob("*"))
+        files = [p for p in wanted if p.is_file() and not p.is_symlink() and inside(p, paths.root)]
         if not files:
             raise ConfigError(f"job {job_id} has no logs yet")
         return self._cached_zip(f"logs_{job_id}.zip", files, paths.root)

@@ -24,6 +24,7 @@ from engine.config import JobConfig
 from engine.data import DatasetError, load_local, load_rows, split_rows
 from engine.jobfiles import JobPaths
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.trackers import PROJECT
 from engine.trainer.hooks import (ControlRequests, EarlyStopping, MetricsWriter,
                                   TrainDeckTrainerMixin, faults, injected_faults)
 
@@ -144,7 +145,8 @@ def tokenization_key(config: JobConfig, data_key: str) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup):
+def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup,
+                       run_name: str | None = None):
     """TRL's config for the job: the schema's same-named fields, and the few that TrainDeck maps
     or decides itself."""
     _, world_size, has_cuda = world()
@@ -170,7 +172,10 @@ def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup):
         include_num_input_tokens_seen="non_padding",
         ddp_backend=None if has_cuda or world_size == 1 else "gloo",
         ddp_find_unused_parameters=False,  # every trainable weight takes part in every step
-        report_to="none",
+        report_to=config.trackers or "none",
+        run_name=run_name,
+        project=PROJECT,
+        trackio_static_space_id=False,  # local only: never a Space on the Hub
         disable_tqdm=True,
         use_cpu=not has_cuda,
         ignore_data_skip="resume-without-state" in faults(),
@@ -186,7 +191,7 @@ def cut_by_traindeck(config: JobConfig) -> bool:
 
 
 def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: ModelSetup,
-                  data: Data, heartbeat: Heartbeat):
+                  data: Data, heartbeat: Heartbeat, run_name: str | None = None):
     """The TRL trainer with TrainDeck's hooks; returns (trainer, its pause/cancel control)."""
     _, world_size, _ = world()
     control = ControlRequests(paths)
@@ -199,7 +204,7 @@ def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: Mo
         else []
     heartbeat.beat(force=True, phase="loading model")
     trainer = trainer_class(
-        model=config.model, args=training_arguments(config, paths, model),
+        model=config.model, args=training_arguments(config, paths, model, run_name),
         train_dataset=Dataset.from_list(data.train),
         eval_dataset=Dataset.from_list(data.eval) if data.eval is not None else None,
         processing_class=model.tokenizer, peft_config=model.peft,

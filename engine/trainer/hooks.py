@@ -17,6 +17,7 @@ from datasets import Dataset, load_from_disk
 from transformers import TrainerCallback
 
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.trackers import remember_mlflow_run
 from engine import nvml
 from engine.atomic import write_json_atomic
 from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request, requested
@@ -95,6 +96,8 @@ class MetricsWriter(TrainerCallback):
                             total_steps=state.max_steps)
         if state.is_world_process_zero:
             self._file = open(self.paths.metrics, "a", encoding="utf-8")
+            if "mlflow" in (args.report_to or []):
+                remember_mlflow_run(self.paths)  # transformers' MLflow callback began it
         self._last_time = time.time()
         self._last_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen

@@ -33,6 +33,7 @@ from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from engine.trainer.errors import TrainingGaveUp
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.trackers import run_name
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -121,6 +122,15 @@ class JobFile:
     config: JobConfig
     resume_from: str | None
     cache_dir: Path
+    name: str = ""
+    owner: str = "local"
+    sweep: dict | None = None
+    tracking_dir: Path | None = None  # where MLflow's and Trackio's stores live
+
+    def tracker_tags(self) -> dict[str, str]:
+        from engine.trainer.trackers import tags
+
+        return tags(self.job_id, self.name, self.owner, self.sweep)
 
 
 def read_job_file(job_file: Path, paths: JobPaths) -> JobFile:
@@ -133,12 +143,18 @@ def read_job_file(job_file: Path, paths: JobPaths) -> JobFile:
     if not isinstance(data, dict):
         raise ConfigError(f"job file {job_file}: expected a mapping")
     cache_dir = Path(data.get("cache_dir") or paths.root / ".cache")
+    tracking_dir = Path(data.get("tracking_dir") or paths.root / "tracking")
     if isinstance(data.get("config"), dict):  # written by the console: resolved already
-        return JobFile(str(data.get("job_id") or paths.root.name),
-                       JobConfig.from_dict(data["config"]), data.get("resume_from"), cache_dir)
+        job_id = str(data.get("job_id") or paths.root.name)
+        sweep = data.get("sweep") if isinstance(data.get("sweep"), dict) else None
+        return JobFile(job_id, JobConfig.from_dict(data["config"]), data.get("resume_from"),
+                       cache_dir, str(data.get("name") or job_id), str(data.get("owner") or
+                                                                      "local"),
+                       sweep, tracking_dir)
     # A plain config: resolved as the console would, relative to the file's folder.
     resolution = resolve(data, PresetLibrary(), detect(), base_dir=job_file.parent)
-    return JobFile(paths.root.name, resolution.config, None, cache_dir)
+    return JobFile(paths.root.name, resolution.config, None, cache_dir,
+                   resolution.config.name or paths.root.name, tracking_dir=tracking_dir)
 
 
 def train(args: argparse.Namespace, paths: JobPaths) -> int:
@@ -160,6 +176,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
 
     PREEMPTION.install()
     build.announce_rank()
+    start_reporting(job, paths)
 
     # ---- model and adapter, then data -----------------------------------------------------------
     model = build.model_and_adapter(config)
@@ -170,7 +187,8 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
 
     # ---- trainer --------------------------------------------------------------------------------
     def build_for(settings):
-        return build.build_trainer(settings, paths, job.cache_dir, model, data, heartbeat)
+        return build.build_trainer(settings, paths, job.cache_dir, model, data, heartbeat,
+                                   run_name(job.job_id, job.name))
 
     trainer, control = build_for(config)
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
@@ -198,6 +216,15 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
+
+
+def start_reporting(job: JobFile, paths: JobPaths) -> None:
+    """Point the job's experiment trackers (report_to) at their stores."""
+    if job.config.trackers:
+        from engine.trainer import trackers
+
+        trackers.prepare(job.config.trackers, paths, job.tracking_dir, job.tracker_tags())
+        print(f"reporting to {', '.join(job.config.trackers)}", flush=True)
 
 
 def stopped_early(trainer) -> str | None:
