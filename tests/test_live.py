@@ -178,6 +178,7 @@ def test_many_open_views_are_drawn_less_often_to_stay_within_their_cpu_share():
     live = LiveStreams(Changes(), per_user=100, cpu_share=0.05)
     live.begin("tab-1", "job", "bob")
     assert live.pause_s(0.01) == 1.0  # one view at 10 ms a drawing: once a second
+    assert live.pause_s(10.0) == 10.0  # never less often than every 10 s
     for tab in range(2, 21):
         live.begin(f"tab-{tab}", "job", "bob")
     # twenty views at 10 ms: 0.2 s of drawing per round, 4 s apart to stay within 5 % of a core

@@ -7,6 +7,7 @@ however long the run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import math
 from typing import Any
@@ -69,8 +70,10 @@ def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
     return figure
 
 
+@functools.lru_cache(maxsize=16)
 def waiting_figure(title: str) -> go.Figure:
-    """A chart before its first point: says so, instead of empty axes from -1 to 6."""
+    """A chart before its first point: says so, instead of empty axes from -1 to 6. The same
+    for every job, so drawn once (callers only read it)."""
     figure = _figure(title, "", "")
     figure.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False),
                          annotations=[dict(text="waiting for the first step", showarrow=False,

@@ -51,24 +51,36 @@ class DrawnCharts:
         self.size, self.max_age_s = size, max_age_s
         self._drawn: OrderedDict[str, tuple[str, float, tuple]] = OrderedDict()
         self._lock = threading.Lock()
+        self._drawing: dict[str, threading.Lock] = {}  # one drawing at a time per run
 
-    def get(self, key: str, draw) -> tuple:
-        """`key`: job@attempt@step; a drawing of the same job and attempt younger than
-        max_age_s serves a later step too."""
-        run = key.rsplit("@", 1)[0]
+    def _cached(self, run: str, key: str) -> tuple | None:
         with self._lock:
             if run in self._drawn:
                 drawn_key, drawn_at, charts = self._drawn[run]
                 if drawn_key == key or time.monotonic() - drawn_at < self.max_age_s:
                     self._drawn.move_to_end(run)
                     return charts
-        charts = tuple(None if figure is None else PlotData(type="plotly", plot=figure.to_json())
-                       for figure in draw())
+        return None
+
+    def get(self, key: str, draw) -> tuple:
+        """`key`: job@attempt@step; a drawing of the same job and attempt younger than
+        max_age_s serves a later step too. Tabs asking at once (twenty opened on one job) wait
+        for one drawing rather than each making its own."""
+        run = key.rsplit("@", 1)[0]
         with self._lock:
-            self._drawn[run] = (key, time.monotonic(), charts)
-            self._drawn.move_to_end(run)
-            while len(self._drawn) > self.size:
-                self._drawn.popitem(last=False)
+            drawing = self._drawing.setdefault(run, threading.Lock())
+        with drawing:
+            charts = self._cached(run, key)
+            if charts is None:
+                charts = tuple(None if figure is None
+                               else PlotData(type="plotly", plot=figure.to_json())
+                               for figure in draw())
+                with self._lock:
+                    self._drawn[run] = (key, time.monotonic(), charts)
+                    self._drawn.move_to_end(run)
+                    while len(self._drawn) > self.size:
+                        forgotten, _ = self._drawn.popitem(last=False)
+                        self._drawing.pop(forgotten, None)
         return charts
 
 

@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -28,6 +29,7 @@ MIN_INTERVAL_S = 1.0
 # The share of one core that all live views together may spend drawing and sending: with many
 # open views each is drawn less often, so watching a job never takes its CPU.
 CPU_SHARE = float(os.environ.get("TRAINDECK_LIVE_VIEWS_CPU_SHARE", "0.05"))
+MAX_INTERVAL_S = 10.0  # however many views are open, each is drawn at least this often
 ORDERS_KEPT = 10_000  # tabs whose newest event number is remembered (oldest forgotten first)
 ENDED_FOR_OTHERS = ("Live updates of this view stopped: more than "
                     f"{MAX_STREAMS_PER_USER} live views are open for your account. Select the "
@@ -49,6 +51,12 @@ def numbered(inputs_before: int) -> str:
 def event_number() -> gr.Number:
     """The hidden input that carries an event's number from `numbered`."""
     return gr.Number(visible=False)
+
+
+def _timed(render: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.thread_time()
+    drawing = render()
+    return drawing, time.thread_time() - started
 
 
 @dataclass(frozen=True)
@@ -123,8 +131,10 @@ class LiveStreams:
 
     def pause_s(self, drawing_cost_s: float, min_interval_s: float = MIN_INTERVAL_S) -> float:
         """Time between two drawings of one view: at least `min_interval_s`, and long enough
-        that all open views drawing at the cost of this one stay within `cpu_share`."""
-        return max(min_interval_s, drawing_cost_s * self.count() / self.cpu_share)
+        that all open views drawing at the cost of this one stay within `cpu_share`; at most
+        MAX_INTERVAL_S."""
+        budgeted = drawing_cost_s * self.count() / self.cpu_share
+        return max(min_interval_s, min(budgeted, MAX_INTERVAL_S))
 
     async def follow(self, stream: Stream, watched: Callable[[], list[str]],
                      render: Callable[[], Any], heartbeat_s: Callable[[], float],
@@ -141,12 +151,15 @@ class LiveStreams:
                 keys = [stream.key, *watched()]
                 seen = self.changes.versions(keys)
                 drawn_at = loop.time()
-                drawing = await asyncio.to_thread(render)
+                drawing, cpu_s = await asyncio.to_thread(_timed, render)
                 if not self.is_current(stream):
                     break  # replaced while drawing: the newer stream's view must not be overdrawn
+                sent_at = loop.time()
                 yield drawing
-                # Resumed once the drawing was encoded and queued for the tab: its whole cost.
-                pause_s = self.pause_s(loop.time() - drawn_at, min_interval_s)
+                # Resumed once the drawing was encoded and queued for the tab. Its cost: the CPU
+                # time of drawing (wall time would count waiting for other views' drawings),
+                # and the encoding.
+                pause_s = self.pause_s(cpu_s + loop.time() - sent_at, min_interval_s)
                 await self.changes.wait(seen, heartbeat_s())
                 # A job logs many steps a second: one drawing a second shows them all. A
                 # replaced stream stops waiting at once.
