@@ -36,6 +36,7 @@ def evaluated(tmp_path_factory):
     held = write_jsonl(folder / "no.jsonl", chat_rows("no", 8))
     configs = {
         "held-out": {**QUICK, "eval_split": 0.1, "eval_steps": 3, "save_steps": 6},
+        "shorter than an interval": {**QUICK, "max_steps": 5, "eval_split": 0.1},
         "diverging": {**DIVERGING, "dataset": train, "eval_dataset": held},
         "stopped": {**DIVERGING, "dataset": train, "eval_dataset": held,
                     "early_stopping_patience": 2},
@@ -65,6 +66,15 @@ def test_a_held_out_split_is_evaluated_at_every_eval_steps(evaluated):
     assert analytics["best_eval_loss"] == min(eval_losses(metrics).values())
     log = engine.workspace.job_paths(job["job_id"]).log.read_text()
     assert "dataset: 77 rows to train on (8 to evaluate on)" in log  # 85 rows, 10% held out
+
+
+def test_a_run_shorter_than_its_eval_interval_is_evaluated_at_its_end(evaluated):
+    engine, jobs = evaluated
+    job = jobs["shorter than an interval"]  # eval_steps auto: save_steps, 100
+    assert job["status"] == "completed", job["error"]
+    assert list(eval_losses(engine.views.get_metrics(job["job_id"], 0))) == [5]
+    assert engine.views.job_analytics(job["job_id"])["evaluations"] == 1
+    assert "stopped_early" not in engine.views.job_analytics(job["job_id"])
 
 
 def test_the_best_checkpoint_is_the_lowest_eval_loss_and_is_never_rotated_away(evaluated):

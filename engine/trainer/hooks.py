@@ -117,10 +117,10 @@ class MetricsWriter(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if self._file is None:
+        if any(key.startswith("eval_") for key in logs) and state.is_world_process_zero:
+            self._write_evaluation(state, logs)  # also the final one, after training ended
             return
-        if any(key.startswith("eval_") for key in logs):
-            self._write_evaluation(state, logs)
+        if self._file is None:
             return
         if "train_loss" in logs:  # the end-of-training summary, not a step
             write_json_atomic(self.paths.summary, {k: v for k, v in logs.items()
@@ -158,8 +158,8 @@ class MetricsWriter(TrainerCallback):
                                   "epoch": round(state.epoch or 0.0, 6)}
         record.update({key: value for key, value in logs.items()
                        if key.startswith("eval_") and isinstance(value, (int, float))})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with open(self.paths.metrics, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
         self._last_time = record["time"]
         loss = record.get("eval_loss")
         print(f"evaluation at step {state.global_step}"
@@ -251,6 +251,8 @@ class EarlyStopping(TrainerCallback):
         self.reason: str | None = None
 
     def on_evaluate(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            return control  # the final model's evaluation: nothing left to stop
         history = [(entry["eval_loss"], entry["step"]) for entry in state.log_history
                    if "eval_loss" in entry and "step" in entry]
         if not history:

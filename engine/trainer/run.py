@@ -212,10 +212,20 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------
+    evaluate_final(trainer, config)
     save(trainer, paths, phases, stopped_early(trainer))
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
+
+
+def evaluate_final(trainer, config: JobConfig) -> None:
+    """A job that evaluates ends with the eval loss of its final model, also when its last step
+    is not a multiple of eval_steps (a run shorter than one interval is evaluated once)."""
+    step = trainer.state.global_step
+    if config.evaluates and not any(entry.get("step") == step and "eval_loss" in entry
+                                    for entry in trainer.state.log_history):
+        trainer.evaluate()
 
 
 def start_reporting(job: JobFile, paths: JobPaths) -> None:
