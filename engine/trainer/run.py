@@ -212,11 +212,16 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
         return EXIT_FOR[control.stopped_for]
 
     # ---- save -----------------------------------------------------------------------------------
-    evaluate_final(trainer, config)
-    save(trainer, paths, phases, stopped_early(trainer))
+    finish(trainer, config, paths, phases)
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
+
+
+def finish(trainer, config: JobConfig, paths: JobPaths, phases: dict[str, float]) -> None:
+    """A completed run: its final evaluation, the model and the summary."""
+    evaluate_final(trainer, config)
+    save(trainer, paths, phases, stopped_early(trainer))
 
 
 def evaluate_final(trainer, config: JobConfig) -> None:
