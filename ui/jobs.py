@@ -145,12 +145,13 @@ class JobView:
 def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     table = gr.Dataframe(job_table([]), label="Jobs (newest first) — select a row to open it",
                          interactive=False, wrap=False, max_height=320, elem_id="job-table")
+    table_timer = gr.Timer(TABLE_REFRESH_S)
+    create_sweeps_view(engine, table_timer)
     parts = _build_header_and_charts()
     try_it = _build_try_it()
     compare_ids, compare_plot = _build_compare()
     view = JobView(**parts, **_build_details(), try_base=try_it["base"],
                    try_tuned=try_it["tuned"])
-    table_timer = gr.Timer(TABLE_REFRESH_S)
 
     def refresh_table(request: gr.Request = None):
         jobs = engine.views.list_jobs(user=user_of(engine, request))
@@ -191,7 +192,6 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
                              **PRIVATE).then(
         do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
     _bind_actions(engine, view)
-    create_sweeps_view(engine, table_timer)
 
 
 def _job_stream(engine: Engine, view: JobView, live: LiveStreams):

@@ -82,7 +82,8 @@ def runs_frame(summary: dict[str, Any]) -> pd.DataFrame:
     def loss(value: Any) -> float | None:
         return round(value, 4) if isinstance(value, (int, float)) else None
 
-    return pd.DataFrame([[rank, run["job_id"], as_text(describe(run["values"]), 200),
+    # A table shows text as it is (no Markdown): the values are only cut short.
+    return pd.DataFrame([[rank, run["job_id"], describe(run["values"])[:200],
                           run["status"], run["step"], loss(run["best_eval_loss"]),
                           loss(run["best_loss"])]
                          for rank, run in enumerate(summary["runs"], start=1)],
