@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.console.engine import Engine
 from engine.config import ConfigError
 from engine.console.logins import LoginThrottle
+from engine.console.notify import Notifier
 from engine.console.repair import repair
 from engine.console.store import DatabaseDamaged
 from engine.console.users import QUOTAS, ROLES, USER, Users, add_user
@@ -62,6 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cluster settings (default: cluster.yaml in the workspace)")
     for name in ("partition", "account", "qos", "time-limit"):
         parser.add_argument(f"--{name}", help=f"Slurm {name} (overrides cluster.yaml)")
+    parser.add_argument("--notify-url", action="append", default=[], metavar="URL",
+                        help="a webhook every job's end (completed, failed, cancelled), "
+                             "preemption and lowered micro-batch is POSTed to (repeatable)")
+    parser.add_argument("--notify-format", choices=("json", "slack"), default="json",
+                        help="json: TrainDeck's fields; slack: {text} for Slack or Mattermost "
+                             "incoming webhooks")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="the address people open the console at, for links in "
+                             "notifications (default: the --share link when there is one)")
     return parser.parse_args(argv)
 
 
@@ -233,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         problem = check_flags(args, users)
         if problem:
             raise ConfigError(problem)
+        notifier = Notifier(args.notify_url, args.notify_format, args.public_url)
         engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
                         data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20,
-                        warm_start=not args.no_warm_start, cluster=load_cluster(args))
+                        warm_start=not args.no_warm_start, cluster=load_cluster(args),
+                        notifier=notifier)
         engine.start()
     except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -291,6 +303,7 @@ def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
     print(f"TrainDeck is running on {console.local_url}", flush=True)
     if console.share_url:
         print(f"Public link: {console.share_url} (only the logins you set can use it)", flush=True)
+        engine.notifier.public_url = engine.notifier.public_url or console.share_url
     elif not args.share:
         print("For a public link, start it with --share (which needs logins: --auth or "
               "--auth-file).", flush=True)

@@ -12,6 +12,7 @@ import difflib
 import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 AUTO = "auto"
 FORMATS = ("messages", "instruction", "prompt_completion", "text", "preference")
@@ -127,6 +128,10 @@ class JobConfig(ConfigRecord):
     timeout_minutes: float = field(default=10.0, metadata=spec(
         "Timeout without progress (min)", "Kill the trainer and mark the job failed (resumable) "
         "after this long without progress.", "job", above=0, maximum=7 * 24 * 60, advanced=True))
+    notify_url: str = field(default="", metadata=spec(
+        "Notify URL", "A webhook this job POSTs to when it completes, fails, is cancelled or "
+        "preempted, or its micro-batch is lowered (besides the console's --notify-url).", "job",
+        chars=1000, advanced=True))
     max_retries: int = field(default=0, metadata=spec(
         "Retries after a crash", "Re-queue a crashed job from its last checkpoint up to this many "
         "times.", "job", minimum=0, maximum=10, advanced=True))
@@ -439,6 +444,14 @@ def validate_fields(config: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def url_problem(url: str, field_name: str) -> str | None:
+    """What is wrong with a webhook URL (None: an http(s) URL with a host)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{field_name} must be an http:// or https:// URL, got {shorten(url)}"
+    return None
+
+
 TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
 
 
@@ -488,6 +501,8 @@ def check_combinations(config: JobConfig) -> None:
         problems.append("max_steps must be -1 (train num_train_epochs) or a positive number")
     problems.extend(evaluation_problems(config))
     problems.extend(tracker_problems(config))
+    if config.notify_url and (problem := url_problem(config.notify_url, "notify_url")):
+        problems.append(problem)
     if config.lora_target_modules != "all-linear":
         names = [m.strip() for m in config.lora_target_modules.split(",")]
         if not all(names):

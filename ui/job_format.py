@@ -89,6 +89,8 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
              + (f" · *view only: {owner}'s job*" if view_only else "")]
     if job.get("damaged"):
         lines.append(f"**Damaged record:** {as_text(job['damaged'])}")
+    if job.get("notify_error"):
+        lines.append(f"**Notification not delivered:** {as_text(job['notify_error'], 300)}")
     for change in job.get("microbatch_changes") or []:
         before, after = change["from"], change["to"]
         lines.append(f"**Out of memory at step {change['at_step']}:** micro-batch "

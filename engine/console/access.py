@@ -129,9 +129,13 @@ class Access:
         if self.is_owner_or_admin(data["owner"], user):
             return data
         config = dict(data["config"])
-        for key in ("model", "dataset"):
-            config[key] = _shown_source(config.get(key))
+        for key in ("model", "dataset", "eval_dataset"):
+            if key in config:
+                config[key] = _shown_source(config[key])
+        if config.get("notify_url"):
+            config["notify_url"] = HIDDEN  # a webhook URL is a secret (Slack's are)
         return {**data, "config": config, "job_dir": None, "command": None,
+                "notify_error": HIDDEN if data.get("notify_error") else None,
                 "error": f"{data['status']}: {HIDDEN}" if data.get("error") else None,
                 "attempts": [{k: v for k, v in a.items() if k != "error"} for a in data["attempts"]]}
 

@@ -16,6 +16,7 @@ from engine.config import ConfigError, JobConfig, coerce_field, shorten
 from engine.console.access import Access
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
+from engine.console.notify import check_job_url
 from engine.console.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
                                 change_status, new_job_id)
 from engine.console.store import JobNotFound, JobStore, StorageError
@@ -71,6 +72,7 @@ class JobControl:
         one run of)."""
         settings = resolution.config
         self._check_size(settings, user)
+        check_job_url(settings.notify_url, self.access.users.enabled, user.is_admin)
         now = time.time()
         with self.store.lock:
             jobs = self.store.all(copy=False)

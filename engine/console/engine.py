@@ -30,6 +30,7 @@ from engine.console.cluster import ClusterDevices, ClusterSettings
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
 from engine.console.job import Job, JobStatus, StatusListener
+from engine.console.notify import JobNotifications, Notifier
 from engine.console.scheduler import Scheduler
 from engine.console.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJobStore
 from engine.console.supervisor import Supervisor
@@ -48,7 +49,8 @@ class Engine:
                  machine: machines.Machine | None = None, store: JobStore | None = None,
                  gpu_indices: list[int] | None = None, users: Users | None = None,
                  data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None,
-                 warm_start: bool = True, cluster: ClusterSettings | None = None):
+                 warm_start: bool = True, cluster: ClusterSettings | None = None,
+                 notifier: Notifier | None = None):
         self.workspace = Workspace(workspace)
         self.users = users or Users()
         self.presets = presets or PresetLibrary()
@@ -68,6 +70,7 @@ class Engine:
             self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
         self.system = SystemHistory(self.workspace.root)
         self.changes = Changes()  # what the live views await
+        self.notifier = notifier or Notifier()
         self.supervisor.on_change = lambda job_id: self.changes.bump(job_key(job_id))
         self.listeners: list[StatusListener] = []
         self._store = store
@@ -101,6 +104,10 @@ class Engine:
         self.sweeps = Sweeps(self.store, self.access, self.jobs, self.views)
         self.listeners.append(self.jobs.keep_record)
         self.listeners.append(lambda job, previous: self.changes.bump(job_key(job.job_id)))
+        notifications = JobNotifications(self.notifier, self.store, self.views, self.users)
+        self.notifier.record_failure = notifications.record_failure
+        self.listeners.append(notifications.on_status)
+        self.supervisor.on_micro_batch_lowered = notifications.on_micro_batch_lowered
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
                                    self.max_upload_bytes)
         self.recover()
@@ -110,6 +117,7 @@ class Engine:
         """Open, then run the scheduler thread and the telemetry sampler."""
         self.open()
         self.supervisor.keep_spare()  # ready before the first job comes
+        self.notifier.start()
         self.scheduler.start()
         self.system.start()
         return self
@@ -121,6 +129,7 @@ class Engine:
             self.scheduler.stop()
         self.supervisor.spares.stop()
         self.system.stop()
+        self.notifier.stop()
         if self._store is not None:
             self._store.close()
         self.workspace.release()

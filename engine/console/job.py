@@ -117,6 +117,7 @@ class Job:
     # On a cluster: the scheduler's id for the current attempt ({"id": "123"}); None locally.
     cluster_job: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # one run of a sweep: {id, name, values}
+    notify_error: str | None = None  # the last notification that could not be delivered
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,7 @@ RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
     "shared": ((bool,), False), "microbatch_changes": ((list,), False),
     "cluster_job": ((dict,), True), "sweep": ((dict,), True),
+    "notify_error": ((str,), True),
 }
 
 

@@ -128,6 +128,8 @@ class Supervisor:
         self.running: dict[str, Trainer] = {}
         self.spares = Spares(cache_dir / "spares", enabled=warm_start)
         self.on_change = lambda job_id: None  # told when what a running job's view shows changed
+        self.on_micro_batch_lowered = lambda job_id: None
+        self.started_at = time.time()
 
     def keep_spare(self) -> None:
         """Have a spare trainer ready for the next job (warm start)."""
@@ -276,7 +278,12 @@ class Supervisor:
         mtime = changed_since(trainer.paths.microbatch, trainer.microbatch_mtime)
         if mtime is not None:
             trainer.microbatch_mtime = mtime
+            before = len(trainer.microbatch_changes)
             trainer.microbatch_changes = microbatch_changes(trainer.paths)
+            changes = trainer.microbatch_changes
+            # Only news: a console that re-attaches finds earlier changes already told.
+            if len(changes) > before and changes[-1].get("time", 0) > self.started_at:
+                self.on_micro_batch_lowered(trainer.job_id)
 
     def _enforce_limits(self, trainer: Trainer, now: float) -> str | None:
         if now - trainer.last_progress_time() > trainer.timeout_s:

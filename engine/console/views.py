@@ -95,7 +95,7 @@ class JobViews:
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
             "shared": job.shared, "damaged": job.damaged, "run_s": run_seconds(job),
-            "sweep": job.sweep,
+            "sweep": job.sweep, "notify_error": job.notify_error,
         }
 
     def _safe_summary(self, job: Job) -> dict[str, Any]:
@@ -110,6 +110,7 @@ class JobViews:
                     "model": None, "dataset": None, "progress": {}, "loss": None,
                     "created_at": None, "started_at": None, "finished_at": None, "error": None,
                     "requested": None, "shared": False, "run_s": None, "sweep": None,
+                    "notify_error": None,
                     "damaged": f"cannot be shown: {type(exc).__name__}"}
 
     def progress(self, job: Job) -> dict[str, Any]:
