@@ -83,6 +83,11 @@ class JobPaths:
         """Where the merged (adapter + base) model of the final model or a checkpoint goes."""
         return self.root / (f"merged-{checkpoint}" if checkpoint else "merged")
 
+    def gguf(self, checkpoint: str | None, quantization: str) -> Path:
+        """Where the GGUF export (model.gguf and a Modelfile) of the final model or a
+        checkpoint goes, one folder per quantization."""
+        return self.root / f"gguf-{checkpoint or 'final'}-{quantization}"
+
     def request_file(self, action: str) -> Path:
         return self.root / f"{action}.request"
 
@@ -154,3 +159,8 @@ def truncate_after(path: Path, step: int) -> None:
             if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line if line.endswith(b"\n") else line + b"\n")
     write_atomic(path, b"".join(kept))
+
+# How a GGUF export stores weights: f32 (for checking), f16, bf16, q8_0 (8 bits, a scale per 32).
+GGUF_QUANTIZATIONS = ("f32", "f16", "bf16", "q8_0")
+# transformers' model types a GGUF export writes (llama.cpp's LLAMA, QWEN2 and QWEN3 layouts).
+GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")

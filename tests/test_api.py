@@ -36,7 +36,7 @@ def test_the_api_page_shows_exactly_the_contract(console):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     actions = {"/export_model", "/try_model", "/set_priority", "/check_job", "/upload_dataset",
                "/share_job", "/delete_job", "/submit_sweep", "/get_sweep", "/list_sweeps",
-               "/cancel_sweep"}
+               "/cancel_sweep", "/export_gguf"}
     assert named == CONTRACT | actions  # the contract plus the console's further actions
 
 

@@ -81,6 +81,48 @@ def test_merged_export_loads_with_transformers_alone(console, tmp_path, checkpoi
     assert torch.allclose(logits(merged, tokenizer), adapter_logits(saved), atol=1e-5)
 
 
+# q8_0 keeps each block of 32 weights as int8 steps of (largest |weight| / 127): a weight moves by
+# at most half a step, 0.4% of its block's largest. Through two layers of the tiny model that
+# moved the logits by 0.007 at most (they span about 6 units); 0.05 holds a 7x margin, and the
+# next token must not change.
+Q8_0_TOLERANCE = 0.05
+
+
+@pytest.mark.parametrize("quantization", ["f32", "q8_0"])
+def test_gguf_export_loads_with_transformers_and_matches_the_merged_model(console, tmp_path,
+                                                                          quantization):
+    client, workspace, job_id = console
+    zipped = client.predict(job_id, None, quantization, api_name="/export_gguf")
+    assert Path(zipped).name == f"model_{job_id}_{quantization}.gguf.zip"
+    folder = unzip(zipped, tmp_path / "gguf")
+    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "model.gguf"]
+    modelfile = (folder / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model.gguf") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    from_gguf = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf",
+                                                     dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+    reference_tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    sentence = "Fine-tuned on Tuesday: 42 answers, ünïcödé and all."
+    assert tokenizer(sentence)["input_ids"] == reference_tokenizer(sentence)["input_ids"]
+    assert tokenizer.chat_template == reference_tokenizer.chat_template
+    merged = adapter_logits(workspace / "jobs" / job_id / "model")
+    exported = logits(from_gguf)
+    difference = (exported - merged).abs().max().item()
+    if quantization == "f32":
+        assert difference <= 1e-4
+    else:
+        assert difference <= Q8_0_TOLERANCE
+        assert torch.equal(exported.argmax(-1), merged.argmax(-1))
+
+
+def test_gguf_export_refuses_what_it_cannot_write(console):
+    client, _, job_id = console
+    with pytest.raises(Exception, match="quantization must be one of f32, f16, bf16, q8_0"):
+        client.predict(job_id, None, "q4_k", api_name="/export_gguf")
+    with pytest.raises(Exception, match="checkpoint"):
+        client.predict(job_id, "../..", "f16", api_name="/export_gguf")
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc", "checkpoint-1/../../", "checkpoint-5/../..",
                                   "checkpoint-99", "model", ".."])
 def test_checkpoint_names_outside_the_job_are_refused(console, name):

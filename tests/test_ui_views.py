@@ -56,7 +56,8 @@ def test_a_resumed_job_shows_this_attempt_and_its_total_run_time():
     ("running", "pause", {"cancel", "share", "download_logs"}),
     ("running", "cancel", {"share", "download_logs"}),
     ("paused", None, {"resume", "cancel", "delete", "share", "download_logs"}),
-    ("completed", None, {"delete", "share", "download_logs", "download_model", "export_merged"}),
+    ("completed", None, {"delete", "share", "download_logs", "download_model", "export_merged",
+                      "export_gguf"}),
     ("failed", None, {"resume", "delete", "share", "download_logs"}),
 ])
 def test_buttons_follow_the_state_machine(status, requested, expected):

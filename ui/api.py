@@ -166,7 +166,8 @@ def _file_endpoints(engine: Engine) -> None:
     with gr.Column(visible=False):
         job_id, checkpoint = gr.Textbox(label="job_id"), gr.Textbox(label="checkpoint")
         dataset_file = gr.File(label="dataset file")
-        names = ("upload_dataset", "download_model", "download_logs", "export_model")
+        quantization = gr.Textbox(label="quantization")
+        names = ("upload_dataset", "download_model", "download_logs", "export_model", "export_gguf")
         triggers = {name: gr.Button(name) for name in names}
         results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in names}
 
@@ -184,6 +185,14 @@ def _file_endpoints(engine: Engine) -> None:
         return str(artifacts.export_merged(job_id, checkpoint or None, user_of(engine, request)))
 
     @as_gradio_errors
+    def export_gguf(job_id: str, checkpoint: str, quantization: str,
+                    request: gr.Request = None) -> str:
+        """The model (an adapter merged first) as GGUF for llama.cpp and Ollama, quantization
+        f32, f16, bf16 or q8_0; a zip with model.gguf and an Ollama Modelfile."""
+        return str(artifacts.export_gguf(job_id, checkpoint or None, quantization or "q8_0",
+                                         user_of(engine, request)))
+
+    @as_gradio_errors
     def upload_dataset(file: str, request: gr.Request = None) -> dict:
         """Store a dataset file for the caller (within their upload quota); returns
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
@@ -194,6 +203,7 @@ def _file_endpoints(engine: Engine) -> None:
     wiring = {"upload_dataset": (upload_dataset, [dataset_file]),
               "download_model": (download_model, [job_id, checkpoint]),
               "download_logs": (download_logs, [job_id]),
-              "export_model": (export_model, [job_id, checkpoint])}
+              "export_model": (export_model, [job_id, checkpoint]),
+              "export_gguf": (export_gguf, [job_id, checkpoint, quantization])}
     for name, (fn, inputs) in wiring.items():
         triggers[name].click(fn, inputs, results[name], api_name=name, concurrency_limit=None)

@@ -20,7 +20,7 @@ TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "mode
                  "loss", "started", "duration", "job id"]
 # The job view's buttons, in order, and the action each needs the state machine to allow.
 ACTION_BUTTONS = ("pause", "resume", "cancel", "download_model", "download_logs", "export_merged",
-                  "delete")
+                  "export_gguf", "delete")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -122,7 +122,7 @@ def enabled_actions(job: dict[str, Any] | None, user: User | None = None) -> set
     enabled = set(available_actions(job["status"], job.get("requested"))) | {"share"}
     has_model = job["status"] == JobStatus.COMPLETED or bool(job.get("checkpoints"))
     if has_model:
-        enabled.add("download_model")
+        enabled.update(("download_model", "export_gguf"))
         if job["config"].get("adapter") in ("lora", "qlora"):
             enabled.add("export_merged")
     if job["status"] != JobStatus.QUEUED or job.get("attempt", 0) > 0:

@@ -20,6 +20,7 @@ from gradio.components.plot import PlotData
 from engine.console.changes import job_key
 from engine.console.engine import Engine
 from engine.console.job import JobStatus
+from engine.jobfiles import GGUF_QUANTIZATIONS
 from engine.console.users import User
 from ui.api import user_of
 from ui.charts import compare_chart, job_charts, run_events
@@ -104,6 +105,8 @@ class JobView:
     download_model: gr.Button
     download_logs: gr.Button
     export_merged: gr.Button
+    export_gguf: gr.Button
+    gguf_quantization: gr.Dropdown
     delete: gr.Button
     share: gr.Button
     priority: gr.Number
@@ -268,11 +271,16 @@ def _build_header_and_charts() -> dict[str, Any]:
                                    ("download_model", "Download model", {}),
                                    ("download_logs", "Download logs", {}),
                                    ("export_merged", "Export merged model", {}),
+                                   ("export_gguf", "Export GGUF", {}),
                                    ("delete", "Delete", {}), ("share", "Share", {})):
             parts[name] = gr.Button(label, interactive=False, elem_id=f"{name}-button", **extra)
     with gr.Row():
         parts["priority"] = gr.Number(0, precision=0, label="Priority (higher starts first)")
         parts["set_priority"] = gr.Button("Set priority", elem_id="set-priority-button")
+        parts["gguf_quantization"] = gr.Dropdown(
+            list(GGUF_QUANTIZATIONS), value="q8_0", label="GGUF quantization",
+            info="q8_0: 8 bits a weight, near-lossless; f16/bf16: half size of f32; f32: exact",
+            elem_id="gguf-quantization")
     parts["message"] = gr.Markdown(elem_id="job-message")
     parts["download"] = gr.File(label="Download", visible=False, interactive=False,
                                 elem_id="job-download")
@@ -375,11 +383,11 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
 def _bind_downloads(engine: Engine, view: JobView) -> None:
     """Downloads and export take seconds to minutes: the message says at once what is being
     prepared and the previous file goes, so an old result is never taken for the new one."""
-    def download(method: str, with_checkpoint: bool, what: str):
+    def download(method: str, with_checkpoint: bool, what: str, *options: str):
         @as_gradio_errors
         def fetch(selected: str, chosen: str | None, user: User | None) -> Path:
             args = (selected, chosen_checkpoint(chosen)) if with_checkpoint else (selected,)
-            return Path(getattr(engine.artifacts, method)(*args, user=user))
+            return Path(getattr(engine.artifacts, method)(*args, *options, user=user))
 
         def handler(selected: str, chosen: str | None = None, request: gr.Request = None):
             try:
@@ -396,6 +404,15 @@ def _bind_downloads(engine: Engine, view: JobView) -> None:
             return gr.update(value=None, visible=False), f"Preparing {what}{source}…"
         return announce
 
+    def gguf_for_view(selected: str, chosen: str | None, quantization: str,
+                    request: gr.Request = None):
+        handler = download("export_gguf", True, "the GGUF file", quantization)
+        return handler(selected, chosen, request)
+
+    view.export_gguf.click(preparing("the GGUF file (this can take minutes)"), view.checkpoint,
+                           [view.download, view.message], queue=False, **PRIVATE).then(
+        gguf_for_view, [view.job_id, view.checkpoint, view.gguf_quantization],
+        [view.download, view.message], **PRIVATE)
     for button, method, with_checkpoint, what in (
             (view.download_model, "download_model", True, "the model zip"),
             (view.export_merged, "export_merged", True, "the merged model (this can take minutes)"),

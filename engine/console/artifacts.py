@@ -18,6 +18,7 @@ from engine.console.uploads import Uploads
 from engine.console.users import User
 from engine.console.workspace import Workspace
 from engine.console.zips import Zips, checkpoint_folder
+from engine.jobfiles import GGUF_ARCHITECTURES, GGUF_QUANTIZATIONS
 
 log = logging.getLogger("traindeck.artifacts")
 MAX_PROMPT_CHARS = 8000
@@ -71,6 +72,34 @@ class Artifacts:
             return self.zips.folder_zip(f"model_{job.job_id}{suffix}_merged.zip", destination,
                                         paths)
 
+    def export_gguf(self, job_id: str, checkpoint: str | None = None, quantization: str = "q8_0",
+                    user: User | None = None) -> Path:
+        """The job's model (final, or a checkpoint's; an adapter merged first) as one GGUF file
+        with an Ollama Modelfile, written in a separate process; returns their zip."""
+        if quantization not in GGUF_QUANTIZATIONS:
+            raise ConfigError(f"quantization must be one of {', '.join(GGUF_QUANTIZATIONS)}, got "
+                              f"{shorten(quantization)}")
+        job = self.store.lookup(job_id)
+        self.access.authorize(job, user, "export")
+        paths = self.workspace.job_paths(job.job_id)
+        source = checkpoint_folder(paths, checkpoint) if checkpoint else paths.final_model
+        if not source.is_dir():
+            raise ConfigError(f"job {job.job_id} has no final model yet; export a checkpoint")
+        model_type = _model_type(source, job.config.model)
+        if model_type is not None and model_type not in GGUF_ARCHITECTURES:
+            raise ConfigError(f"GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models; job "
+                              f"{job.job_id} trained a {model_type} model")
+        destination = paths.gguf(checkpoint, quantization)
+        with self.gates.export.slot(self.access.user(user).name):
+            if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
+                run_tool("engine.trainer.gguf_export",
+                         [str(paths.root), "--quantization", quantization]
+                         + (["--checkpoint", checkpoint] if checkpoint else []),
+                         f"GGUF export of job {job.job_id}")
+            suffix = f"_{checkpoint}" if checkpoint else ""
+            return self.zips.folder_zip(f"model_{job.job_id}{suffix}_{quantization}.gguf.zip",
+                                        destination, paths)
+
     def try_model(self, job_id: str, prompt: str, checkpoint: str | None = None,
                   max_new_tokens: int = 64, user: User | None = None) -> dict[str, Any]:
         """Generate from the base model and the trained one (final, or a checkpoint) for one
@@ -115,3 +144,14 @@ class Artifacts:
         in_use = {j.config.dataset for j in self.store.all(copy=False)}
         for path in self.uploads.clean({p for p in in_use if isinstance(p, str)}):
             log.info("removed unused upload %s", path)
+
+
+def _model_type(source: Path, base_model: str) -> str | None:
+    """The model_type of a saved model, or of an adapter's base model when that is a local
+    folder (None: not known here, as for a Hub id; the exporter checks it then)."""
+    for folder in (source, Path(base_model)):
+        try:
+            return json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError):
+            continue
+    return None
