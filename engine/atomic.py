@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,17 @@ def fsync_folder(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fresh_folder(destination: Path) -> Path:
+    """An empty temporary folder beside `destination`, to build it in and `publish_folder`."""
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def publish_folder(tmp: Path, destination: Path) -> None:
+    """Put a folder built aside in place of `destination`: readers see the old one or the new
+    one, never half of it."""
+    shutil.rmtree(destination, ignore_errors=True)
+    tmp.rename(destination)

@@ -10,12 +10,12 @@ round the merge away.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
+from engine.atomic import fresh_folder, publish_folder
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
 
@@ -42,12 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
     merged = PeftModel.from_pretrained(base, source).merge_and_unload()
     destination = paths.merged(args.checkpoint)
-    tmp = destination.with_name(f".{destination.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_folder(destination)
     merged.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-    shutil.rmtree(destination, ignore_errors=True)
-    tmp.rename(destination)
+    publish_folder(tmp, destination)
     print(f"merged {source.name} into {config.model}: {destination}", flush=True)
     return EXIT_COMPLETED
 

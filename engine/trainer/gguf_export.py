@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from engine.atomic import fresh_folder, publish_folder
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, GGUF_QUANTIZATIONS, JobPaths
 
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     destination = paths.gguf(args.checkpoint, args.quantization)
-    tmp = destination.with_name(f".{destination.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_folder(destination)
     tmp.mkdir(parents=True)
     try:
         write_gguf(model, tokenizer, source, tmp / "model.gguf", args.quantization,
@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     stop = [tokenizer.eos_token] if tokenizer.eos_token else []
     (tmp / "Modelfile").write_text(modelfile(stop))
-    shutil.rmtree(destination, ignore_errors=True)
-    tmp.rename(destination)
+    publish_folder(tmp, destination)
     print(f"wrote {destination / 'model.gguf'} ({args.quantization})", flush=True)
     return EXIT_COMPLETED
 
