@@ -69,6 +69,12 @@ def main() -> None:
                 page.screenshot(path=str(out / "system.png"))
                 browser.close()
             client.predict(job, api_name="/cancel_job")
+            # The trainer stops at its next step: its folder is written to until then.
+            deadline = time.time() + 60
+            while client.predict(job, api_name="/get_job")["status"] != "cancelled":
+                if time.time() > deadline:
+                    raise SystemExit("the screenshot job was not cancelled within 60 s")
+                time.sleep(0.5)
         finally:
             stop_console(process)
     print("wrote", ", ".join(str(out / n) for n in ("new-job.png", "running-job.png",
