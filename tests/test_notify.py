@@ -106,6 +106,25 @@ def test_a_jobs_own_webhook_on_a_shared_console_must_be_a_public_address(receive
     assert receiver.bodies == [] and "private network" in failures[0]
 
 
+def test_on_a_shared_console_a_users_webhook_is_public_and_hidden_from_others(idle_engine):
+    engine = idle_engine
+    alice, bob, carol = (engine.users.get(n) for n in ("alice", "bob", "carol"))
+    inside = "http://127.0.0.1:9/hook"
+    with pytest.raises(ConfigError, match="notify_url .* on this machine or a private network"):
+        engine.jobs.submit({"max_steps": 10, "notify_url": inside}, bob)
+    assert engine.store.all() == []  # refused, nothing queued
+    with pytest.raises(ConfigError, match="notify_url must be an http:// or https:// URL"):
+        engine.jobs.submit({"max_steps": 10, "notify_url": "file:///etc/passwd"}, bob)
+    job_id = engine.jobs.submit({"max_steps": 10, "notify_url": inside}, alice)["job_id"]
+    assert engine.views.get_job(job_id, alice)["config"]["notify_url"] == inside
+    assert engine.views.get_job(job_id, carol)["config"]["notify_url"] != inside  # hidden
+    mine = engine.jobs.submit({"max_steps": 10}, bob)["job_id"]
+    engine.jobs.cancel(mine, bob)
+    with pytest.raises(ConfigError, match="on this machine or a private network"):
+        engine.jobs.resume(mine, changes={"notify_url": inside}, user=bob)  # nor on resume
+    assert engine.store.get(mine).status == "cancelled"
+
+
 @pytest.mark.slow
 def test_a_job_that_lowers_its_micro_batch_and_then_fails_tells_both(tmp_path, receiver):
     engine = Engine(tmp_path / "workspace", notifier=Notifier([receiver.url], backoff_s=0.1))

@@ -71,8 +71,7 @@ class JobControl:
         """Queue a checked config for `user`, within their quotas (`sweep`: the sweep it is
         one run of)."""
         settings = resolution.config
-        self._check_size(settings, user)
-        check_job_url(settings.notify_url, self.access.users.enabled, user.is_admin)
+        self._check_allowed(settings, user)
         now = time.time()
         with self.store.lock:
             jobs = self.store.all(copy=False)
@@ -102,9 +101,11 @@ class JobControl:
             raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing was "
                                f"queued") from None
 
-    def _check_size(self, settings: JobConfig, user: User) -> None:
+    def _check_allowed(self, settings: JobConfig, user: User) -> None:
+        """What `user` may run: its size within their quotas, its webhook where they may send."""
         self.access.check_job_size(settings, user, self.devices.capacity,
                                    self.devices.describe_capacity, self.devices.spans_nodes)
+        check_job_url(settings.notify_url, self.access.users.enabled, user.is_admin)
 
     def _exists(self, job_id: str) -> bool:
         try:
@@ -169,7 +170,7 @@ class JobControl:
                 resolution = self._changed(job, changes, allow_inexact or name is None)
                 fields.update(config=resolution.config, priority=resolution.config.priority,
                               resolved={**job.resolved, **resolution.resolved})
-                self._check_size(resolution.config, self.access.owner_of(job))
+                self._check_allowed(resolution.config, self.access.owner_of(job))
             self.access.check_queue_quota(self.access.owner_of(job),
                                           self.store.all((JobStatus.QUEUED.value,)))
             job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
