@@ -41,6 +41,9 @@ def build_console(engine: Engine) -> gr.Blocks:
         gr.Markdown(f"# TrainDeck\nFine-tuning console · {health['device']} · "
                     f"v{health['version']} · workspace `{engine.workspace.root}`")
         live = LiveStreams(engine.changes)
+        # The contract's endpoints first: they keep their names, and a UI handler that happens to
+        # share one is the one Gradio renames.
+        register_api(engine)
         with gr.Tabs():
             with gr.Tab("New job", id="new") as new_tab:
                 create_sweep_form(engine, *create_new_job_tab(engine))
@@ -53,7 +56,6 @@ def build_console(engine: Engine) -> gr.Blocks:
         for tab, shown in ((new_tab, None), (jobs_tab, "job"), (system_tab, "system")):
             tab.select(leave_other_tabs(live, shown), order, None, js=numbered(0),
                        api_visibility="private", queue=False)
-        register_api(engine)
     console.queue(default_concurrency_limit=None)  # polling clients must never wait on each other
     quiet_queue(console)  # an idle console takes no CPU from the trainers
     return console

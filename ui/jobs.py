@@ -29,7 +29,7 @@ from ui.live import ENDED_FOR_OTHERS, LiveStreams, event_number, numbered, sessi
 from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
                            enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
-from ui.sweeps import create_sweeps_view
+from ui.sweeps import create_sweeps_view, sweep_choices
 
 TABLE_REFRESH_S = 2.0
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -149,7 +149,7 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     table = gr.Dataframe(job_table([]), label="Jobs (newest first) — select a row to open it",
                          interactive=False, wrap=False, max_height=320, elem_id="job-table")
     table_timer = gr.Timer(TABLE_REFRESH_S)
-    create_sweeps_view(engine, table_timer)
+    sweep_chooser = create_sweeps_view(engine)
     parts = _build_header_and_charts()
     try_it = _build_try_it()
     compare_ids, compare_plot = _build_compare()
@@ -159,7 +159,7 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
     def refresh_table(request: gr.Request = None):
         jobs = engine.views.list_jobs(user=user_of(engine, request))
         choices = [(f"{j['name']} ({j['job_id']})", j["job_id"]) for j in jobs]
-        return job_table(jobs), gr.update(choices=choices)
+        return job_table(jobs), gr.update(choices=choices), sweep_choices(engine)
 
     def select_row(data: pd.DataFrame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
@@ -182,7 +182,7 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
             return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
-    table_timer.tick(refresh_table, None, [table, compare_ids], **PRIVATE)
+    table_timer.tick(refresh_table, None, [table, compare_ids, sweep_chooser], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
     # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
     gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live),

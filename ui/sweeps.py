@@ -101,7 +101,15 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"{state} · {counts} · {won}")
 
 
-def create_sweeps_view(engine: Engine, timer: gr.Timer) -> None:
+def sweep_choices(engine: Engine):
+    """The sweep chooser's entries, newest first (refreshed with the job table)."""
+    return gr.update(choices=[(f"{s['name']} ({s['sweep_id']}, {s['runs']} runs)", s["sweep_id"])
+                              for s in engine.sweeps.list()])
+
+
+def create_sweeps_view(engine: Engine) -> gr.Dropdown:
+    """The Sweeps view; returns its sweep chooser, whose entries the job table's refresh keeps
+    current."""
     with gr.Accordion("Sweeps", open=False):
         chosen = gr.Dropdown([], label="Sweep", elem_id="sweep-choice")
         text = gr.Markdown("Choose a sweep.", elem_id="sweep-summary")
@@ -111,10 +119,6 @@ def create_sweeps_view(engine: Engine, timer: gr.Timer) -> None:
         with gr.Row():
             refresh = gr.Button("Refresh", elem_id="refresh-sweep")
             cancel = gr.Button("Cancel sweep", variant="stop", elem_id="cancel-sweep")
-
-    def choices():
-        return gr.update(choices=[(f"{s['name']} ({s['sweep_id']}, {s['runs']} runs)",
-                                   s["sweep_id"]) for s in engine.sweeps.list()])
 
     def show(sweep_id: str | None):
         if not sweep_id:
@@ -137,6 +141,6 @@ def create_sweeps_view(engine: Engine, timer: gr.Timer) -> None:
         text_, frame, chart = show(sweep_id)
         return f"Cancelled {len(result['cancelled'])} runs. {text_}", frame, chart
 
-    timer.tick(choices, None, chosen, **PRIVATE)
     gr.on([chosen.change, refresh.click], show, chosen, [text, runs, curves], **PRIVATE)
     cancel.click(do_cancel, chosen, [text, runs, curves], **PRIVATE)
+    return chosen

@@ -79,18 +79,20 @@ class Delivery:
 class Notifier:
     def __init__(self, urls: list[str] | tuple = (), fmt: str = "json",
                  public_url: str | None = None, timeout_s: float = 5.0, retries: int = 3,
-                 backoff_s: float = float(os.environ.get("TRAINDECK_NOTIFY_BACKOFF_S", "2")),
+                 backoff_s: float | None = None,
                  record_failure: Callable[[str, str], None] = lambda job_id, error: None):
         if fmt not in FORMATS:
             raise ConfigError(f"notify format must be one of {', '.join(FORMATS)}, got "
                               f"{shorten(fmt)}")
         self.urls = [check_url(url, "--notify-url") for url in urls]
         self.fmt, self.public_url = fmt, public_url
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s, self.retries = timeout_s, retries
+        # first wait between tries (doubling): TRAINDECK_NOTIFY_BACKOFF_S, else 2 s
+        self.backoff_s = backoff_s if backoff_s is not None else float(
+            os.environ.get("TRAINDECK_NOTIFY_BACKOFF_S", "2"))
         self.record_failure = record_failure
         self._queue: queue.Queue[Delivery | None] = queue.Queue(maxsize=1000)
         self._thread: threading.Thread | None = None
-        self.sent: list[str] = []  # job id and event of each delivery that arrived (for views)
 
     def start(self) -> None:
         if self._thread is None:
@@ -149,7 +151,6 @@ class Notifier:
             delivery.attempts += 1
             error = self._post(delivery)
             if error is None:
-                self.sent.append(delivery.job_id)
                 return
             delivery.errors.append(error)
             if delivery.attempts <= self.retries:

@@ -61,7 +61,7 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any], model_type: str) -> str:
     return "gpt-2"
 
 
-def write_gguf(model, tokenizer, model_dir: Path, destination: Path, quantization: str,
+def write_gguf(model, tokenizer, destination: Path, quantization: str,
                name: str) -> None:
     import gguf
     import numpy as np
@@ -92,7 +92,7 @@ def write_gguf(model, tokenizer, model_dir: Path, destination: Path, quantizatio
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
     writer.add_file_type(file_types[quantization])
-    add_tokenizer(writer, tokenizer, tokenizer_json, config, model_dir)
+    add_tokenizer(writer, tokenizer, tokenizer_json, config)
 
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     state = {key: value.detach().float().cpu().numpy() for key, value in model.state_dict().items()}
@@ -131,7 +131,7 @@ def add_tensor(writer, name: str, data, quantization: str, np, gguf) -> None:
         writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
 
-def add_tokenizer(writer, tokenizer, tokenizer_json: dict[str, Any], config, model_dir: Path) -> None:
+def add_tokenizer(writer, tokenizer, tokenizer_json: dict[str, Any], config) -> None:
     import gguf
 
     vocab = tokenizer_json["model"]["vocab"]
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = fresh_folder(destination)
     tmp.mkdir(parents=True)
     try:
-        write_gguf(model, tokenizer, source, tmp / "model.gguf", args.quantization,
+        write_gguf(model, tokenizer, tmp / "model.gguf", args.quantization,
                    f"{paths.root.name}{'-' + args.checkpoint if args.checkpoint else ''}")
     except Unsupported as exc:
         shutil.rmtree(tmp, ignore_errors=True)
