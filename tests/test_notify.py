@@ -1,18 +1,29 @@
 """Notifications: the webhook's body and Slack form, deliveries that fail without holding
-anything up, the address rules of a shared console, and real jobs (completed, failed, cancelled)
-notifying a local HTTP server, through the engine and through `app.py --notify-url`."""
+anything up (a dead endpoint delays no other), the address rules of a shared console (the
+connection goes to the address that was checked, over TLS verified for the URL's name), and real
+jobs (completed, failed, cancelled) notifying a local HTTP server, through the engine and through
+`app.py --notify-url`."""
 
+import datetime
 import json
+import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
 from gradio_client import Client
 
 from engine.config import ConfigError
 from engine.console.engine import Engine
 from engine.console.notify import Notifier, check_job_url
+from engine.console.webhook import WebhookClient
 from engine.sources import sample_dataset
 
 from conftest import QUICK, shutdown, wait_for_status, wait_until
@@ -27,12 +38,14 @@ FIELDS = {"event", "job_id", "name", "owner", "status", "error", "final_loss", "
 class Receiver:
     """A local webhook endpoint that keeps every JSON body POSTed to it."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
         self.bodies: list[dict] = []
-        received = self.bodies
+        self.hosts: list[str] = []  # each request's Host header
+        received, hosts = self.bodies, self.hosts
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                hosts.append(self.headers["Host"])
                 received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 self.send_response(204)
                 self.end_headers()
@@ -41,7 +54,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self, job_id):
@@ -104,6 +120,100 @@ def test_a_jobs_own_webhook_on_a_shared_console_must_be_a_public_address(receive
     wait_until(lambda: failures, 10, "the refused delivery to be recorded")
     notifier.stop()
     assert receiver.bodies == [] and "private network" in failures[0]
+
+
+def test_a_dead_endpoint_delays_no_other_endpoint(receiver):
+    failures = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        dead = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        notifier = Notifier([dead, receiver.url], timeout_s=5, retries=2, backoff_s=1,
+                            record_failure=lambda job_id, error: failures.append(job_id))
+        notifier.start()
+        for number in range(3):
+            notifier.notify("completed", {**JOB, "job_id": f"job-{number}"}, None, False)
+        # Promptly: before the dead endpoint's first try has even timed out.
+        wait_until(lambda: len(receiver.bodies) == 3, 4, "the live endpoint's 3 notifications")
+        assert failures == []
+    notifier.stop(wait_s=10)  # the dead one's connections reset, no more waits: it gives up
+    assert sorted(failures) == ["job-0", "job-1", "job-2"]
+
+
+def test_a_name_that_answers_public_then_private_is_refused(receiver):
+    """DNS rebinding: a name checked as public must not be connected to as private. Each try
+    resolves once and connects to what it checked; the second try's answer is refused."""
+    answers = iter([["1.1.1.1"], ["127.0.0.1"], ["127.0.0.1"]])
+    asked, failures = [], []
+
+    def rebinding(host, port):
+        asked.append((host, port))
+        return next(answers)
+
+    notifier = Notifier(timeout_s=0.5, retries=1, backoff_s=0, resolve=rebinding,
+                        record_failure=lambda job_id, error: failures.append(error))
+    notifier.start()
+    notifier.notify("completed", JOB, f"http://hook.test:{receiver.port}/hook", restricted=True)
+    wait_until(lambda: failures, 10, "the refused delivery to be recorded")
+    notifier.stop()
+    assert receiver.bodies == []  # never at the private address
+    assert asked == [("hook.test", receiver.port)] * 2  # one lookup a try, none to connect
+    assert "failed after 2 tries" in failures[0] and "private network" in failures[0]
+
+
+def test_a_delivery_goes_to_the_resolved_address_under_its_own_name(receiver):
+    asked = []
+    notifier = Notifier([f"http://hook.test:{receiver.port}/hook"], backoff_s=0,
+                        resolve=lambda host, port: asked.append(host) or ["127.0.0.1"])
+    notifier.start()
+    notifier.notify("completed", JOB, None, restricted=False)
+    wait_until(lambda: receiver.bodies, 10, "the notification at the resolved address")
+    notifier.stop()
+    assert asked == ["hook.test"] and receiver.hosts == [f"hook.test:{receiver.port}"]
+
+
+def tls_contexts(tmp_path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A client context trusting a new test authority, and a server context with a certificate
+    that authority signed for `name`."""
+    authority_key = ec.generate_private_key(ec.SECP256R1())
+    authority = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "TrainDeck test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def signed(subject, public_key, extension, critical):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(authority)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(extension, critical).sign(authority_key, hashes.SHA256()))
+
+    root = signed(authority, authority_key.public_key(),
+                  x509.BasicConstraints(ca=True, path_length=None), True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_certificate = signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                                server_key.public_key(),
+                                x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+    chain, key = tmp_path / "server.pem", tmp_path / "server.key"
+    chain.write_bytes(server_certificate.public_bytes(Encoding.PEM))
+    key.write_bytes(server_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(chain, key)
+    return ssl.create_default_context(cadata=root.public_bytes(Encoding.PEM).decode()), server
+
+
+def test_tls_to_the_checked_address_is_verified_for_the_urls_name(tmp_path):
+    trusting, serving = tls_contexts(tmp_path, "hook.test")
+    names = []
+    serving.sni_callback = lambda connection, name, context: names.append(name)
+    endpoint = Receiver(tls=serving)
+    client = WebhookClient(5, resolve=lambda host, port: ["127.0.0.1"], verify=trusting)
+    try:
+        url = f"https://hook.test:{endpoint.port}/hook"
+        assert client.post(url, b'{"event": "completed"}', public_only=False) is None
+        assert names == ["hook.test"] and endpoint.hosts == [f"hook.test:{endpoint.port}"]
+        # The same address under a name its certificate is not for: verification refuses it.
+        error = client.post(f"https://other.test:{endpoint.port}/hook", b"{}", public_only=False)
+        assert "certificate" in error.lower() and endpoint.bodies == [{"event": "completed"}]
+    finally:
+        client.close()
+        endpoint.close()
 
 
 def test_on_a_shared_console_a_users_webhook_is_public_and_hidden_from_others(idle_engine):

@@ -3,35 +3,37 @@ room for another (preempted), or has its micro-batch lowered after running out o
 the console's URLs (`--notify-url`) and the job's own `notify_url`; as TrainDeck's JSON, or as
 the `{"text": ...}` that Slack and Mattermost incoming webhooks take.
 
-One background sender does the posting, each with a timeout and a few retries with growing
-waits: a slow or dead endpoint never holds the queue, a status change or a request. A delivery
-that failed in the end is logged and recorded on the job (`notify_error`), which its view shows.
+Each endpoint (scheme, host, port) has its own sender, which posts (see `webhook`) with a timeout
+and a few retries after growing waits: a slow or dead endpoint holds up no other endpoint, no
+status change and no request. A delivery that failed in the end is logged and recorded on the
+job (`notify_error`), which its view shows.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from engine.config import ConfigError, shorten, url_problem
 from engine.console.users import NotYourJob
+from engine.console.webhook import Resolver, WebhookClient, reaches_inside, system_resolver
 
 log = logging.getLogger("traindeck.notify")
 FORMATS = ("json", "slack")
 EVENTS = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled",
           "preempted": "was paused to make room for a higher-priority job",
           "micro_batch_lowered": "ran out of memory; its micro-batch was lowered"}
+MAX_ENDPOINTS = 64  # endpoints with deliveries under way at once; a thread each
+QUEUE_PER_ENDPOINT = 200
+IDLE_S = 30.0  # an endpoint's thread ends after this long with nothing to send
+MAX_RETRIES, MAX_BACKOFF_S = 10, 60.0
 
 
 def check_url(url: str, field_name: str = "notify_url") -> str:
@@ -41,69 +43,63 @@ def check_url(url: str, field_name: str = "notify_url") -> str:
     return url
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect could lead a checked URL to an address that the check refused."""
-
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-OPENER = urllib.request.build_opener(_NoRedirects)
-
-
-def reaches_inside(url: str) -> bool:
-    """Whether the URL's host is (or resolves to) this machine or a private network: a job's
-    notify_url on a shared console must not make the server call into places only it reaches."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False  # unresolvable: the delivery will fail, and say so
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global:
-            return True
-    return False
-
-
 @dataclass
 class Delivery:
     job_id: str
     url: str
     body: bytes
     restricted: bool  # a job's own URL on a shared console: never to an inside address
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
+
+
+def endpoint_of(url: str) -> str:
+    """Deliveries to one endpoint (scheme, host, port) go in order; endpoints are independent."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
 
 
 class Notifier:
+    """Queues notifications and hands each to its endpoint's sender. Each try has a timeout
+    (5 s) and a failed one is retried a few times (3) after growing waits (2, 4, 8 s)."""
+
     def __init__(self, urls: list[str] | tuple = (), fmt: str = "json",
                  public_url: str | None = None, timeout_s: float = 5.0, retries: int = 3,
                  backoff_s: float | None = None,
-                 record_failure: Callable[[str, str], None] = lambda job_id, error: None):
+                 record_failure: Callable[[str, str], None] = lambda job_id, error: None,
+                 resolve: Resolver = system_resolver):
         if fmt not in FORMATS:
             raise ConfigError(f"notify format must be one of {', '.join(FORMATS)}, got "
                               f"{shorten(fmt)}")
         self.urls = [check_url(url, "--notify-url") for url in urls]
         self.fmt, self.public_url = fmt, public_url
-        self.timeout_s, self.retries = timeout_s, retries
-        # first wait between tries (doubling): TRAINDECK_NOTIFY_BACKOFF_S, else 2 s
-        self.backoff_s = backoff_s if backoff_s is not None else float(
-            os.environ.get("TRAINDECK_NOTIFY_BACKOFF_S", "2"))
+        self.timeout_s, self.retries, self.resolve = timeout_s, retries, resolve
+        self.backoff_s = backoff_s if backoff_s is not None else _backoff_from_environment()
+        if not 0 <= retries <= MAX_RETRIES or not 0 <= self.backoff_s <= MAX_BACKOFF_S:
+            raise ConfigError(f"notification retries must be 0 to {MAX_RETRIES} and their first "
+                              f"wait 0 to {MAX_BACKOFF_S} s, got {retries} and {self.backoff_s}")
         self.record_failure = record_failure
-        self._queue: queue.Queue[Delivery | None] = queue.Queue(maxsize=1000)
-        self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self._senders: dict[str, EndpointSender] = {}
+        self._lock = threading.Lock()
+        self._running = False
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-            self._thread.start()
+        with self._lock:
+            self._running = True
+            self.stopping.clear()
+            for sender in self._senders.values():
+                sender.start()
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=2)
-            self._thread = None
+    def stop(self, wait_s: float = 2.0) -> None:
+        """Deliver what is queued without further waits between tries, for up to `wait_s`."""
+        with self._lock:
+            self._running = False
+            self.stopping.set()
+            senders = list(self._senders.values())
+        for sender in senders:
+            sender.wake()
+        deadline = time.monotonic() + wait_s
+        for sender in senders:
+            sender.join(max(0.0, deadline - time.monotonic()))
 
     def notify(self, event: str, job: dict[str, Any], job_url: str | None,
                restricted: bool) -> None:
@@ -114,11 +110,35 @@ class Notifier:
         if job_url:
             targets.append((job_url, restricted))
         for url, limited in targets:
+            problem = self._queue(Delivery(job["job_id"], url, body, limited))
+            if problem:
+                log.warning("%s: dropped %s for job %s", problem, event, job["job_id"])
+                self.record_failure(job["job_id"], f"notification not sent: {problem}")
+
+    def _queue(self, delivery: Delivery) -> str | None:
+        """Hand the delivery to its endpoint's sender; what prevented it, if anything."""
+        endpoint = endpoint_of(delivery.url)
+        with self._lock:
+            sender = self._senders.get(endpoint)
+            if sender is None:
+                if len(self._senders) >= MAX_ENDPOINTS:
+                    return f"{MAX_ENDPOINTS} webhook endpoints are busy already"
+                sender = self._senders[endpoint] = EndpointSender(self, endpoint)
+                if self._running:
+                    sender.start()
             try:
-                self._queue.put_nowait(Delivery(job["job_id"], url, body, limited))
+                sender.queue.put_nowait(delivery)
             except queue.Full:
-                log.warning("notification queue full: dropped %s for job %s", event,
-                            job["job_id"])
+                return f"the queue for {urlsplit(delivery.url).hostname} is full"
+        return None
+
+    def retire(self, sender: EndpointSender) -> bool:
+        """Forget an idle sender, unless a delivery came meanwhile (then it goes on)."""
+        with self._lock:
+            if not sender.queue.empty():
+                return False
+            self._senders.pop(sender.endpoint, None)
+            return True
 
     def payload(self, event: str, job: dict[str, Any]) -> dict[str, Any]:
         link = f"{self.public_url.rstrip('/')}/?job={job['job_id']}" if self.public_url else None
@@ -139,43 +159,77 @@ class Notifier:
                 + (f" <{payload['url']}|open>" if payload["url"] else ""))
         return {"text": text}
 
-    def _run(self) -> None:
-        while True:
-            delivery = self._queue.get()
-            if delivery is None:
-                return
-            self._deliver(delivery)
 
-    def _deliver(self, delivery: Delivery) -> None:
-        while delivery.attempts <= self.retries:
-            delivery.attempts += 1
-            error = self._post(delivery)
+class EndpointSender:
+    """Delivers one endpoint's notifications in order on its own thread, so a dead or slow
+    endpoint's timeouts and waits hold up only its own. The thread ends once idle."""
+
+    def __init__(self, notifier: Notifier, endpoint: str):
+        self.notifier, self.endpoint = notifier, endpoint
+        self.queue: queue.Queue[Delivery | None] = queue.Queue(maxsize=QUEUE_PER_ENDPOINT)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"notify {self.endpoint}",
+                                            daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """End an idle wait (a full queue means the thread is busy, not waiting)."""
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        client = WebhookClient(self.notifier.timeout_s, self.notifier.resolve)
+        try:
+            while (delivery := self._next()) is not None:
+                self._deliver(client, delivery)
+        finally:
+            client.close()
+
+    def _next(self) -> Delivery | None:
+        """The next delivery; None once idle (or stopping) with nothing left."""
+        while True:
+            wait_s = 0 if self.notifier.stopping.is_set() else IDLE_S
+            try:
+                delivery = self.queue.get(timeout=wait_s) if wait_s else self.queue.get_nowait()
+            except queue.Empty:
+                if self.notifier.retire(self):
+                    return None
+                continue
+            if delivery is not None:  # None: woken to look at `stopping` again
+                return delivery
+
+    def _deliver(self, client: WebhookClient, delivery: Delivery) -> None:
+        notifier = self.notifier
+        for tries in range(1, notifier.retries + 2):
+            error = client.post(delivery.url, delivery.body, delivery.restricted)
             if error is None:
                 return
-            delivery.errors.append(error)
-            if delivery.attempts <= self.retries:
-                time.sleep(self.backoff_s * 2 ** (delivery.attempts - 1))
+            wait_s = notifier.backoff_s * 2 ** (tries - 1)
+            if tries > notifier.retries or notifier.stopping.wait(wait_s):
+                break
         host = urlsplit(delivery.url).hostname
-        message = (f"notification to {host} failed after {delivery.attempts} tries: "
-                   f"{delivery.errors[-1]}")
+        message = f"notification to {host} failed after {tries} tries: {error}"
         log.warning("job %s: %s", delivery.job_id, message)
-        self.record_failure(delivery.job_id, message)
+        notifier.record_failure(delivery.job_id, message)
 
-    def _post(self, delivery: Delivery) -> str | None:
-        if delivery.restricted and reaches_inside(delivery.url):
-            return "the address is on this machine or a private network, which a job's " \
-                   "notify_url may not reach on a shared console"
-        request = urllib.request.Request(delivery.url, data=delivery.body, method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "User-Agent": "TrainDeck"})
-        try:
-            with OPENER.open(request, timeout=self.timeout_s) as response:
-                return None if 200 <= response.status < 300 else f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return f"{type(reason).__name__}: {reason}"[:200]
+
+def _backoff_from_environment() -> float:
+    """The first wait between tries (doubling): TRAINDECK_NOTIFY_BACKOFF_S, else 2 s."""
+    value = os.environ.get("TRAINDECK_NOTIFY_BACKOFF_S", "2")
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"TRAINDECK_NOTIFY_BACKOFF_S must be a number of seconds, got "
+                          f"{shorten(value)}") from None
 
 
 def check_job_url(url: str, shared_console: bool, admin: bool) -> None:
