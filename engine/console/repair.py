@@ -8,40 +8,54 @@ database file, if any, is kept beside the new one as jobs.json.damaged-<time>; n
 from __future__ import annotations
 
 import os
+import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
-from engine.console.job import JOB_ID, Job, JobStatus, readable_record, record_problems
-from engine.jobfiles import (EXIT_CANCELLED, EXIT_COMPLETED, EXIT_INVALID, EXIT_PAUSED, JobPaths,
-                             read_json)
+from engine.console.exits import STATUS, ExitFacts, exit_cause, exit_message
+from engine.console.job import (JOB_ID, Job, JobRecords, JobStatus, change_status,
+                                readable_record, record_problems)
 from engine.console.metrics import MetricsLog
 from engine.console.store import TinyDBJobStore
+from engine.console.supervisor import DISK_FULL_WORDS, log_tail
+from engine.console.trainers import is_alive
 from engine.console.workspace import Workspace
-
-EXIT_STATUS = {EXIT_COMPLETED: JobStatus.COMPLETED, EXIT_PAUSED: JobStatus.PAUSED,
-               EXIT_CANCELLED: JobStatus.CANCELLED}
+from engine.jobfiles import JobPaths, read_json, requested
 
 
-def rebuild_job(folder: Path) -> Job | None:
-    """A job's record from its folder alone, or None when the folder holds no usable job: the
-    console's copy of the record where there is one, brought up to date by the trainer's exit
-    record, else rebuilt from job.yaml, exit.json, metrics and checkpoints."""
+@dataclass(frozen=True)
+class Ending:
+    """What a job folder says became of the job's last run: the status to reach through the
+    state machine, when, and the fields that go with it (exit code, error, pid)."""
+
+    status: JobStatus
+    started_at: float
+    finished_at: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def rebuild_job(folder: Path) -> tuple[Job, Ending | None] | None:
+    """A job's record from its folder alone, and how its last run ended (None: as the record
+    says), or None when the folder holds no usable job. The record is the console's copy where
+    there is one, else rebuilt from job.yaml, metrics and checkpoints; the ending comes from the
+    trainer's exit record, its heartbeat and its log."""
     paths = JobPaths(folder)
     kept = read_json(paths.record)
     if isinstance(kept, dict) and kept.get("job_id") == folder.name:
         problems = record_problems(kept)
         job = Job.from_dict(readable_record(kept, problems) if problems else kept)
-        if job.status == JobStatus.RUNNING:
-            _rebuild_status(job, paths)  # it ended (or not) after the copy was written
-        return job
-    return _from_job_file(folder, paths)
+        # A copy that says running was written before the run ended (or while it goes on).
+        return job, _ending(job, paths) if job.status == JobStatus.RUNNING else None
+    job = _from_job_file(folder, paths)
+    return (job, _ending(job, paths)) if job else None
 
 
 def _from_job_file(folder: Path, paths: JobPaths) -> Job | None:
+    """The record as submitted (queued), from job.yaml, with the progress its files show."""
     try:
         document = yaml.safe_load(paths.job_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
@@ -67,43 +81,44 @@ def _from_job_file(folder: Path, paths: JobPaths) -> Job | None:
                     **({"loss": last["loss"]} if isinstance(last.get("loss"), float) else {})}
     latest = paths.latest_checkpoint()
     job.last_checkpoint = latest.name if latest else None
-    _rebuild_status(job, paths)
     return job
 
 
-def _rebuild_status(job: Job, paths: JobPaths) -> None:
+def _ending(job: Job, paths: JobPaths) -> Ending | None:
+    """How the job's last run ended, read with the supervisor's own table of exit meanings
+    (engine.console.exits), as a console re-attaching to the trainer would; None: it never
+    started (it stays queued)."""
     ended = read_json(paths.exit_record) or {}
-    code = ended.get("code")
+    code = ended.get("code") if type(ended.get("code")) is int else None
     beat = read_json(paths.heartbeat) or {}
-    if isinstance(code, int):
-        job.exit_code = code
-        job.finished_at = _number(ended.get("time")) or paths.exit_record.stat().st_mtime
-        job.status = EXIT_STATUS.get(code, JobStatus.FAILED).value
-        if job.status == JobStatus.FAILED:
-            job.error = ("invalid job (exit code 2); see its log" if code == EXIT_INVALID
-                         else f"the trainer exited with code {code}; see its log")
-        if job.status == JobStatus.PAUSED:
-            job.paused_at = job.finished_at
-    elif _trainer_alive(beat.get("pid"), paths):
-        job.status, job.pid = JobStatus.RUNNING.value, beat["pid"]  # the console re-attaches
-    elif paths.log.exists():
-        job.status = JobStatus.FAILED.value
-        job.error = ("interrupted: the trainer stopped without an exit record (the record was "
-                     "rebuilt by repair-db). Resume continues from the last checkpoint.")
-    else:
-        job.status = JobStatus.QUEUED.value  # never started
-    if job.status != JobStatus.QUEUED:
-        job.started_at = paths.log.stat().st_mtime if paths.log.exists() else job.created_at
-        job.attempt = 1
+    started = paths.log.stat().st_mtime if paths.log.exists() else job.created_at
+    pid = beat.get("pid")
+    if code is None and type(pid) is int and pid > 1 and is_alive(pid, paths):
+        return Ending(JobStatus.RUNNING, started, started, {"pid": pid})  # it re-attaches
+    if code is None and not paths.log.exists() and job.status != JobStatus.RUNNING:
+        return None
+    tail = log_tail(paths)
+    facts = ExitFacts(code=-signal.SIGKILL if code is None else code, recorded=code is not None,
+                      stop_action=requested(paths), attached=True, alive_at_attach=False,
+                      disk_full=any(word in tail for word in DISK_FULL_WORDS))
+    cause = exit_cause(facts)
+    finished = (_number(ended.get("time")) or paths.exit_record.stat().st_mtime
+                if code is not None else started)
+    return Ending(STATUS.get(cause, JobStatus.FAILED), started, finished,
+                  {"exit_code": facts.code, "error": exit_message(cause, facts, tail)})
 
 
-def _trainer_alive(pid: Any, paths: JobPaths) -> bool:
-    if not isinstance(pid, int) or pid <= 1:
-        return False
-    try:
-        return str(paths.job_file) in " ".join(psutil.Process(pid).cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+def settle(store: JobRecords, job_id: str, ending: Ending) -> None:
+    """Bring a written record to its ending through the one status writer, with the moves the
+    console makes: queued -> running -> how it ended."""
+    job = store.get(job_id)
+    if job.status == JobStatus.QUEUED:
+        job = change_status(store, job_id, JobStatus.RUNNING, now=ending.started_at,
+                            attempt=max(job.attempt, 1))
+    if ending.status == JobStatus.RUNNING:
+        store.update(job_id, pid=ending.fields["pid"])
+    elif ending.status != job.status:
+        change_status(store, job_id, ending.status, now=ending.finished_at, **ending.fields)
 
 
 def _number(value: Any) -> float | None:
@@ -119,12 +134,12 @@ def repair(workspace: Workspace) -> tuple[list[Job], list[Path], Path | None]:
     folders that held no usable job, and where the old file was kept (None: there was none)."""
     workspace.acquire()
     try:
-        jobs, skipped = [], []
+        rebuilt, skipped = [], []
         for folder in workspace.job_folders():
-            job = rebuild_job(folder)
-            (jobs if job else skipped).append(job or folder)
-        jobs.sort(key=lambda j: (j.seq or 0, j.created_at))
-        for number, job in enumerate(jobs, start=1):
+            found = rebuild_job(folder)
+            (rebuilt if found else skipped).append(found or folder)
+        rebuilt.sort(key=lambda found: (found[0].seq or 0, found[0].created_at))
+        for number, (job, _) in enumerate(rebuilt, start=1):
             job.seq = number  # submit order as it was, without gaps or clashes
         database = workspace.database
         kept = None
@@ -132,8 +147,11 @@ def repair(workspace: Workspace) -> tuple[list[Job], list[Path], Path | None]:
             kept = database.with_name(f"{database.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
             os.replace(database, kept)
         store = TinyDBJobStore(database)
-        for job in jobs:
+        for job, ending in rebuilt:
             store.add(job)
+            if ending:
+                settle(store, job.job_id, ending)
+        jobs = [store.get(job.job_id) for job, _ in rebuilt]
         store.close()
         return jobs, skipped, kept
     finally:
