@@ -90,6 +90,8 @@ def test_the_body_has_the_documented_fields_and_a_slack_form(receiver):
     assert set(slack) == {"text"} and "failed" in slack["text"] and "out of memory" in slack["text"]
     with pytest.raises(ConfigError, match="--notify-url must be an http:// or https:// URL"):
         Notifier(["file:///etc/passwd"])
+    with pytest.raises(ConfigError, match="retries must be 0 to 10 and their first wait 0 to 60"):
+        Notifier([receiver.url], retries=100)  # bounded: a delivery gives up in time
 
 
 def test_a_dead_endpoint_is_retried_then_recorded_without_holding_the_caller():

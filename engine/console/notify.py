@@ -190,7 +190,11 @@ class EndpointSender:
         client = WebhookClient(self.notifier.timeout_s, self.notifier.resolve)
         try:
             while (delivery := self._next()) is not None:
-                self._deliver(client, delivery)
+                try:
+                    self._deliver(client, delivery)
+                except Exception:  # a bug must not leave the endpoint without its thread
+                    log.exception("notification to %s for job %s", self.endpoint,
+                                  delivery.job_id)
         finally:
             client.close()
 

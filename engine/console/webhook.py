@@ -79,8 +79,8 @@ class WebhookClient:
         for address in addresses[:MAX_ADDRESSES]:  # the next one when one does not connect
             try:
                 status = self._send(target, address, body)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                problem = _describe(exc)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.InvalidURL) as exc:
+                problem = _describe(exc)  # also an answer that cannot stand in a URL
                 continue
             except httpx.HTTPError as exc:
                 return _describe(exc)
