@@ -54,7 +54,8 @@ class Delivery:
 def endpoint_of(url: str) -> str:
     """Deliveries to one endpoint (scheme, host, port) go in order; endpoints are independent."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+    # Host and port as written: without credentials, and a bad port is for the post to report.
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2].lower()}"
 
 
 class Notifier:
