@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from engine.console.engine import Engine
@@ -10,7 +12,6 @@ from ui.jobs import PRIVATE, TABLE_REFRESH_S, create_jobs_tab
 from ui.live import LiveStreams, event_number, numbered, session_of
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
-from ui.safe_text import as_text
 from ui.sweeps import create_sweep_form
 from ui.system import create_system_tab
 
@@ -42,7 +43,7 @@ def disk_banner(engine: Engine) -> dict:
     """The banner over every tab while the workspace's disk is full or below its floor: what is
     wrong, what is held back, and that nothing can be recorded (hidden while all is well)."""
     message = engine.disk_status()["message"]
-    return gr.update(value=f"**Disk:** {as_text(message, 2000)}" if message else "",
+    return gr.update(value=f"<b>Disk:</b> {html.escape(message, quote=False)}" if message else "",
                      visible=bool(message))
 
 
@@ -51,7 +52,7 @@ def build_console(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="TrainDeck") as console:
         gr.Markdown(f"# TrainDeck\nFine-tuning console · {health['device']} · "
                     f"v{health['version']} · workspace `{engine.workspace.root}`")
-        banner = gr.Markdown(visible=False, elem_id="disk-banner")
+        banner = gr.HTML(visible=False, elem_id="disk-banner")
         # One tick for every tab: the disk banner, and the job table.
         tick = gr.Timer(TABLE_REFRESH_S)
         live = LiveStreams(engine.changes)

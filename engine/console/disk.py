@@ -149,14 +149,15 @@ def start_held_back(disk: DiskWatch | None, unrecorded: list) -> str | None:
     return held
 
 
-def disk_report(state: DiskState, held_back: int, unrecorded: list[str]) -> dict:
+def disk_report(state: DiskState, queued: int, unrecorded: list[str]) -> dict:
     """The disk as /health and the UI's banner show it: `message` says what is wrong, what is
-    held back and what cannot be recorded (None when all is well)."""
+    held back (the `queued` jobs) and what cannot be recorded (None when all is well)."""
     if state.full or unrecorded:
         level = "full"
     else:
         level = "low" if state.low else "ok"
-    report = {"state": level, "path": state.path, "free_bytes": state.free_bytes,
+    held_back = queued if level != "ok" else 0
+    report = {"state": level, "workspace": state.path, "free_bytes": state.free_bytes,
               "total_bytes": state.total_bytes, "floor_bytes": state.floor_bytes,
               "held_back": held_back, "unrecorded": unrecorded, "message": None}
     if level == "ok":
