@@ -111,7 +111,7 @@ def engine_on_a_disk(tmp_path, free: int) -> tuple[Engine, FillableStore, FakeDi
     return engine, store, disk
 
 
-def running_job(engine: Engine, store: FillableStore, job_id: str) -> None:
+def running_job(store: FillableStore, job_id: str) -> None:
     store.add(Job(job_id=job_id, name=job_id, config=JobConfig(), seq=store.next_seq(),
                   attempt=1, attempts=[{"attempt": 1, "status": "running", "started_at": 1.0}]))
     change_status(store, job_id, JobStatus.RUNNING, now=1.0)
@@ -120,7 +120,7 @@ def running_job(engine: Engine, store: FillableStore, job_id: str) -> None:
 def test_a_job_whose_end_cannot_be_written_is_not_shown_running(tmp_path, monkeypatch):
     engine, store, disk = engine_on_a_disk(tmp_path, free=4096)
     try:
-        running_job(engine, store, "dead")
+        running_job(store, "dead")
         store.add(Job(job_id="next", name="next", config=JobConfig(), seq=store.next_seq()))
         store.full = True
         ended = TrainerExit("dead", JobStatus.FAILED.value, 1,
@@ -164,7 +164,7 @@ def test_a_job_whose_end_cannot_be_written_is_not_shown_running(tmp_path, monkey
 
 
 def test_health_says_when_the_disk_is_below_its_floor(tmp_path):
-    engine, store, _ = engine_on_a_disk(tmp_path, free=512 * MIB)
+    engine, _, _ = engine_on_a_disk(tmp_path, free=512 * MIB)
     try:
         health = engine.health()
         assert health["status"] == "disk low"
