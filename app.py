@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "several); with logins, nothing else on the server is readable")
     parser.add_argument("--max-upload-mb", type=int, default=1024, metavar="N",
                         help="the largest dataset file one upload may be (default 1024)")
+    parser.add_argument("--disk-floor-gb", type=float, metavar="GB",
+                        help="no job starts while the workspace's disk has fewer GiB free "
+                             "(default: the larger of 1 and twice the largest checkpoint so far)")
     parser.add_argument("--no-warm-start", action="store_true",
                         help="start every trainer as a fresh process instead of handing jobs to "
                              "a spare trainer that has its libraries imported already")
@@ -217,10 +220,16 @@ def check_flags(args: argparse.Namespace, users: Users) -> str | None:
             return f"--data-root {root}: no such folder"
     if args.max_upload_mb < 1:
         return "--max-upload-mb must be at least 1"
+    if args.disk_floor_gb is not None and not 0 <= args.disk_floor_gb < 2**40:
+        return f"--disk-floor-gb must be a number of GiB >= 0, got {args.disk_floor_gb:g}"
     if args.share and not users.enabled:
         return ("--share publishes the console on the internet; it needs logins "
                 "(--auth USER:PASSWORD or --auth-file users.yaml)")
     return None
+
+
+def disk_floor_bytes(args: argparse.Namespace) -> int | None:
+    return None if args.disk_floor_gb is None else int(args.disk_floor_gb * 2**30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(args.workspace, gpu_indices=parse_gpus(args.gpus), users=users,
                         data_roots=args.data_root, max_upload_bytes=args.max_upload_mb << 20,
                         warm_start=not args.no_warm_start, cluster=load_cluster(args),
-                        notifier=notifier)
+                        notifier=notifier, disk_floor_bytes=disk_floor_bytes(args))
         engine.start()
     except (WorkspaceBusy, ConfigError, DatabaseDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)

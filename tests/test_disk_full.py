@@ -1,6 +1,9 @@
-"""A disk that fills up while a job trains (a small tmpfs holds the workspace): the job ends
-`failed` with ENOSPC named as its cause once the database can be written again, a submit meanwhile
-is refused and leaves nothing behind, and the job resumes from its last complete checkpoint."""
+"""A disk that fills up while a job trains (a small tmpfs holds the workspace): while it is full
+the job shows `failed` with ENOSPC named as its cause and /health says the disk is full and what
+cannot be recorded; a submit meanwhile is refused and leaves nothing behind; once there is room
+everything is written down and the job resumes from its last complete checkpoint. And a disk
+below the console's floor (--disk-floor-gb, raised above the free space) holds every job back,
+saying why, in /health, the job and a banner over every tab."""
 
 from __future__ import annotations
 
@@ -9,18 +12,22 @@ import os
 import subprocess
 
 import pytest
+import yaml
 from gradio_client import Client
 
 from harness import start_console, stop_console
 
 from conftest import processes_of, wait_until
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")]
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+FLOOR_GB = "0.01"  # about 10 MiB: the small disk holds a job's checkpoints above it
 
 
 @pytest.fixture
 def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "small-disk"
     mount.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
@@ -48,7 +55,7 @@ def fill(disk) -> None:
 
 def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp_path):
     workspace = small_disk / "workspace"
-    process, url = start_console(workspace, log_dir=tmp_path)
+    process, url = start_console(workspace, "--disk-floor-gb", FLOOR_GB, log_dir=tmp_path)
     try:
         client = Client(url, verbose=False)
 
@@ -59,9 +66,20 @@ def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp
                                 api_name="/submit_job")["job_id"]
         wait_until(lambda: job()["progress"].get("step", 0) >= 7, 120,
                    "the job to pass its first checkpoint (step 5)")
+        assert client.predict(api_name="/health")["status"] == "ok"
         fill(small_disk)
         job_file = workspace / "jobs" / job_id / "job.yaml"
         wait_until(lambda: not processes_of(job_file), 60, "the trainer to die of the full disk")
+
+        # At once, while the disk is still full: the job is not shown running, and says why.
+        shown = wait_until(lambda: (j := job())["status"] != "running" and j, 5,
+                           "the job to show that its trainer died")
+        assert shown["status"] == "failed" and shown["unrecorded"]
+        assert "no space left on device (ENOSPC)" in shown["error"]
+        health = client.predict(api_name="/health")
+        assert health["status"] == "disk full" and health["running"] == 0
+        assert health["disk"]["unrecorded"] == [job_id]
+        assert "Nothing can be recorded" in health["disk"]["message"]
 
         folders = sorted((workspace / "jobs").iterdir())
         with pytest.raises(Exception) as refused:
@@ -69,14 +87,19 @@ def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp
         assert "could not store the job" in str(refused.value)
         assert "No space left on device" in str(refused.value)
         assert sorted((workspace / "jobs").iterdir()) == folders  # no orphan folder
-        assert client.predict(api_name="/health")["status"] == "ok"
-        assert job()["status"] == "running"  # the end cannot be written down yet...
+        assert job()["status"] == "failed"  # still, for the whole time the disk stays full
 
         (small_disk / "filler").unlink()
-        ended = wait_until(lambda: (j := job())["status"] == "failed" and j, 30,
-                           "the job's end to be recorded once there is room")  # ...but it is
+        ended = wait_until(lambda: not (j := job())["unrecorded"] and j, 30,
+                           "the job's end to be recorded once there is room")
+        assert ended["status"] == "failed"
         assert "no space left on device (ENOSPC)" in ended["error"]
         assert ended["last_checkpoint"] is not None
+        assert ended["attempts"][-1]["status"] == "failed"
+        record = yaml.safe_load((workspace / "jobs" / job_id / "record.json").read_text())
+        assert record["status"] == "failed"  # the folder's copy too (repair-db rebuilds from it)
+        wait_until(lambda: client.predict(api_name="/health")["status"] == "ok", 10,
+                   "/health to say the disk is fine again")
 
         resumed = client.predict(job_id, None, None, False, api_name="/resume_job")
         assert resumed["status"] in ("queued", "running")
@@ -90,3 +113,52 @@ def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp
         assert len(client.predict(None, api_name="/list_jobs")) == 1
     finally:
         stop_console(process)
+
+
+@pytest.fixture
+def console_over_its_floor(tmp_path):
+    """A console whose floor is far above any disk's free space: nothing may start."""
+    process, url = start_console(tmp_path / "workspace", "--disk-floor-gb", "1000000",
+                                 log_dir=tmp_path)
+    yield Client(url, verbose=False), url
+    stop_console(process)
+
+
+def test_below_the_floor_jobs_wait_saying_why_and_health_says_so(console_over_its_floor):
+    client, _ = console_over_its_floor
+    job_id = client.predict({"max_steps": 1}, api_name="/submit_job")["job_id"]
+    waiting = wait_until(lambda: client.predict(job_id, api_name="/get_job")["waiting"], 10,
+                         "the job to say why it waits")
+    assert "held back" in waiting and "below the floor of 1000000.0 GiB" in waiting
+    health = client.predict(api_name="/health")
+    assert health["status"] == "disk low" and health["disk"]["held_back"] == 1
+    assert "1 queued job held back" in health["disk"]["message"]
+    assert "--disk-floor-gb" in health["disk"]["message"]
+    assert client.predict(job_id, api_name="/get_job")["status"] == "queued"  # never started
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_a_banner_over_every_tab_says_the_disk_is_low_and_follows_the_queue(
+        console_over_its_floor):
+    from playwright.sync_api import expect, sync_playwright
+
+    client, url = console_over_its_floor
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            banner = page.locator("#disk-banner")
+            expect(banner).to_contain_text("The workspace's disk is low", timeout=30000)
+            expect(banner).to_contain_text("No job starts until there is room")
+            client.predict({"max_steps": 1}, api_name="/submit_job")
+            # Kept up to date on the console's tick, on the tab shown first (New job)...
+            expect(banner).to_contain_text("1 queued job held back", timeout=15000)
+            for tab in ("Jobs", "System"):  # ...and over every other
+                page.get_by_role("tab", name=tab).click()
+                expect(banner).to_be_visible()
+                expect(banner).to_contain_text("1 queued job held back")
+        finally:
+            browser.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from engine.console.engine import Engine
 from ui.api import register_api
-from ui.jobs import create_jobs_tab
+from ui.jobs import PRIVATE, TABLE_REFRESH_S, create_jobs_tab
 from ui.live import LiveStreams, event_number, numbered, session_of
 from ui.new_job import create_new_job_tab
 from ui.quiet_queue import quiet_queue
@@ -23,6 +25,8 @@ CSS = """
 .td-failed { background: #fee2e2; color: #b91c1c; }
 .td-paused { background: #fef9c3; color: #a16207; }
 .td-cancelled { background: #f3f4f6; color: #4b5563; }
+#disk-banner { background: #fee2e2; color: #991b1b; border: 1px solid #fca5a5;
+               border-radius: 8px; padding: 4px 12px; }
 .td-bad-field { outline: 2px solid #dc2626; outline-offset: 2px; border-radius: 6px; }
 """
 
@@ -35,11 +39,22 @@ def leave_other_tabs(live: LiveStreams, shown: str | None):
     return leave
 
 
+def disk_banner(engine: Engine) -> dict:
+    """The banner over every tab while the workspace's disk is full or below its floor: what is
+    wrong, what is held back, and that nothing can be recorded (hidden while all is well)."""
+    message = engine.disk_status()["message"]
+    return gr.update(value=f"<b>Disk:</b> {html.escape(message, quote=False)}" if message else "",
+                     visible=bool(message))
+
+
 def build_console(engine: Engine) -> gr.Blocks:
     health = engine.health()
     with gr.Blocks(title="TrainDeck") as console:
         gr.Markdown(f"# TrainDeck\nFine-tuning console · {health['device']} · "
                     f"v{health['version']} · workspace `{engine.workspace.root}`")
+        banner = gr.HTML(visible=False, elem_id="disk-banner")
+        # One tick for every tab: the disk banner, and the job table.
+        tick = gr.Timer(TABLE_REFRESH_S)
         live = LiveStreams(engine.changes)
         # The contract's endpoints first: they keep their names, and a UI handler that happens to
         # share one is the one Gradio renames.
@@ -48,9 +63,11 @@ def build_console(engine: Engine) -> gr.Blocks:
             with gr.Tab("New job", id="new") as new_tab:
                 create_sweep_form(engine, *create_new_job_tab(engine))
             with gr.Tab("Jobs", id="jobs") as jobs_tab:
-                create_jobs_tab(engine, live, jobs_tab)
+                create_jobs_tab(engine, live, jobs_tab, tick)
             with gr.Tab("System", id="system") as system_tab:
                 create_system_tab(engine, live, system_tab)
+        for trigger in (console.load, tick.tick):  # at once, then on the tick
+            trigger(lambda: disk_banner(engine), None, banner, **PRIVATE)
         # A live view streams only while its tab is shown.
         order = event_number()
         for tab, shown in ((new_tab, None), (jobs_tab, "job"), (system_tab, "system")):

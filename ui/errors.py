@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 
@@ -14,6 +15,7 @@ from engine.console.users import NotYourJob
 
 log = logging.getLogger("traindeck.ui")
 USER_ERRORS = (ConfigError, IllegalTransition, JobNotFound, NotYourJob, ValueError, KeyError)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the workspace's disk (or the user's quota) is full
 
 
 def as_gradio_errors(fn):
@@ -30,9 +32,20 @@ def as_gradio_errors(fn):
             message = str(exc) if not isinstance(exc, KeyError) or isinstance(exc, JobNotFound) \
                 else f"missing {exc}"
             raise gr.Error(message, print_exception=False) from None
-        except Exception as exc:
-            log.exception("%s failed", fn.__name__)
-            raise gr.Error(f"internal error in {fn.__name__}: {type(exc).__name__}: {exc}",
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise internal_error(fn.__name__, exc) from None
+            raise gr.Error(f"{fn.__name__}: the workspace's disk is full ({exc.strerror}); "
+                           f"this could not be recorded. Free some space and try again.",
                            print_exception=False) from None
+        except Exception as exc:
+            raise internal_error(fn.__name__, exc) from None
 
     return wrapper
+
+
+def internal_error(name: str, exc: Exception) -> gr.Error:
+    """A bug: logged with its traceback, reported without internals."""
+    log.exception("%s failed", name)
+    return gr.Error(f"internal error in {name}: {type(exc).__name__}: {exc}",
+                    print_exception=False)

@@ -87,6 +87,8 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
              f" · attempt {job['attempt']}"
              + (" · shared" if job.get("shared") else "")
              + (f" · *view only: {owner}'s job*" if view_only else "")]
+    if job.get("unrecorded"):
+        lines.append(f"**Not recorded yet:** {as_text(job['unrecorded'])}")
     if job.get("damaged"):
         lines.append(f"**Damaged record:** {as_text(job['damaged'])}")
     if job.get("notify_error"):
@@ -119,6 +121,8 @@ def enabled_actions(job: dict[str, Any] | None, user: User | None = None) -> set
     the job's owner or an admin ("share" too)."""
     if job is None or (user is not None and not user.is_admin and user.name != job["owner"]):
         return set()
+    if job.get("unrecorded"):
+        return set()  # its end is not written down yet: nothing else could be either
     enabled = set(available_actions(job["status"], job.get("requested"))) | {"share"}
     has_model = job["status"] == JobStatus.COMPLETED or bool(job.get("checkpoints"))
     if has_model:

@@ -145,10 +145,10 @@ class JobView:
         return {name: getattr(self, name) for name in (*ACTION_BUTTONS, "share")}
 
 
-def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
+def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab, tick: gr.Timer) -> None:
+    """`tick`: the console's timer (every TABLE_REFRESH_S), which refreshes the job table."""
     table = gr.Dataframe(job_table([]), label="Jobs (newest first) — select a row to open it",
                          interactive=False, wrap=False, max_height=320, elem_id="job-table")
-    table_timer = gr.Timer(TABLE_REFRESH_S)
     sweep_chooser = create_sweeps_view(engine)
     parts = _build_header_and_charts()
     try_it = _build_try_it()
@@ -182,7 +182,7 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab) -> None:
             return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
-    table_timer.tick(refresh_table, None, [table, compare_ids, sweep_chooser], **PRIVATE)
+    tick.tick(refresh_table, None, [table, compare_ids, sweep_chooser], **PRIVATE)
     table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
     # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
     gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live),

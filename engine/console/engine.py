@@ -28,6 +28,8 @@ from engine.console.estimate import length_note
 from engine.resolve import Resolution
 from engine.console.cluster import ClusterDevices, ClusterSettings
 from engine.console.devices import DevicePool
+from engine.console.disk import (DiskWatch, disk_report, recorded_checkpoints,
+                                 running_checkpoints)
 from engine.console.gates import Gates
 from engine.console.job import Job, JobStatus, StatusListener
 from engine.console.notify import JobNotifications, Notifier
@@ -50,7 +52,7 @@ class Engine:
                  gpu_indices: list[int] | None = None, users: Users | None = None,
                  data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None,
                  warm_start: bool = True, cluster: ClusterSettings | None = None,
-                 notifier: Notifier | None = None):
+                 notifier: Notifier | None = None, disk_floor_bytes: int | None = None):
         self.workspace = Workspace(workspace)
         self.users = users or Users()
         self.presets = presets or PresetLibrary()
@@ -69,6 +71,8 @@ class Engine:
                                       if gpu_indices is None else gpu_indices)
             self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
         self.system = SystemHistory(self.workspace.root)
+        self.disk = DiskWatch(self.workspace.root, disk_floor_bytes,
+                              checkpoints=lambda: running_checkpoints(self.supervisor.running))
         self.changes = Changes()  # what the live views await
         self.notifier = notifier or Notifier()
         self.supervisor.on_change = lambda job_id: self.changes.bump(job_key(job_id))
@@ -94,10 +98,12 @@ class Engine:
             self.workspace.release()
             raise
         self.scheduler = Scheduler(self.store, self.supervisor, self.workspace, self.devices,
-                                   self.listeners, quotas_of=self.users.quotas_of)
+                                   self.listeners, quotas_of=self.users.quotas_of,
+                                   disk=self.disk)
         # Each round replaces the scheduler's `waiting` map: look it up at the time of asking.
         self.views = JobViews(self.store, self.supervisor, self.workspace, self.access,
-                              waiting=lambda job_id: self.scheduler.waiting.get(job_id))
+                              waiting=lambda job_id: self.scheduler.waiting.get(job_id),
+                              unrecorded=lambda: self.scheduler.unrecorded)
         self.jobs = JobControl(self.store, self.access, self.views, self.presets, self.machine,
                                self.workspace, self.supervisor, self.devices, self.gates,
                                self.listeners, wake=self.scheduler.wake)
@@ -111,6 +117,7 @@ class Engine:
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
                                    self.max_upload_bytes)
         self.recover()
+        self.disk.note_checkpoints(recorded_checkpoints(self.workspace, self.store.all(copy=False)))
         return self
 
     def start(self) -> Engine:
@@ -205,16 +212,26 @@ class Engine:
         stats["queue"] = {s.value: counts.get(s.value, 0) for s in JobStatus}
         return stats
 
+    def disk_status(self) -> dict[str, Any]:
+        """The workspace's disk: free, floor, and (when short) what is held back and what cannot
+        be recorded, in a message for the banner."""
+        unrecorded = [e.job_id for e in self.scheduler.unrecorded] if self.scheduler else []
+        queued = self.store.status_counts().get(JobStatus.QUEUED.value, 0)
+        return disk_report(self.disk.state(), queued, unrecorded)
+
     def health(self) -> dict[str, Any]:
         counts = self.store.status_counts()
+        disk = self.disk_status()
+        ended = len(disk["unrecorded"])  # their trainers ended: no longer running
         return {
-            "status": "ok",
+            "status": "ok" if disk["state"] == "ok" else f"disk {disk['state']}",
             "version": engine.__version__,
             "device": self.machine.describe(),
             "gpus": [g.__dict__ | {"compute_capability": list(g.compute_capability)}
                      for g in self.machine.gpus],
             "queued": counts.get(JobStatus.QUEUED.value, 0),
-            "running": counts.get(JobStatus.RUNNING.value, 0),
+            "running": counts.get(JobStatus.RUNNING.value, 0) - ended,
+            "disk": disk,
             "scheduler_cpu_s": round(self.scheduler.cpu_seconds, 3) if self.scheduler else 0.0,
             "warm_start": self.supervisor.spares.describe(),
         }

@@ -16,6 +16,7 @@ from engine.jobfiles import EXIT_INVALID
 from engine.console.job import IllegalTransition, Job, JobStatus, StatusListener, change_status
 from engine.console.admission import held_by_quota, preemption_victims
 from engine.console.devices import DevicePool
+from engine.console.disk import DiskWatch, start_held_back
 from engine.console.store import JobStore
 from engine.console.supervisor import Supervisor, TrainerExit
 from engine.console.workspace import Workspace
@@ -32,8 +33,10 @@ def queue_order(jobs: list[Job]) -> list[Job]:
 class Scheduler:
     def __init__(self, store: JobStore, supervisor: Supervisor, workspace: Workspace,
                  devices: DevicePool, listeners: list[StatusListener] | None = None,
-                 quotas_of: Callable[[str], dict[str, int | None]] | None = None):
+                 quotas_of: Callable[[str], dict[str, int | None]] | None = None,
+                 disk: DiskWatch | None = None):
         self.store = store
+        self.disk = disk  # below its floor no job starts
         self.quotas_of = quotas_of or (lambda owner: {})
         self.waiting: dict[str, str] = {}  # queued job -> why it cannot start yet
         self.supervisor = supervisor
@@ -53,16 +56,18 @@ class Scheduler:
 
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        exits, self.unrecorded = self.unrecorded + self.supervisor.poll(now), []
+        exits, unrecorded = self.unrecorded + self.supervisor.poll(now), []
         for finished in exits:
             try:
                 self._finish(finished, now)
             except OSError as exc:
                 log.error("job %s ended (%s) but the database cannot record it yet: %s",
                           finished.job_id, finished.status, exc)
-                self.unrecorded.append(finished)
-        if self.unrecorded:
-            return  # the database cannot be written: start nothing until it can
+                unrecorded.append(finished)
+        self.unrecorded = unrecorded  # one assignment: views read it meanwhile
+        if held := start_held_back(self.disk, self.unrecorded):
+            self.waiting = {j.job_id: held for j in self.store.all((JobStatus.QUEUED.value,))}
+            return  # every queued job waits, saying why: nothing starts onto a (nearly) full disk
         with self.store.lock:
             jobs = self.store.all((JobStatus.QUEUED.value, JobStatus.RUNNING.value))
             running = [j for j in jobs if j.status == JobStatus.RUNNING]

@@ -4,6 +4,7 @@ Everything here only reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -17,13 +18,15 @@ from engine.console.jsonsafe import made_safe
 from engine.console.metrics import MetricsLog
 from engine.console.scheduler import queue_order
 from engine.console.store import JobStore
-from engine.console.supervisor import Supervisor, log_tail
+from engine.console.supervisor import Supervisor, TrainerExit, log_tail
 from engine.console.users import User
 from engine.console.workspace import Workspace
 from engine.jobfiles import CHECKPOINT_NAME, read_json
 
 log = logging.getLogger("traindeck.views")
 METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
+NOT_RECORDED = ("its trainer ended but the job database cannot be written (the workspace's disk "
+                "is full?): shown as it will be recorded once there is room")
 
 
 def run_seconds(job: Job, now: float | None = None) -> float | None:
@@ -52,8 +55,10 @@ def mark_best(checkpoints: list[dict[str, Any]]) -> None:
 
 class JobViews:
     def __init__(self, store: JobStore, supervisor: Supervisor, workspace: Workspace,
-                 access: Access, waiting: Callable[[str], str | None] = lambda job_id: None):
+                 access: Access, waiting: Callable[[str], str | None] = lambda job_id: None,
+                 unrecorded: Callable[[], list[TrainerExit]] = list):
         self.store = store
+        self.unrecorded = unrecorded  # trainer exits the scheduler could not record yet
         self.supervisor = supervisor
         self.workspace = workspace
         self.access = access
@@ -81,9 +86,19 @@ class JobViews:
         return [self.access.summary_for({**self._safe_summary(j), "position": positions.get(j.job_id)},
                                         user) for j in jobs]
 
+    def as_ended(self, job: Job) -> tuple[Job, str | None]:
+        """The job as it will be recorded when its trainer ended but its end could not be
+        written (a full disk), and why it is shown so: never `running` after its trainer died."""
+        for ended in self.unrecorded():
+            if ended.job_id == job.job_id and job.status == JobStatus.RUNNING:
+                return dataclasses.replace(job, status=str(ended.status), error=ended.error,
+                                           exit_code=ended.exit_code, pid=None), NOT_RECORDED
+        return job, None
+
     def summary(self, job: Job) -> dict[str, Any]:
         # The job table asks for every job every few seconds: the last loss comes from live
         # progress or from what the job recorded when it ended, never from re-reading metrics.
+        job, unrecorded = self.as_ended(job)
         progress = self.progress(job)
         return {
             "job_id": job.job_id, "name": job.name, "owner": job.owner, "status": job.status,
@@ -95,7 +110,7 @@ class JobViews:
             "started_at": job.started_at, "finished_at": job.finished_at,
             "error": (job.error or "").split("\n")[0] or None, "requested": job.requested,
             "shared": job.shared, "damaged": job.damaged, "run_s": run_seconds(job),
-            "sweep": job.sweep, "notify_error": job.notify_error,
+            "sweep": job.sweep, "notify_error": job.notify_error, "unrecorded": unrecorded,
         }
 
     def _safe_summary(self, job: Job) -> dict[str, Any]:
@@ -110,7 +125,7 @@ class JobViews:
                     "model": None, "dataset": None, "progress": {}, "loss": None,
                     "created_at": None, "started_at": None, "finished_at": None, "error": None,
                     "requested": None, "shared": False, "run_s": None, "sweep": None,
-                    "notify_error": None,
+                    "notify_error": None, "unrecorded": None,
                     "damaged": f"cannot be shown: {type(exc).__name__}"}
 
     def progress(self, job: Job) -> dict[str, Any]:
@@ -120,9 +135,10 @@ class JobViews:
     # ---- one job --------------------------------------------------------------------------------
 
     def get_job(self, job_id: str, user: User | None = None) -> dict[str, Any]:
-        job = self.store.lookup(job_id)
+        job, unrecorded = self.as_ended(self.store.lookup(job_id))
         paths = self.workspace.job_paths(job.job_id)
         data = job.to_dict()
+        data["unrecorded"] = unrecorded
         progress = self.progress(job)
         data["microbatch_changes"] = progress.pop("microbatch_changes", None) or \
             data["microbatch_changes"]
