@@ -156,7 +156,7 @@ def test_an_invalid_submission_shows_the_problem_inline(page):
 def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     """A job name written as Markdown and HTML shows as those characters: no link, no image
     fetched from elsewhere, in the job header and in the Compare legend."""
-    name = ('[click](http://evil.example/x) ![pixel](http://127.0.0.1:9/x.png) '
+    name = ("Bob's [click](http://evil.example/x) ![pixel](http://127.0.0.1:9/x.png) "
             '<a href="http://evil.example">link</a>')
     client = Client(console, verbose=False)
     job_id = client.predict({"max_steps": 2, "name": name}, api_name="/submit_job")["job_id"]
@@ -168,6 +168,7 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     header.get_by_text("[click](http://evil.example/x)").wait_for()
     assert header.locator("a").count() == 0 and header.locator("img").count() == 0
     assert '<a href="http://evil.example">link</a>' in header.inner_text()
+    assert "Bob's [click]" in header.inner_text()  # an apostrophe is not an entity
     header.get_by_text("completed").wait_for()
     wait_for_page(lambda: loss_points(page) == 2, 30, "both steps of the completed job charted")
     assert not page.locator("#pause-button").is_enabled()  # not legal once completed

@@ -83,6 +83,7 @@ def test_user_text_is_text_in_the_header():
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "view only" in text and "line two" not in text
     assert as_text("a_b*c") == r"a\_b\*c"
+    assert as_text("""Bob's "job" <b>&""") == """Bob's "job" &lt;b&gt;&amp;"""
     assert len(as_text("x" * 1000)) < 400
 
 

@@ -15,4 +15,6 @@ def as_text(value: object, limit: int = 300) -> str:
     text = str(value)
     if len(text) > limit:
         text = text[:limit - 1] + "…"
-    return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=True))
+    # Quotes stay: they mean nothing outside an attribute, and their entity (&#x27;) would have
+    # its '#' escaped below and show as those six characters.
+    return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False))
