@@ -216,6 +216,17 @@ def test_the_fuzz_reaches_every_endpoint_of_the_contract(console):
     assert len(names) >= 27
 
 
+def test_real_ids_in_their_places_get_through_and_no_process_starts(console):
+    """The harness can tell: a plain read is accepted, a refusal is seen, and a generation
+    stops where its process would start."""
+    endpoints, job_id = console.endpoints(), f"{console.user or 'local'}-completed"
+    assert outcome(console, "get_job", endpoints["get_job"], {"job_id": job_id}) == "accepted"
+    assert outcome(console, "get_job", endpoints["get_job"], {"job_id": [job_id]}) == "refused"
+    assert outcome(console, "try_model", endpoints["try_model"],
+                   {"job_id": job_id, "prompt": "Hello", "checkpoint": CHECKPOINT}) == "process"
+    assert stored(console.engine) == console.seeded
+
+
 @fuzz(150)
 @given(data=st.data())
 def test_odd_arguments_are_refused_clearly_and_change_nothing(console, data):
