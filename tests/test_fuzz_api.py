@@ -227,7 +227,7 @@ def test_real_ids_in_their_places_get_through_and_no_process_starts(console):
     assert stored(console.engine) == console.seeded
 
 
-@fuzz(150)
+@fuzz(120)
 @given(data=st.data())
 def test_odd_arguments_are_refused_clearly_and_change_nothing(console, data):
     endpoints = console.endpoints()
@@ -247,7 +247,7 @@ def caller(console: Console):
     return console.engine.users.get(console.user)
 
 
-@fuzz(120)
+@fuzz(100)
 @given(field=st.sampled_from(FIELDS), value=st.one_of(SCALARS, ODD_JSON))
 @example(field="preset", value=[None])  # was a TypeError inside
 @example(field="dataset", value="\ud800")  # was a UnicodeEncodeError inside
@@ -266,3 +266,24 @@ def test_every_config_field_refuses_odd_values_by_name(console, field, value):
         assert stored(engine) == before
     except ProcessStart:
         pass
+
+
+@fuzz(60)
+@given(route=st.sampled_from(["resume", "sweep"]), field=st.sampled_from(FIELDS),
+       value=st.one_of(SCALARS, ODD_JSON))
+def test_odd_values_in_resume_changes_and_sweeps_are_refused_by_name(console, route, field,
+                                                                      value):
+    engine, user = console.engine, caller(console)
+    try:
+        if route == "resume":
+            engine.jobs.resume(f"{console.user or 'local'}-paused", None, {field: value}, True,
+                               user)
+        else:
+            engine.sweeps.submit({"base": {}, "grid": {field: [value]}}, user)
+    except ConfigError as exc:
+        assert any(field in problem for problem in exc.problems), (field, value, exc.problems)
+        assert stored(engine) == console.seeded
+        return
+    except ProcessStart:
+        pass
+    restore(engine, console.seeded)
