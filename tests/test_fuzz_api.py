@@ -53,7 +53,7 @@ class ProcessStart(BaseException):
     error of the call's."""
 
 
-# ---- a console with a job in every status ---------------------------------------------------------
+# ---- a console with a job in every status --------------------------------------------------------
 
 
 def seed_jobs(engine: Engine, owners: tuple[str, ...]) -> None:
@@ -137,7 +137,7 @@ def console(request, tmp_path_factory):
         yield console
 
 
-# ---- odd JSON -------------------------------------------------------------------------------------
+# ---- odd JSON ------------------------------------------------------------------------------------
 
 FIELDS = sorted(SCHEMA)
 # 10**4000: near the longest integer JSON can carry (Python parses at most 4300 digits).
@@ -187,7 +187,7 @@ def draw_arguments(data, fn) -> dict:
     return arguments
 
 
-# ---- the properties -------------------------------------------------------------------------------
+# ---- the properties ------------------------------------------------------------------------------
 
 
 def outcome(console: Console, name: str, fn, arguments: dict) -> str:
