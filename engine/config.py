@@ -382,6 +382,8 @@ def _check_range(name: str, value: Any, meta: dict) -> None:
             raise ConfigError(f"{name} must be at most {meta['chars']} characters, got {len(value)}")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ConfigError(f"{name} must be one line of text without control characters")
+        if not is_unicode(value):
+            raise ConfigError(f"{name} must be Unicode text; it holds a lone surrogate")
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
@@ -393,6 +395,16 @@ def _check_range(name: str, value: Any, meta: dict) -> None:
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise ConfigError(f"{name} must be <= {number_text(meta['maximum'])}, got "
                           f"{number_text(value)}")
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's "\\ud800" decodes to one): no file, path
+    or JSON response can hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def number_text(value: float) -> str:

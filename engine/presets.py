@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from engine.config import FORMATS, ConfigError, check_keys, default_config, validate_fields
+from engine.config import (FORMATS, ConfigError, check_keys, default_config, shorten,
+                           validate_fields)
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "basic-fine-tune"
@@ -82,8 +83,8 @@ class PresetLibrary:
 
     def get(self, name: str | None) -> Preset:
         name = name or self.default_name
-        if name not in self._presets:
-            raise ConfigError(f"preset {name!r} does not exist; choose one of: "
+        if not isinstance(name, str) or name not in self._presets:
+            raise ConfigError(f"preset {shorten(name)} does not exist; choose one of: "
                               f"{', '.join(self._presets)}")
         return self._presets[name]
 

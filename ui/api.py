@@ -9,6 +9,7 @@ import gradio as gr
 
 from engine.console.engine import Engine
 from engine.console.users import User
+from ui.arguments import checked_arguments
 from ui.errors import as_gradio_errors
 
 
@@ -17,12 +18,17 @@ def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
     return engine.users.get(getattr(request, "username", None) if request else None)
 
 
+def endpoint(fn):
+    """An API endpoint: its arguments checked against its type hints, its errors as gr.Error."""
+    return as_gradio_errors(checked_arguments(fn))
+
+
 def register_api(engine: Engine) -> None:
     """Call inside the Blocks context."""
     for group in (_console_endpoints, _queue_endpoints, _control_endpoints, _result_endpoints,
                   _sweep_endpoints):
         for fn in group(engine):
-            gr.api(as_gradio_errors(fn), api_name=fn.__name__, concurrency_limit=None)
+            gr.api(endpoint(fn), api_name=fn.__name__, concurrency_limit=None)
     _file_endpoints(engine)
 
 
@@ -35,8 +41,9 @@ def _console_endpoints(engine: Engine) -> list:
         """The training templates: name, title, description, method."""
         return engine.list_presets()
 
-    def get_preset(name: str) -> dict:
-        """A preset's full config (schema defaults with the preset's values)."""
+    def get_preset(name: Optional[str]) -> dict:
+        """A preset's full config (schema defaults with the preset's values); null: the default
+        preset's."""
         return engine.get_preset(name)
 
     def system_stats() -> dict:
@@ -171,29 +178,29 @@ def _file_endpoints(engine: Engine) -> None:
         triggers = {name: gr.Button(name) for name in names}
         results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in names}
 
-    @as_gradio_errors
-    def download_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
+    @endpoint
+    def download_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
         return str(artifacts.download_model(job_id, checkpoint or None, user_of(engine, request)))
 
-    @as_gradio_errors
+    @endpoint
     def download_logs(job_id: str, request: gr.Request = None) -> str:
         return str(artifacts.download_logs(job_id, user_of(engine, request)))
 
-    @as_gradio_errors
-    def export_model(job_id: str, checkpoint: str, request: gr.Request = None) -> str:
+    @endpoint
+    def export_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
         return str(artifacts.export_merged(job_id, checkpoint or None, user_of(engine, request)))
 
-    @as_gradio_errors
-    def export_gguf(job_id: str, checkpoint: str, quantization: str,
+    @endpoint
+    def export_gguf(job_id: str, checkpoint: Optional[str], quantization: Optional[str],
                     request: gr.Request = None) -> str:
         """The model (an adapter merged first) as GGUF for llama.cpp and Ollama, quantization
         f32, f16, bf16 or q8_0; a zip with model.gguf and an Ollama Modelfile."""
         return str(artifacts.export_gguf(job_id, checkpoint or None, quantization or "q8_0",
                                          user_of(engine, request)))
 
-    @as_gradio_errors
-    def upload_dataset(file: str, request: gr.Request = None) -> dict:
+    @endpoint
+    def upload_dataset(file: Optional[str], request: gr.Request = None) -> dict:
         """Store a dataset file for the caller (within their upload quota); returns
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
         if not file:
