@@ -8,7 +8,7 @@ import pytest
 from engine.config import ConfigError, JobConfig
 from engine.console.access import Access
 from engine.console.job import Job, JobStatus
-from engine.console.users import NotYourJob, QuotaExceeded, User, Users
+from engine.console.users import LOCAL_USER, NotYourJob, QuotaExceeded, User, Users
 from engine.sources import TINY_MODEL, resolve_dataset_location, resolve_model, sample_dataset
 
 ALICE, BOB, CAROL = User("alice", "admin"), User("bob", "user"), User("carol", "user")
@@ -90,7 +90,7 @@ def test_without_logins_or_roots_every_local_path_is_open(tmp_path):
     elsewhere = tmp_path / "data.jsonl"
     elsewhere.write_text('{"text": "x"}\n')
     assert not access.confined
-    assert resolve_dataset_location(str(elsewhere), tmp_path, access.source_rules(None)) == (
+    assert resolve_dataset_location(str(elsewhere), tmp_path, access.source_rules(LOCAL_USER)) == (
         str(elsewhere), True)
 
 
