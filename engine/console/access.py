@@ -32,7 +32,8 @@ class Access:
 
     @staticmethod
     def is_owner_or_admin(job_owner: str, user: User) -> bool:
-        # No user stands for an admin: the console without logins acts as LOCAL_USER, an admin.
+        # The role decides; no missing user means admin (without logins the caller is
+        # LOCAL_USER, an admin).
         return user.is_admin or user.name == job_owner
 
     def authorize(self, job: Job, user: User, action: str) -> None:

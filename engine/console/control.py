@@ -147,8 +147,8 @@ class JobControl:
         return self.views.summary(job)
 
     def resume(self, user: User, job_id: str, checkpoint: str | None = None,
-               changes: dict[str, Any] | None = None, allow_inexact: bool = False
-               ) -> dict[str, Any]:
+               changes: dict[str, Any] | None = None,
+               allow_inexact: bool = False) -> dict[str, Any]:
         """Queue a paused, failed or cancelled job again (same id) from `checkpoint` or its latest
         complete one. `changes` edits the config first, through the same resolution as a submit;
         a change that would make the resumed run differ from a straight one is refused unless
