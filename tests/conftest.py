@@ -21,7 +21,7 @@ from engine.console.engine import Engine
 from engine.console.job import Job, JobStatus
 from engine.console.scheduler import Scheduler
 from engine.console.store import MemoryJobStore
-from engine.console.users import Users, add_user
+from engine.console.users import LOCAL_USER, Users, add_user
 from engine.console.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,17 +61,17 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = engine.views.get_job(job_id)
+        job = engine.views.get_job(LOCAL_USER, job_id)
         if job["status"] in statuses:
             return job
         time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {engine.views.get_job(job_id)['status']} after {timeout}s")
+    raise AssertionError(f"job {job_id} still {engine.views.get_job(LOCAL_USER, job_id)['status']} after {timeout}s")
 
 
 def wait_for_step(engine: Engine, job_id: str, step: int = 1, timeout: float = 120) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = engine.views.get_job(job_id)
+        job = engine.views.get_job(LOCAL_USER, job_id)
         if job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step:
             return job
         assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), (job["status"], job["error"])
@@ -120,7 +120,7 @@ def default_run(tmp_path_factory):
     """One run of the default preset, untouched, shared by the tests that need a finished job."""
     engine = open_engine(tmp_path_factory.mktemp("shared") / "workspace")
     submitted = time.time()
-    job_id = engine.jobs.submit({})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {})["job_id"]
     job = wait_for_status(engine, job_id)
     wall_s = time.time() - submitted
     yield engine, job, wall_s

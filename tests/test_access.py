@@ -1,17 +1,41 @@
 """Who may do what, without a console: where each user's models and datasets may come from,
-quotas, and what of another user's job a person is shown."""
+quotas, what of another user's job a person is shown, and that every call names who makes it."""
 
+import inspect
 import os
 
 import pytest
 
 from engine.config import ConfigError, JobConfig
 from engine.console.access import Access
+from engine.console.artifacts import Artifacts
+from engine.console.control import JobControl
+from engine.console.engine import Engine
 from engine.console.job import Job, JobStatus
-from engine.console.users import NotYourJob, QuotaExceeded, User, Users
+from engine.console.sweeps import Sweeps
+from engine.console.users import LOCAL_USER, NotYourJob, QuotaExceeded, User, Users
+from engine.console.views import JobViews
 from engine.sources import TINY_MODEL, resolve_dataset_location, resolve_model, sample_dataset
 
 ALICE, BOB, CAROL = User("alice", "admin"), User("bob", "user"), User("carol", "user")
+# Public methods of the engine and its collaborators that no person calls, each with why it needs
+# no caller. Every other public method is an entry point and takes the acting user first.
+NOT_ENTRY_POINTS = {
+    "Engine.open": "life cycle", "Engine.start": "life cycle", "Engine.close": "life cycle",
+    "Engine.recover": "life cycle: re-attaches to trainers after a restart",
+    "Engine.health": "console-wide counts every visitor sees, nothing of one job",
+    "Engine.system_stats": "console-wide telemetry every visitor sees",
+    "Engine.disk_status": "the workspace's disk, part of the console-wide health",
+    "Engine.list_presets": "the shipped templates", "Engine.get_preset": "one shipped template",
+    "JobControl.keep_record": "a status listener: copies a job's record into its folder",
+    "JobViews.position": "a queue position, inside submit and re-prioritise",
+    "JobViews.summary": "a job's row before Access shapes it for the caller",
+    "JobViews.progress": "live progress, inside the views and notifications",
+    "JobViews.metrics": "the parsed metrics log, inside the views, sweeps and notifications",
+    "JobViews.forget": "drops a deleted job's cached metrics",
+    "JobViews.as_ended": "a job as it will be recorded, inside the views",
+    "Artifacts.clean_uploads": "housekeeping the console does on its own",
+}
 
 
 @pytest.fixture
@@ -90,7 +114,7 @@ def test_without_logins_or_roots_every_local_path_is_open(tmp_path):
     elsewhere = tmp_path / "data.jsonl"
     elsewhere.write_text('{"text": "x"}\n')
     assert not access.confined
-    assert resolve_dataset_location(str(elsewhere), tmp_path, access.source_rules(None)) == (
+    assert resolve_dataset_location(str(elsewhere), tmp_path, access.source_rules(LOCAL_USER)) == (
         str(elsewhere), True)
 
 
@@ -147,3 +171,61 @@ def test_others_see_the_row_but_not_paths_logs_or_errors(place):
     assert shown["config"] == {"model": "org/hub-model", "dataset": "d.jsonl"}
     assert shown["job_dir"] is None and shown["command"] is None
     assert "error" not in shown["attempts"][0]
+
+
+def public_methods():
+    for cls in (Engine, JobControl, JobViews, Artifacts, Sweeps):
+        for name, method in inspect.getmembers(cls, inspect.isfunction):
+            if not name.startswith("_"):
+                yield f"{cls.__name__}.{name}", method
+
+
+def test_every_entry_point_takes_the_acting_user_first_with_no_default():
+    methods = dict(public_methods())
+    assert set(NOT_ENTRY_POINTS) <= set(methods), "an exemption names a method that is gone"
+    forgetful = []
+    for qualified, method in methods.items():
+        if qualified in NOT_ENTRY_POINTS:
+            continue
+        parameters = list(inspect.signature(method, eval_str=True).parameters.values())[1:]
+        first = parameters[0] if parameters else None
+        if first is None or (first.name, first.annotation, first.default) != \
+                ("user", User, inspect.Parameter.empty):
+            forgetful.append(f"{qualified}{inspect.signature(method)}")
+    assert forgetful == [], "entry points that do not take the acting user first, required:\n" + \
+        "\n".join(forgetful)
+    required_user = (User, inspect.Parameter.empty)
+    for name, method in inspect.getmembers(Access, inspect.isfunction):
+        for parameter in inspect.signature(method, eval_str=True).parameters.values():
+            if parameter.name == "user":  # Access decides from a role, never from a missing user
+                assert (parameter.annotation, parameter.default) == required_user, f"Access.{name}"
+
+
+def test_without_logins_the_local_admin_acts_and_with_logins_a_user_has_a_users_rights(
+        tmp_path, idle_engine):
+    alone = Engine(tmp_path / "alone").open()
+    try:
+        me = alone.users.get(None)  # what a request without a login name is, with no logins
+        assert me == LOCAL_USER and me.is_admin
+        job_id = alone.jobs.submit(me, {"max_steps": 5})["job_id"]
+        assert alone.views.get_job(me, job_id)["job_dir"]  # all of it
+        assert alone.jobs.cancel(me, job_id)["status"] == JobStatus.CANCELLED
+    finally:
+        alone.close()
+
+    shared = idle_engine  # alice the admin, bob and carol plain users
+    with pytest.raises(NotYourJob, match="unknown user None"):
+        shared.users.get(None)  # with logins, a request without a login name is no one
+    bob, carol = shared.users.get("bob"), shared.users.get("carol")
+    job_id = shared.jobs.submit(bob, {"max_steps": 5})["job_id"]
+    with pytest.raises(NotYourJob, match="belongs to bob"):
+        shared.jobs.cancel(carol, job_id)
+    assert shared.views.get_job(carol, job_id)["job_dir"] is None
+    assert "visible to its owner and admins" in shared.views.log_tail(carol, job_id)
+    # A code path that forgets the caller fails; it never acts with an admin's rights.
+    with pytest.raises(TypeError):
+        shared.jobs.cancel(job_id)
+    with pytest.raises(TypeError):
+        shared.views.get_job(job_id)
+    assert shared.views.get_job(bob, job_id)["status"] == JobStatus.QUEUED  # nothing changed
+    assert shared.jobs.cancel(bob, job_id)["status"] == JobStatus.CANCELLED

@@ -14,6 +14,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import start_console, stop_console
+from engine.console.users import LOCAL_USER
 from engine.sources import TINY_MODEL
 
 from conftest import losses, wait_until
@@ -180,16 +181,17 @@ def test_rotation_never_removes_the_best_checkpoint(engine):
     from conftest import wait_for_status
 
     # A rate this high makes the loss jump about, so the best step is rarely the newest.
-    job_id = engine.jobs.submit({"max_steps": 24, "save_steps": 2, "save_total_limit": 2,
-                            "learning_rate": 0.3, "adapter": "full", "warmup_steps": 0,
-                            "lr_scheduler_type": "constant"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 24, "save_steps": 2,
+                                             "save_total_limit": 2, "learning_rate": 0.3,
+                                             "adapter": "full", "warmup_steps": 0,
+                                             "lr_scheduler_type": "constant"})["job_id"]
     assert wait_for_status(engine, job_id)["status"] == "completed"
-    curve = {r["step"]: r["loss"] for r in engine.views.get_metrics(job_id, 0)}
+    curve = {r["step"]: r["loss"] for r in engine.views.get_metrics(LOCAL_USER, job_id, 0)}
     best_step = min((step for step in curve if step % 2 == 0), key=lambda s: curve[s])
-    kept = [c["name"] for c in engine.views.list_checkpoints(job_id)]
+    kept = [c["name"] for c in engine.views.list_checkpoints(LOCAL_USER, job_id)]
     assert f"checkpoint-{best_step}" in kept and "checkpoint-24" in kept
     assert len(kept) == 2
-    assert losses(engine.views.get_metrics(job_id, 0))  # the run logged its losses
+    assert losses(engine.views.get_metrics(LOCAL_USER, job_id, 0))  # the run logged its losses
 
 
 def test_try_it_answers_from_the_base_and_the_trained_model(console):

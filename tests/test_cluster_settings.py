@@ -84,7 +84,7 @@ def test_a_pending_slurm_job_is_not_a_hung_trainer(tmp_path):
 def test_several_nodes_are_refused_on_a_console_without_a_cluster(idle_engine, team):
     alice = team.get("alice")
     with pytest.raises(ConfigError, match="nodes: this console runs jobs on this machine only"):
-        idle_engine.jobs.submit({"nodes": 2}, alice)
+        idle_engine.jobs.submit(alice, {"nodes": 2})
     with pytest.raises(ConfigError, match="nodes"):
-        idle_engine.jobs.submit({"nodes": 65}, alice)  # bounded like every number
-    assert idle_engine.views.list_jobs(user=alice) == []  # nothing was stored
+        idle_engine.jobs.submit(alice, {"nodes": 65})  # bounded like every number
+    assert idle_engine.views.list_jobs(alice) == []  # nothing was stored

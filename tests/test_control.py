@@ -11,18 +11,18 @@ from engine.console.job import IllegalTransition, JobStatus
 @pytest.fixture
 def paused(idle_engine, team):
     bob = team.get("bob")
-    job_id = idle_engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
-    idle_engine.jobs.pause(job_id, bob)
+    job_id = idle_engine.jobs.submit(bob, {"max_steps": 5})["job_id"]
+    idle_engine.jobs.pause(bob, job_id)
     return idle_engine, bob, job_id
 
 
 def test_resume_resolves_auto_like_a_submit(paused):
     """Regression: resume used to store the literal "auto", which the trainer compared with 0."""
     engine, bob, job_id = paused
-    engine.jobs.resume(job_id, changes={"dataloader_num_workers": "auto",
-                                        "dataloader_prefetch_factor": "auto", "precision": "auto"},
-                       user=bob)
-    job = engine.views.get_job(job_id, bob)
+    engine.jobs.resume(bob, job_id, changes={"dataloader_num_workers": "auto",
+                                             "dataloader_prefetch_factor": "auto",
+                                             "precision": "auto"})
+    job = engine.views.get_job(bob, job_id)
     assert job["status"] == JobStatus.QUEUED
     assert job["config"]["dataloader_num_workers"] == 0  # what auto is on a CPU
     assert job["config"]["dataloader_prefetch_factor"] is None
@@ -40,42 +40,42 @@ def test_resume_changes_are_checked_like_a_submit(paused):
                            ({"max_steps": 500}, "quota max_steps: bob may use at most 50"),
                            ("learning_rate=1", "changes must be an object")):
         with pytest.raises(ConfigError, match=words):
-            engine.jobs.resume(job_id, changes=changes, user=bob)
-        assert engine.views.get_job(job_id, bob)["status"] == JobStatus.PAUSED  # nothing changed
+            engine.jobs.resume(bob, job_id, changes=changes)
+        assert engine.views.get_job(bob, job_id)["status"] == JobStatus.PAUSED  # nothing changed
     # No checkpoint yet: nothing to continue exactly, so a new seed needs no allow_inexact.
-    engine.jobs.resume(job_id, changes={"seed": 7, "learning_rate": 1e-3}, user=bob)
-    config = engine.views.get_job(job_id, bob)["config"]
+    engine.jobs.resume(bob, job_id, changes={"seed": 7, "learning_rate": 1e-3})
+    config = engine.views.get_job(bob, job_id)["config"]
     assert config["seed"] == 7 and config["learning_rate"] == 1e-3
 
 
 def test_priority_share_and_delete_follow_the_rules(paused, team):
     engine, bob, job_id = paused
     carol = team.get("carol")
-    assert engine.jobs.set_priority(job_id, "7", bob)["priority"] == 7
-    assert engine.views.get_job(job_id, bob)["config"]["priority"] == 7
+    assert engine.jobs.set_priority(bob, job_id, "7")["priority"] == 7
+    assert engine.views.get_job(bob, job_id)["config"]["priority"] == 7
     with pytest.raises(ConfigError, match="priority must be <= 1000"):
-        engine.jobs.set_priority(job_id, 10**30, bob)
+        engine.jobs.set_priority(bob, job_id, 10**30)
     with pytest.raises(ConfigError, match="shared must be true or false"):
-        engine.jobs.share(job_id, "yes", bob)
-    assert engine.jobs.share(job_id, True, bob)["shared"] is True
-    queued = engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
+        engine.jobs.share(bob, job_id, "yes")
+    assert engine.jobs.share(bob, job_id, True)["shared"] is True
+    queued = engine.jobs.submit(bob, {"max_steps": 5})["job_id"]
     with pytest.raises(ConfigError, match="cancel it before deleting it"):
-        engine.jobs.delete(queued, bob)
+        engine.jobs.delete(bob, queued)
     with pytest.raises(PermissionError, match="not your job"):
-        engine.jobs.delete(job_id, carol)
+        engine.jobs.delete(carol, job_id)
     folder = engine.workspace.job_paths(job_id).root
     assert folder.is_dir()
-    assert engine.jobs.delete(job_id, bob) == {"job_id": job_id, "deleted": True}
-    assert not folder.exists() and job_id not in {j["job_id"] for j in engine.views.list_jobs()}
+    assert engine.jobs.delete(bob, job_id) == {"job_id": job_id, "deleted": True}
+    assert not folder.exists() and job_id not in {j["job_id"] for j in engine.views.list_jobs(bob)}
     with pytest.raises(IllegalTransition):
-        engine.jobs.resume(queued, user=bob)  # a queued job is not resumable
+        engine.jobs.resume(bob, queued)  # a queued job is not resumable
 
 
 def test_a_log_is_shown_to_its_owner_and_admins_only(idle_engine, team):
     bob, carol, alice = team.get("bob"), team.get("carol"), team.get("alice")
-    job_id = idle_engine.jobs.submit({"max_steps": 1}, bob)["job_id"]
+    job_id = idle_engine.jobs.submit(bob, {"max_steps": 1})["job_id"]
     idle_engine.workspace.job_paths(job_id).log.write_text("step 1 loss 5.0 at /secret/path\n")
-    assert "/secret/path" in idle_engine.views.log_tail(job_id, user=bob)
-    assert "/secret/path" in idle_engine.views.log_tail(job_id, user=alice)
-    hidden = idle_engine.views.log_tail(job_id, user=carol)
+    assert "/secret/path" in idle_engine.views.log_tail(bob, job_id)
+    assert "/secret/path" in idle_engine.views.log_tail(alice, job_id)
+    hidden = idle_engine.views.log_tail(carol, job_id)
     assert "/secret/path" not in hidden and "visible to its owner and admins" in hidden

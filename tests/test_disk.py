@@ -16,6 +16,7 @@ from engine.console.engine import Engine
 from engine.console.job import Job, JobStatus, change_status
 from engine.console.store import MemoryJobStore
 from engine.console.supervisor import TrainerExit
+from engine.console.users import LOCAL_USER
 from engine.config import JobConfig
 from ui.errors import as_gradio_errors
 from ui.job_format import enabled_actions, header
@@ -136,12 +137,12 @@ def test_a_job_whose_end_cannot_be_written_is_not_shown_running(tmp_path, monkey
         for _ in range(3):  # the scheduler retries every round; the disk stays full
             engine.scheduler.step()
         assert store.get("dead").status == JobStatus.RUNNING  # what the database still says...
-        shown = engine.views.get_job("dead")  # ...is not what the console shows
+        shown = engine.views.get_job(LOCAL_USER, "dead")  # ...is not what the console shows
         assert shown["status"] == "failed" and shown["error"].startswith("no space left")
         assert "cannot be written" in shown["unrecorded"]
-        [row] = [j for j in engine.views.list_jobs() if j["job_id"] == "dead"]
+        [row] = [j for j in engine.views.list_jobs(LOCAL_USER) if j["job_id"] == "dead"]
         assert row["status"] == "failed" and row["unrecorded"]
-        assert "held back" in engine.views.get_job("next")["waiting"]
+        assert "held back" in engine.views.get_job(LOCAL_USER, "next")["waiting"]
 
         health = engine.health()
         assert health["status"] == "disk full" and health["running"] == 0
@@ -155,7 +156,7 @@ def test_a_job_whose_end_cannot_be_written_is_not_shown_running(tmp_path, monkey
         recorded = store.get("dead")
         assert recorded.status == JobStatus.FAILED and recorded.error == ended.error
         assert recorded.attempts[-1]["status"] == "failed" and recorded.exit_code == 1
-        assert engine.views.get_job("dead")["unrecorded"] is None
+        assert engine.views.get_job(LOCAL_USER, "dead")["unrecorded"] is None
         assert launched == ["next"]  # and the queue goes on
         assert engine.health()["status"] == "ok" and engine.health()["disk"]["message"] is None
     finally:
@@ -179,8 +180,8 @@ def test_a_job_not_recorded_yet_says_so_and_offers_no_action():
     job = {"job_id": "j", "name": "n", "owner": "local", "status": "failed", "priority": 0,
            "attempt": 1, "error": "no space left on device (ENOSPC)", "config": {},
            "checkpoints": [{"name": "checkpoint-5"}], "unrecorded": "its trainer ended but ..."}
-    assert "Not recorded yet" in header(job)
-    assert enabled_actions(job) == set()
+    assert "Not recorded yet" in header(job, LOCAL_USER)
+    assert enabled_actions(job, LOCAL_USER) == set()
 
 
 def test_an_action_refused_by_a_full_disk_is_no_internal_error():

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from engine.console.users import LOCAL_USER
+
 from conftest import QUICK, open_engine, shutdown, wait_for_status
 
 pytestmark = pytest.mark.slow  # real trainers
@@ -41,7 +43,7 @@ def evaluated(tmp_path_factory):
         "stopped": {**DIVERGING, "dataset": train, "eval_dataset": held,
                     "early_stopping_patience": 2},
     }
-    ids = {name: engine.jobs.submit({**config, "name": name})["job_id"]
+    ids = {name: engine.jobs.submit(LOCAL_USER, {**config, "name": name})["job_id"]
            for name, config in configs.items()}
     jobs = {name: wait_for_status(engine, job_id, timeout=300) for name, job_id in ids.items()}
     yield engine, jobs
@@ -56,12 +58,12 @@ def test_a_held_out_split_is_evaluated_at_every_eval_steps(evaluated):
     engine, jobs = evaluated
     job = jobs["held-out"]
     assert job["status"] == "completed", job["error"]
-    metrics = engine.views.get_metrics(job["job_id"], 0)
+    metrics = engine.views.get_metrics(LOCAL_USER, job["job_id"], 0)
     assert sorted(eval_losses(metrics)) == [3, 6, 9, 12]
     # Each evaluation joins its step's training record: one record a step, loss and eval loss.
     assert [m["step"] for m in metrics] == list(range(1, 13))
     assert all("loss" in m for m in metrics)
-    analytics = engine.views.job_analytics(job["job_id"])
+    analytics = engine.views.job_analytics(LOCAL_USER, job["job_id"])
     assert analytics["evaluations"] == 4
     assert analytics["best_eval_loss"] == min(eval_losses(metrics).values())
     log = engine.workspace.job_paths(job["job_id"]).log.read_text()
@@ -72,20 +74,20 @@ def test_a_run_shorter_than_its_eval_interval_is_evaluated_at_its_end(evaluated)
     engine, jobs = evaluated
     job = jobs["shorter than an interval"]  # eval_steps auto: save_steps, 100
     assert job["status"] == "completed", job["error"]
-    assert list(eval_losses(engine.views.get_metrics(job["job_id"], 0))) == [5]
-    assert engine.views.job_analytics(job["job_id"])["evaluations"] == 1
-    assert "stopped_early" not in engine.views.job_analytics(job["job_id"])
+    assert list(eval_losses(engine.views.get_metrics(LOCAL_USER, job["job_id"], 0))) == [5]
+    assert engine.views.job_analytics(LOCAL_USER, job["job_id"])["evaluations"] == 1
+    assert "stopped_early" not in engine.views.job_analytics(LOCAL_USER, job["job_id"])
 
 
 def test_the_best_checkpoint_is_the_lowest_eval_loss_and_is_never_rotated_away(evaluated):
     engine, jobs = evaluated
     job = jobs["diverging"]
     assert job["status"] == "completed", job["error"]
-    evals = eval_losses(engine.views.get_metrics(job["job_id"], 0))
+    evals = eval_losses(engine.views.get_metrics(LOCAL_USER, job["job_id"], 0))
     assert sorted(evals) == [2, 4, 6, 8, 10, 12]
     best_step = min(evals, key=evals.get)
     assert best_step < 12  # the constructed case: the eval loss got worse after it
-    checkpoints = engine.views.list_checkpoints(job["job_id"])
+    checkpoints = engine.views.list_checkpoints(LOCAL_USER, job["job_id"])
     names = {c["name"] for c in checkpoints}
     # save_total_limit 2: the newest one and the best one, which rotation spared.
     assert names == {f"checkpoint-{best_step}", "checkpoint-12"}
@@ -98,11 +100,11 @@ def test_early_stopping_ends_a_job_whose_eval_loss_stopped_improving(evaluated):
     engine, jobs = evaluated
     job, full = jobs["stopped"], jobs["diverging"]
     assert job["status"] == "completed", job["error"]
-    evals = eval_losses(engine.views.get_metrics(full["job_id"], 0))
+    evals = eval_losses(engine.views.get_metrics(LOCAL_USER, full["job_id"], 0))
     best_step = min(evals, key=evals.get)
     stop_step = best_step + 2 * 2  # two evaluations (every 2 steps) without improvement
     assert job["progress"]["step"] == stop_step
-    analytics = engine.views.job_analytics(job["job_id"])
+    analytics = engine.views.job_analytics(LOCAL_USER, job["job_id"])
     assert analytics["stopped_early"].startswith("eval loss has not improved for 2 evaluations")
     assert f"at step {best_step}" in analytics["stopped_early"]
     assert engine.workspace.job_paths(job["job_id"]).final_model.exists()

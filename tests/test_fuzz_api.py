@@ -257,12 +257,12 @@ def test_every_config_field_refuses_odd_values_by_name(console, field, value):
     can be sent (a stored job with a lone surrogate would break every job list)."""
     engine, user = console.engine, caller(console)
     try:
-        orjson.dumps(engine.jobs.check({field: value}, user).config.to_dict())
+        orjson.dumps(engine.jobs.check(user, {field: value}).config.to_dict())
     except ConfigError as exc:
         assert any(field in problem for problem in exc.problems), (field, value, exc.problems)
         before = stored(engine)
         with pytest.raises(ConfigError):
-            engine.jobs.submit({field: value}, user)
+            engine.jobs.submit(user, {field: value})
         assert stored(engine) == before
     except ProcessStart:
         pass
@@ -276,10 +276,10 @@ def test_odd_values_in_resume_changes_and_sweeps_are_refused_by_name(console, ro
     engine, user = console.engine, caller(console)
     try:
         if route == "resume":
-            engine.jobs.resume(f"{console.user or 'local'}-paused", None, {field: value}, True,
-                               user)
+            engine.jobs.resume(user, f"{console.user or 'local'}-paused", None, {field: value},
+                               True)
         else:
-            engine.sweeps.submit({"base": {}, "grid": {field: [value]}}, user)
+            engine.sweeps.submit(user, {"base": {}, "grid": {field: [value]}})
     except ConfigError as exc:
         assert any(field in problem for problem in exc.problems), (field, value, exc.problems)
         assert stored(engine) == console.seeded

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from engine import capabilities
+from engine.console.users import LOCAL_USER
 from engine.machine import auto_attention, detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
@@ -65,7 +66,7 @@ def test_the_spare_trainer_leaves_cuda_alone_and_the_job_sees_its_device(engine)
              "PATH": "/usr/bin:/bin"})
     status = json.loads(spare.stdout.strip().splitlines()[-1])
     assert status["status"] == "ready" and status["cuda_initialized"] is False
-    job_id = engine.jobs.submit({"max_steps": 3, "save_steps": 100})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 3, "save_steps": 100})["job_id"]
     job = wait_for_status(engine, job_id)
     assert job["status"] == "completed", job["error"]
     devices = job["attempts"][0]["devices"]
@@ -77,8 +78,8 @@ def test_out_of_memory_on_the_gpu_steps_the_micro_batch_down(engine):
     """The fallback on a real device: the error is raised inside a CUDA step, the cache is
     emptied and training goes on from the last complete state with half the micro-batch."""
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "oom-at-step:3"}
-    job_id = engine.jobs.submit({"max_steps": 6, "save_steps": 2,
-                                 "per_device_train_batch_size": 8})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 6, "save_steps": 2,
+                                             "per_device_train_batch_size": 8})["job_id"]
     job = wait_for_status(engine, job_id, timeout=600)
     assert job["status"] == "completed", job["error"]
     change = job["microbatch_changes"][0]["to"]

@@ -14,6 +14,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from engine import capabilities
 from engine.config import ConfigError
 from engine.machine import GPU, Machine
+from engine.console.users import LOCAL_USER
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from engine.sources import TINY_MODEL, sample_dataset
@@ -99,20 +100,22 @@ print(json.dumps([e["loss"] for e in trainer.state.log_history if "loss" in e]))
 
 
 def test_with_every_lever_off_a_job_trains_bitwise_like_a_plain_trl_script(engine, tmp_path):
-    job_id = engine.jobs.submit({**LEVERS_OFF, "max_steps": 6, "learning_rate": 5e-3,
-                                 "warmup_steps": 0, "save_steps": 100})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {**LEVERS_OFF, "max_steps": 6, "learning_rate": 5e-3,
+                                             "warmup_steps": 0, "save_steps": 100})["job_id"]
     plain = subprocess.run([sys.executable, "-c", PLAIN_TRL, str(TINY_MODEL),
                             str(sample_dataset("messages")), str(tmp_path / "plain")], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert wait_for_status(engine, job_id)["status"] == "completed"
-    assert losses(engine.views.get_metrics(job_id, 0)) == json.loads(plain.stdout.splitlines()[-1])
+    assert losses(engine.views.get_metrics(LOCAL_USER, job_id, 0)) == \
+        json.loads(plain.stdout.splitlines()[-1])
 
 
 def test_out_of_memory_steps_the_micro_batch_down_and_training_goes_on(engine):
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "oom-at-step:5"}
-    job_id = engine.jobs.submit({"max_steps": 10, "save_steps": 2, "learning_rate": 5e-3,
-                                 "warmup_steps": 0, "per_device_train_batch_size": 8})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 10, "save_steps": 2,
+                                             "learning_rate": 5e-3, "warmup_steps": 0,
+                                             "per_device_train_batch_size": 8})["job_id"]
     job = wait_for_status(engine, job_id)
     assert job["status"] == "completed", job["error"]
     [change] = job["microbatch_changes"]
@@ -121,7 +124,7 @@ def test_out_of_memory_steps_the_micro_batch_down_and_training_goes_on(engine):
     assert change["to"] == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
     config = job["config"]  # a resume goes on with the smaller micro-batch, same effective batch
     assert (config["per_device_train_batch_size"], config["gradient_accumulation_steps"]) == (4, 2)
-    records = engine.views.get_metrics(job_id, 0)
+    records = engine.views.get_metrics(LOCAL_USER, job_id, 0)
     assert [r["step"] for r in records] == list(range(1, 11))  # each step once
     values = losses(records)
     assert all(v == v and abs(v) < 100 for v in values)  # finite
@@ -132,7 +135,8 @@ def test_out_of_memory_steps_the_micro_batch_down_and_training_goes_on(engine):
 
 def test_out_of_memory_at_a_micro_batch_of_one_fails_with_the_reason(engine):
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "oom-always"}
-    job_id = engine.jobs.submit({"max_steps": 4, "per_device_train_batch_size": 2})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 4,
+                                             "per_device_train_batch_size": 2})["job_id"]
     job = wait_for_status(engine, job_id)
     assert job["status"] == "failed"
     assert job["error"].startswith("out of GPU memory at step 1 even with a micro-batch of 1")

@@ -23,6 +23,7 @@ from gradio_client import Client
 from engine.config import ConfigError
 from engine.console.engine import Engine
 from engine.console.notify import Notifier, check_job_url
+from engine.console.users import LOCAL_USER
 from engine.console.webhook import WebhookClient
 from engine.sources import sample_dataset
 
@@ -223,17 +224,17 @@ def test_on_a_shared_console_a_users_webhook_is_public_and_hidden_from_others(id
     alice, bob, carol = (engine.users.get(n) for n in ("alice", "bob", "carol"))
     inside = "http://127.0.0.1:9/hook"
     with pytest.raises(ConfigError, match="notify_url .* on this machine or a private network"):
-        engine.jobs.submit({"max_steps": 10, "notify_url": inside}, bob)
+        engine.jobs.submit(bob, {"max_steps": 10, "notify_url": inside})
     assert engine.store.all() == []  # refused, nothing queued
     with pytest.raises(ConfigError, match="notify_url must be an http:// or https:// URL"):
-        engine.jobs.submit({"max_steps": 10, "notify_url": "file:///etc/passwd"}, bob)
-    job_id = engine.jobs.submit({"max_steps": 10, "notify_url": inside}, alice)["job_id"]
-    assert engine.views.get_job(job_id, alice)["config"]["notify_url"] == inside
-    assert engine.views.get_job(job_id, carol)["config"]["notify_url"] != inside  # hidden
-    mine = engine.jobs.submit({"max_steps": 10}, bob)["job_id"]
-    engine.jobs.cancel(mine, bob)
+        engine.jobs.submit(bob, {"max_steps": 10, "notify_url": "file:///etc/passwd"})
+    job_id = engine.jobs.submit(alice, {"max_steps": 10, "notify_url": inside})["job_id"]
+    assert engine.views.get_job(alice, job_id)["config"]["notify_url"] == inside
+    assert engine.views.get_job(carol, job_id)["config"]["notify_url"] != inside  # hidden
+    mine = engine.jobs.submit(bob, {"max_steps": 10})["job_id"]
+    engine.jobs.cancel(bob, mine)
     with pytest.raises(ConfigError, match="on this machine or a private network"):
-        engine.jobs.resume(mine, changes={"notify_url": inside}, user=bob)  # nor on resume
+        engine.jobs.resume(bob, mine, changes={"notify_url": inside})  # nor on resume
     assert engine.store.get(mine).status == "cancelled"
 
 
@@ -244,8 +245,8 @@ def test_a_job_that_lowers_its_micro_batch_and_then_fails_tells_both(tmp_path, r
     engine.scheduler.tick_s = 0.1
     try:
         engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "oom-always"}
-        failed = engine.jobs.submit({**QUICK, "max_steps": 3, "name": "fails",
-                                     "per_device_train_batch_size": 2})["job_id"]
+        failed = engine.jobs.submit(LOCAL_USER, {**QUICK, "max_steps": 3, "name": "fails",
+                                                 "per_device_train_batch_size": 2})["job_id"]
         assert wait_for_status(engine, failed)["status"] == "failed"
         wait_until(lambda: "failed" in receiver.events(failed), 30, "the failure's notification")
         time.sleep(1)  # time for a duplicate to arrive, if one were sent

@@ -7,6 +7,7 @@ from engine.console.engine import Engine
 from engine.config import ConfigError
 from engine.console.job import IllegalTransition
 from engine.console.store import JobNotFound
+from engine.console.users import LOCAL_USER
 from engine.console.workspace import WorkspaceBusy
 
 BAD_SUBMISSIONS = [
@@ -37,9 +38,9 @@ def test_bad_submissions_are_refused_and_queue_nothing(engine, tmp_path):
     ]
     for config, message in cases:
         with pytest.raises(ConfigError) as err:
-            engine.jobs.submit(config)
+            engine.jobs.submit(LOCAL_USER, config)
         assert message in str(err.value), (config, str(err.value))
-    assert engine.views.list_jobs() == []
+    assert engine.views.list_jobs(LOCAL_USER) == []
     assert list(engine.workspace.jobs_dir.iterdir()) == []
 
 
@@ -47,14 +48,14 @@ def test_bad_submissions_are_refused_and_queue_nothing(engine, tmp_path):
 def test_actions_on_unknown_or_finished_jobs_are_refused(default_run):
     engine, job, _ = default_run
     with pytest.raises(JobNotFound, match="no job with id 'nope'"):
-        engine.views.get_job("nope")
+        engine.views.get_job(LOCAL_USER, "nope")
     with pytest.raises(IllegalTransition, match="is completed; it cannot become cancelled"):
-        engine.jobs.cancel(job["job_id"])
+        engine.jobs.cancel(LOCAL_USER, job["job_id"])
     with pytest.raises(IllegalTransition, match="cannot become queued"):
-        engine.jobs.resume(job["job_id"])
+        engine.jobs.resume(LOCAL_USER, job["job_id"])
     with pytest.raises(ConfigError, match="status must be one of queued"):
-        engine.views.list_jobs("finished")
-    assert engine.views.get_job(job["job_id"])["status"] == "completed"
+        engine.views.list_jobs(LOCAL_USER, "finished")
+    assert engine.views.get_job(LOCAL_USER, job["job_id"])["status"] == "completed"
 
 
 def test_a_second_console_on_the_same_workspace_is_refused(engine):

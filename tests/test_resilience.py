@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.config import ConfigError
+from engine.console.users import LOCAL_USER
 from engine.jobfiles import INCOMPLETE_MARKER
 
 from conftest import (losses, open_engine, processes_of, shutdown, wait_for_status,
@@ -43,7 +44,8 @@ STRAIGHT_RUNS: dict[str, str] = {}  # config -> job id: one straight run serves 
 def straight_run(engine, config):
     key = repr(sorted(config.items()))
     if key not in STRAIGHT_RUNS:
-        STRAIGHT_RUNS[key] = engine.jobs.submit({**config, "name": "straight"})["job_id"]
+        STRAIGHT_RUNS[key] = engine.jobs.submit(LOCAL_USER,
+                                                {**config, "name": "straight"})["job_id"]
         wait_for_status(engine, STRAIGHT_RUNS[key])
     return STRAIGHT_RUNS[key]
 
@@ -51,14 +53,14 @@ def straight_run(engine, config):
 def straight_and_paused(engine, config, resume_faults=""):
     straight = straight_run(engine, config)
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "pause-at-microstep:10"}
-    paused = engine.jobs.submit({**config, "name": "paused"})["job_id"]
+    paused = engine.jobs.submit(LOCAL_USER, {**config, "name": "paused"})["job_id"]
     job = wait_for_status(engine, paused)
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": resume_faults} if resume_faults else {}
     assert job["status"] == "paused" and job["paused_at"], job["error"]
     assert job["progress"]["step"] == 3 and job["last_checkpoint"] == "checkpoint-3"
     log = engine.workspace.job_paths(paused).log.read_text()
     assert "pause requested during step 3, after micro-batch 2 of 4" in log
-    engine.jobs.resume(paused)
+    engine.jobs.resume(LOCAL_USER, paused)
     assert wait_for_status(engine, paused)["status"] == "completed"
     engine.supervisor.extra_env = {}
     log = engine.workspace.job_paths(paused).log.read_text()
@@ -79,25 +81,27 @@ def exact_engine(tmp_path_factory):
 def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
     engine = exact_engine
     straight, paused = straight_and_paused(engine, {**EXACT, **KINDS[kind]})
-    straight_metrics = engine.views.get_metrics(straight, 0)
+    straight_metrics = engine.views.get_metrics(LOCAL_USER, straight, 0)
     straight_losses = losses(straight_metrics)
     assert len(straight_losses) == 10
-    assert losses(engine.views.get_metrics(paused, 0)) == straight_losses  # bitwise, step for step
+    # bitwise, step for step
+    assert losses(engine.views.get_metrics(LOCAL_USER, paused, 0)) == straight_losses
     evaluations = [(m["step"], m["eval_loss"]) for m in straight_metrics if "eval_loss" in m]
     assert evaluations == [(m["step"], m["eval_loss"])
-                           for m in engine.views.get_metrics(paused, 0) if "eval_loss" in m]
+                           for m in engine.views.get_metrics(LOCAL_USER, paused, 0)
+                           if "eval_loss" in m]
     assert len(evaluations) == (5 if "eval_split" in KINDS[kind] else 0)
     a, b = final_tensors(engine, straight), final_tensors(engine, paused)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert engine.views.get_job(paused)["attempt"] == 2
+    assert engine.views.get_job(LOCAL_USER, paused)["attempt"] == 2
 
 
 @pytest.mark.slow
 def test_negative_control_resume_without_rng_and_data_position_diverges(exact_engine):
     engine = exact_engine
     straight, paused = straight_and_paused(engine, EXACT, resume_faults="resume-without-state")
-    a, b = losses(engine.views.get_metrics(straight, 0)), losses(engine.views.get_metrics(paused, 0))
+    a, b = losses(engine.views.get_metrics(LOCAL_USER, straight, 0)), losses(engine.views.get_metrics(LOCAL_USER, paused, 0))
     assert a[:3] == b[:3]  # identical until the pause...
     assert a[3:] != b[3:]  # ...and the comparison sees the divergence after it
     ta, tb = final_tensors(engine, straight), final_tensors(engine, paused)
@@ -105,8 +109,8 @@ def test_negative_control_resume_without_rng_and_data_position_diverges(exact_en
 
 
 def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
-    victim = engine.jobs.submit({**LONG, "name": "victim"})["job_id"]
-    waiting = engine.jobs.submit({"max_steps": 3, "name": "next"})["job_id"]
+    victim = engine.jobs.submit(LOCAL_USER, {**LONG, "name": "victim"})["job_id"]
+    waiting = engine.jobs.submit(LOCAL_USER, {"max_steps": 3, "name": "next"})["job_id"]
     running = wait_for_step(engine, victim, step=6)  # checkpoint-5 exists by now
     job_file = engine.workspace.job_paths(victim).job_file
     os.kill(running["pid"], signal.SIGKILL)
@@ -122,14 +126,15 @@ def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
     # The failed job resumes from its last complete checkpoint.
     checkpoint = failed["last_checkpoint"]
     assert checkpoint and checkpoint.startswith("checkpoint-")
-    engine.jobs.resume(victim, changes={"max_steps": int(checkpoint.split("-")[1]) + 3})
+    engine.jobs.resume(LOCAL_USER, victim, changes={"max_steps": int(checkpoint.split("-")[1]) + 3})
     done = wait_for_status(engine, victim)
     assert done["status"] == "completed" and done["attempt"] == 2
     assert f"resuming from {checkpoint}" in engine.workspace.job_paths(victim).log.read_text()
 
 
 def test_a_hung_trainer_is_killed_after_its_timeout(engine):
-    job_id = engine.jobs.submit({**LONG, "timeout_minutes": 0.1, "name": "hang"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {**LONG, "timeout_minutes": 0.1,
+                                             "name": "hang"})["job_id"]
     running = wait_for_step(engine, job_id, step=2)
     job_file = engine.workspace.job_paths(job_id).job_file
     os.kill(running["pid"], signal.SIGSTOP)
@@ -139,24 +144,25 @@ def test_a_hung_trainer_is_killed_after_its_timeout(engine):
     assert failed["status"] == "failed"
     assert failed["error"].startswith("timed out after 0.1 min without progress")
     assert processes_of(job_file) == []
-    assert engine.jobs.resume(job_id)["status"] == "queued"  # resumable
-    engine.jobs.cancel(job_id)
+    assert engine.jobs.resume(LOCAL_USER, job_id)["status"] == "queued"  # resumable
+    engine.jobs.cancel(LOCAL_USER, job_id)
 
 
 def test_a_checkpoint_killed_mid_save_is_skipped_on_resume(engine):
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-in-save:10"}
-    job_id = engine.jobs.submit({"max_steps": 14, "save_steps": 5, "save_total_limit": 0,
-                            "name": "torn"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 14, "save_steps": 5,
+                                             "save_total_limit": 0, "name": "torn"})["job_id"]
     failed = wait_for_status(engine, job_id)
     engine.supervisor.extra_env = {}
     paths = engine.workspace.job_paths(job_id)
     assert failed["status"] == "failed"
     assert (paths.root / "checkpoint-10" / INCOMPLETE_MARKER).exists()  # a torn checkpoint
-    assert [c["name"] for c in engine.views.list_checkpoints(job_id)] == ["checkpoint-5"]
+    checkpoints = engine.views.list_checkpoints(LOCAL_USER, job_id)
+    assert [c["name"] for c in checkpoints] == ["checkpoint-5"]
     assert failed["last_checkpoint"] == "checkpoint-5"
     with pytest.raises(ConfigError, match="no complete checkpoint checkpoint-10"):
-        engine.jobs.resume(job_id, "checkpoint-10")
-    engine.jobs.resume(job_id)
+        engine.jobs.resume(LOCAL_USER, job_id, "checkpoint-10")
+    engine.jobs.resume(LOCAL_USER, job_id)
     done = wait_for_status(engine, job_id)
     assert done["status"] == "completed"
     assert "resuming from checkpoint-5" in paths.log.read_text()
@@ -164,7 +170,7 @@ def test_a_checkpoint_killed_mid_save_is_skipped_on_resume(engine):
 
 
 def test_a_crashed_job_is_retried_from_its_checkpoint(engine):
-    job_id = engine.jobs.submit({**LONG, "max_steps": 12, "max_retries": 1, "name": "retry"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {**LONG, "max_steps": 12, "max_retries": 1, "name": "retry"})["job_id"]
     running = wait_for_step(engine, job_id, step=6)
     os.kill(running["pid"], signal.SIGKILL)
     done = wait_for_status(engine, job_id, statuses={"completed"}, timeout=120)
@@ -172,25 +178,28 @@ def test_a_crashed_job_is_retried_from_its_checkpoint(engine):
     assert [a["status"] for a in done["attempts"]] == ["failed", "completed"]
     assert done["attempts"][1]["resume_from"] == "checkpoint-5" or \
         done["attempts"][1]["resume_from"].startswith("checkpoint-")
-    assert len(losses(engine.views.get_metrics(job_id, 0))) == 12
+    assert len(losses(engine.views.get_metrics(LOCAL_USER, job_id, 0))) == 12
 
 
 def test_resume_refuses_changes_that_break_exactness(engine):
-    job_id = engine.jobs.submit({**LONG, "name": "strict"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {**LONG, "name": "strict"})["job_id"]
     wait_for_step(engine, job_id, step=1)
-    engine.jobs.pause(job_id)
+    engine.jobs.pause(LOCAL_USER, job_id)
     paused = wait_for_status(engine, job_id)
     assert paused["status"] == "paused"
     with pytest.raises(ConfigError, match="changing per_device_train_batch_size, seed on resume "
                                           "breaks exact continuation"):
-        engine.jobs.resume(job_id, changes={"per_device_train_batch_size": 2, "seed": 7})
+        engine.jobs.resume(LOCAL_USER, job_id,
+                           changes={"per_device_train_batch_size": 2, "seed": 7})
     with pytest.raises(ConfigError, match="cannot change adapter on resume"):
-        engine.jobs.resume(job_id, changes={"adapter": "full"})
-    assert engine.views.get_job(job_id)["status"] == "paused"  # refused: nothing changed
-    queued = engine.jobs.resume(job_id, changes={"gradient_accumulation_steps": 2, "max_steps": 8},
-                           allow_inexact=True)
+        engine.jobs.resume(LOCAL_USER, job_id, changes={"adapter": "full"})
+    # refused: nothing changed
+    assert engine.views.get_job(LOCAL_USER, job_id)["status"] == "paused"
+    queued = engine.jobs.resume(LOCAL_USER, job_id,
+                                changes={"gradient_accumulation_steps": 2, "max_steps": 8},
+                                allow_inexact=True)
     assert queued["status"] == "queued"
-    assert engine.views.get_job(job_id)["config"]["gradient_accumulation_steps"] == 2
+    assert engine.views.get_job(LOCAL_USER, job_id)["config"]["gradient_accumulation_steps"] == 2
     assert wait_for_status(engine, job_id)["status"] == "completed"
 
 

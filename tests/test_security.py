@@ -20,7 +20,7 @@ from gradio_client import Client, handle_file
 
 from harness import REPO, start_console, stop_console
 from engine.console.engine import Engine
-from engine.console.users import add_user
+from engine.console.users import LOCAL_USER, add_user
 
 from conftest import shutdown, wait_for_status, wait_until
 
@@ -353,9 +353,9 @@ def finished_workspace(tmp_path_factory):
     engine = Engine(workspace).start()
     engine.scheduler.tick_s = 0.1
     try:
-        done = engine.jobs.submit({"max_steps": 2, "name": "finished"})["job_id"]
-        never = engine.jobs.submit({"max_steps": 2, "name": "never ran"})["job_id"]
-        engine.jobs.cancel(never)
+        done = engine.jobs.submit(LOCAL_USER, {"max_steps": 2, "name": "finished"})["job_id"]
+        never = engine.jobs.submit(LOCAL_USER, {"max_steps": 2, "name": "never ran"})["job_id"]
+        engine.jobs.cancel(LOCAL_USER, never)
         wait_for_status(engine, done)
     finally:
         shutdown(engine)
@@ -390,10 +390,10 @@ def test_a_damaged_database_stops_the_console_and_repair_db_rebuilds_it(
 
     engine = Engine(workspace).open()
     try:
-        assert engine.views.get_job(done)["status"] == "completed"
-        assert engine.views.get_job(done)["progress"]["step"] == 2
-        assert engine.views.get_job(never)["status"] == "cancelled"
-        assert engine.views.get_job(done)["checkpoints"]
+        assert engine.views.get_job(LOCAL_USER, done)["status"] == "completed"
+        assert engine.views.get_job(LOCAL_USER, done)["progress"]["step"] == 2
+        assert engine.views.get_job(LOCAL_USER, never)["status"] == "cancelled"
+        assert engine.views.get_job(LOCAL_USER, done)["checkpoints"]
     finally:
         engine.close()
 

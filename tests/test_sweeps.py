@@ -54,21 +54,21 @@ def test_a_sweep_is_queued_whole_or_not_at_all(idle_engine):
     engine = idle_engine
     bob, carol = engine.users.get("bob"), engine.users.get("carol")
     with pytest.raises(ConfigError, match=r"sweep run 2 \(learning_rate=-1\): learning_rate"):
-        engine.sweeps.submit({"grid": {"learning_rate": [1e-4, -1]}}, carol)
+        engine.sweeps.submit(carol, {"grid": {"learning_rate": [1e-4, -1]}})
     with pytest.raises(QuotaExceeded, match="has 0 jobs queued and asks for 3 more"):
-        engine.sweeps.submit({"grid": {"lora_r": [4, 8, 16]}}, bob)  # max_queued_jobs 2
+        engine.sweeps.submit(bob, {"grid": {"lora_r": [4, 8, 16]}})  # max_queued_jobs 2
     assert engine.store.all() == []
-    sweep = engine.sweeps.submit({"name": "ranks", "grid": {"lora_r": [4, 8]}, "priority": 7},
-                                 bob)
+    sweep = engine.sweeps.submit(bob, {"name": "ranks", "grid": {"lora_r": [4, 8]},
+                                       "priority": 7})
     jobs = [engine.store.get(job_id) for job_id in sweep["job_ids"]]
     assert [j.config.lora_r for j in jobs] == [4, 8] and {j.priority for j in jobs} == {7}
     assert [j.name for j in jobs] == ["ranks #1 lora_r=4", "ranks #2 lora_r=8"]
     with pytest.raises(NotYourJob):
-        engine.sweeps.cancel(sweep["sweep_id"], carol)
+        engine.sweeps.cancel(carol, sweep["sweep_id"])
     assert {j.status for j in engine.store.all()} == {"queued"}  # nothing of bob's was touched
-    assert engine.sweeps.cancel(sweep["sweep_id"], bob)["cancelled"] == sweep["job_ids"]
+    assert engine.sweeps.cancel(bob, sweep["sweep_id"])["cancelled"] == sweep["job_ids"]
     with pytest.raises(ConfigError, match="no sweep with id 'nope'"):
-        engine.sweeps.get("nope")
+        engine.sweeps.get(carol, "nope")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from gradio_client import Client
 from harness import REPO, start_console, stop_console
 from engine.console.engine import Engine
 from engine.console.supervisor import CANCEL_GRACE_S
-from engine.console.users import add_user
+from engine.console.users import LOCAL_USER, add_user
 
 from conftest import (losses, processes_of, shutdown, wait_for_status, wait_for_step,
                       wait_until)
@@ -161,12 +161,12 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
               "per_device_train_batch_size": 4, "lora_dropout": 0.1, "learning_rate": 5e-3,
               "warmup_steps": 0, "save_steps": 1000}
     try:
-        straight = engine.jobs.submit({**config, "name": "ddp straight"})["job_id"]
-        paused = engine.jobs.submit({**config, "name": "ddp paused"})["job_id"]
-        third = engine.jobs.submit({**config, **LONG, "name": "third"})["job_id"]
+        straight = engine.jobs.submit(LOCAL_USER, {**config, "name": "ddp straight"})["job_id"]
+        paused = engine.jobs.submit(LOCAL_USER, {**config, "name": "ddp paused"})["job_id"]
+        third = engine.jobs.submit(LOCAL_USER, {**config, **LONG, "name": "third"})["job_id"]
         wait_for_step(engine, paused, step=2)
-        engine.jobs.pause(paused)
-        states = [engine.views.get_job(j) for j in (straight, paused, third)]
+        engine.jobs.pause(LOCAL_USER, paused)
+        states = [engine.views.get_job(LOCAL_USER, j) for j in (straight, paused, third)]
         assert [s["status"] for s in states] == ["running", "running", "queued"]
         assert states[2]["waiting"] == "waiting for 2 free GPUs"
         assert sorted(s["attempts"][-1]["devices"] for s in states[:2]) == [[0, 1], [2, 3]]
@@ -180,27 +180,27 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
         # It took the pair of whichever job ended first (the paused one, or the straight one if
         # that finished sooner), and only once that job had let go of it.
         taken = third_job["attempts"][-1]
-        holder = next(engine.views.get_job(s["job_id"]) for s in states[:2]
+        holder = next(engine.views.get_job(LOCAL_USER, s["job_id"]) for s in states[:2]
                       if s["attempts"][-1]["devices"] == taken["devices"])
         assert holder["attempts"][0]["finished_at"] <= taken["started_at"]
 
         assert wait_for_status(engine, straight)["status"] == "completed"
         log = engine.workspace.job_paths(straight).log.read_text()
         assert "rank 0 of 2" in log and "rank 1 of 2" in log and "CPU (gloo)" in log
-        straight_losses = losses(engine.views.get_metrics(straight, 0))
+        straight_losses = losses(engine.views.get_metrics(LOCAL_USER, straight, 0))
         assert len(straight_losses) == 12  # one metrics stream: rank 0's, one record a step
 
         # Cancel reaches every rank at the same step boundary: torchrun and both ranks are gone.
         wait_for_step(engine, third, step=1)
         asked = time.time()
-        engine.jobs.cancel(third)
+        engine.jobs.cancel(LOCAL_USER, third)
         assert wait_for_status(engine, third, timeout=30)["status"] == "cancelled"
         assert time.time() - asked < CANCEL_GRACE_S  # honoured by the ranks, not killed after the grace
         assert processes_of(engine.workspace.job_paths(third).job_file) == []
 
-        engine.jobs.resume(paused)
+        engine.jobs.resume(LOCAL_USER, paused)
         assert wait_for_status(engine, paused)["status"] == "completed"
         assert f"resuming from checkpoint-{step}" in engine.workspace.job_paths(paused).log.read_text()
-        assert losses(engine.views.get_metrics(paused, 0)) == straight_losses
+        assert losses(engine.views.get_metrics(LOCAL_USER, paused, 0)) == straight_losses
     finally:
         shutdown(engine)

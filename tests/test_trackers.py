@@ -12,6 +12,7 @@ import pytest
 
 from engine import capabilities
 from engine.config import ConfigError
+from engine.console.users import LOCAL_USER
 
 from conftest import QUICK, REPO, open_engine, shutdown, wait_for_status
 from tracker_readers import mlflow_losses, mlflow_run, tensorboard_losses, wandb_losses
@@ -26,11 +27,11 @@ def reported(tmp_path_factory):
     os.environ.pop("WANDB_API_KEY", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     engine = open_engine(tmp_path_factory.mktemp("trackers") / "workspace")
-    job_id = engine.jobs.submit({**QUICK, "max_steps": 6, "report_to": ALL,
-                                 "name": "tracked"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER, {**QUICK, "max_steps": 6, "report_to": ALL,
+                                             "name": "tracked"})["job_id"]
     job = wait_for_status(engine, job_id, timeout=240)
     assert job["status"] == "completed", job["error"]
-    losses = {m["step"]: m["loss"] for m in engine.views.get_metrics(job_id, 0)}
+    losses = {m["step"]: m["loss"] for m in engine.views.get_metrics(LOCAL_USER, job_id, 0)}
     assert sorted(losses) == list(range(1, 7))
     yield engine, job_id, losses
     shutdown(engine)
@@ -46,7 +47,7 @@ def test_tensorboard_event_files_hold_the_losses_and_go_in_the_logs_zip(reported
     engine, job_id, losses = reported
     folder = engine.workspace.job_paths(job_id).root / "tensorboard"
     same(tensorboard_losses(folder), losses)
-    with zipfile.ZipFile(engine.artifacts.download_logs(job_id)) as archive:
+    with zipfile.ZipFile(engine.artifacts.download_logs(LOCAL_USER, job_id)) as archive:
         assert any(name.startswith("tensorboard/") and "tfevents" in name
                    for name in archive.namelist())
 
@@ -83,8 +84,8 @@ def test_trackio_local_store_holds_the_losses(reported):
 
 def test_an_unknown_or_missing_tracker_is_refused_at_submit(engine, monkeypatch):
     with pytest.raises(ConfigError, match="report_to: 'neptune' is not a tracker"):
-        engine.jobs.check({"report_to": "tensorboard,neptune"})
+        engine.jobs.check(LOCAL_USER, {"report_to": "tensorboard,neptune"})
     monkeypatch.setattr(capabilities, "installed", lambda name: name != "wandb")
     with pytest.raises(ConfigError, match=r"report_to wandb: the package is not installed.*"
                                           r"\.\[tracking\]"):
-        engine.jobs.check({"report_to": "wandb"})
+        engine.jobs.check(LOCAL_USER, {"report_to": "wandb"})

@@ -9,6 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.console.users import LOCAL_USER
 from engine.jobfiles import EXIT_INVALID, JobPaths
 from engine.sources import TINY_MODEL
 
@@ -28,7 +29,7 @@ KINDS = {
 def trained(tmp_path_factory):
     """The four kinds submitted at once to one engine; they run one after another."""
     engine = open_engine(tmp_path_factory.mktemp("kinds") / "workspace")
-    ids = {kind: engine.jobs.submit({**config, "name": kind})["job_id"] for kind, config in KINDS.items()}
+    ids = {kind: engine.jobs.submit(LOCAL_USER, {**config, "name": kind})["job_id"] for kind, config in KINDS.items()}
     jobs = {kind: wait_for_status(engine, job_id, timeout=300) for kind, job_id in ids.items()}
     yield engine, jobs
     shutdown(engine)
@@ -54,7 +55,7 @@ def test_each_kind_completes_and_its_loss_falls(trained, kind):
     job = jobs[kind]
     assert job["status"] == "completed", job["error"]
     assert job["progress"] == {**job["progress"], "step": 12, "total_steps": 12}
-    metrics = engine.views.get_metrics(job["job_id"], 0)
+    metrics = engine.views.get_metrics(LOCAL_USER, job["job_id"], 0)
     assert [m["step"] for m in metrics] == list(range(1, 13))
     curve = losses(metrics)
     assert mean(curve[-3:]) < mean(curve[:3]) - 0.01, curve
@@ -94,7 +95,7 @@ def test_full_fine_tune_saves_a_standalone_model(trained):
 
 def test_jobs_record_the_resolved_config_and_a_reproducible_command(trained):
     engine, jobs = trained
-    job = engine.views.get_job(jobs["sft-qlora"]["job_id"])
+    job = engine.views.get_job(LOCAL_USER, jobs["sft-qlora"]["job_id"])
     assert job["config"]["adapter"] == "qlora"
     assert job["config"]["dataloader_num_workers"] == 0
     assert job["resolved"]["dataloader_num_workers"] == 0  # chosen by `auto`, and recorded
@@ -110,7 +111,7 @@ def test_default_preset_finishes_well_under_a_minute(default_run):
     assert wall_s < 60
     summary = json.loads((engine.workspace.job_paths(job["job_id"]).root / "summary.json").read_text())
     assert summary["global_step"] == job["progress"]["total_steps"] == 33
-    curve = losses(engine.views.get_metrics(job["job_id"], 0))
+    curve = losses(engine.views.get_metrics(LOCAL_USER, job["job_id"], 0))
     assert curve[-1] < curve[0]
 
 

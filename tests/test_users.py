@@ -85,36 +85,36 @@ def test_without_logins_everyone_is_the_local_admin():
 def test_engine_enforces_owners_and_quotas(idle_engine, team):
     engine = idle_engine
     alice, bob, carol = team.get("alice"), team.get("bob"), team.get("carol")
-    job = engine.jobs.submit({"max_steps": 5}, bob)["job_id"]
-    assert engine.views.get_job(job)["owner"] == "bob"
-    for action in (lambda u: engine.jobs.pause(job, u), lambda u: engine.jobs.cancel(job, u),
-                   lambda u: engine.jobs.set_priority(job, 5, u), lambda u: engine.artifacts.download_logs(job, u)):
+    job = engine.jobs.submit(bob, {"max_steps": 5})["job_id"]
+    assert engine.views.get_job(alice, job)["owner"] == "bob"
+    for action in (lambda u: engine.jobs.pause(u, job), lambda u: engine.jobs.cancel(u, job),
+                   lambda u: engine.jobs.set_priority(u, job, 5), lambda u: engine.artifacts.download_logs(u, job)):
         with pytest.raises(NotYourJob, match=f"not your job: {job} belongs to bob"):
             action(carol)
-    assert engine.views.get_job(job)["status"] == JobStatus.QUEUED  # nothing changed
-    assert engine.jobs.set_priority(job, 3, bob)["priority"] == 3
-    assert engine.jobs.pause(job, alice)["status"] == JobStatus.PAUSED  # an admin may
-    engine.jobs.resume(job, user=bob)
+    assert engine.views.get_job(alice, job)["status"] == JobStatus.QUEUED  # nothing changed
+    assert engine.jobs.set_priority(bob, job, 3)["priority"] == 3
+    assert engine.jobs.pause(alice, job)["status"] == JobStatus.PAUSED  # an admin may
+    engine.jobs.resume(bob, job)
 
     with pytest.raises(QuotaExceeded, match="quota max_steps: bob may use at most 50; the job asks "
                                             "for max_steps 500"):
-        engine.jobs.submit({"max_steps": 500}, bob)
+        engine.jobs.submit(bob, {"max_steps": 500})
     with pytest.raises(QuotaExceeded, match="quota max_gpus: bob may use at most 2"):
-        engine.jobs.submit({"max_steps": 5, "gpus": 3}, bob)
+        engine.jobs.submit(bob, {"max_steps": 5, "gpus": 3})
     with pytest.raises(ConfigError, match="preempt: only admins"):
-        engine.jobs.submit({"max_steps": 5, "preempt": True}, bob)
-    engine.jobs.submit({"max_steps": 5}, bob)
-    count = len(engine.views.list_jobs())
+        engine.jobs.submit(bob, {"max_steps": 5, "preempt": True})
+    engine.jobs.submit(bob, {"max_steps": 5})
+    count = len(engine.views.list_jobs(alice))
     with pytest.raises(QuotaExceeded, match="quota max_queued_jobs: bob has 2 jobs queued "
                                             r"\(quota 2\)"):
-        engine.jobs.submit({"max_steps": 5}, bob)
-    assert len(engine.views.list_jobs()) == count  # a refused submit creates nothing
-    engine.jobs.submit({"max_steps": 5}, carol)  # carol's own quota is untouched
+        engine.jobs.submit(bob, {"max_steps": 5})
+    assert len(engine.views.list_jobs(alice)) == count  # a refused submit creates nothing
+    engine.jobs.submit(carol, {"max_steps": 5})  # carol's own quota is untouched
 
     # An admin's preempting job keeps its owner's rights when resumed with changes.
-    urgent = engine.jobs.submit({"max_steps": 5, "preempt": True}, alice)["job_id"]
-    engine.jobs.pause(urgent, alice)
-    assert engine.jobs.resume(urgent, changes={"max_steps": 6}, user=alice)["status"] == "queued"
+    urgent = engine.jobs.submit(alice, {"max_steps": 5, "preempt": True})["job_id"]
+    engine.jobs.pause(alice, urgent)
+    assert engine.jobs.resume(alice, urgent, changes={"max_steps": 6})["status"] == "queued"
 
 
 def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):

@@ -16,6 +16,7 @@ from engine.console.engine import Engine
 from engine.console.spares import PER_JOB_ENV, SparePool, Spares
 from engine.console.supervisor import trainer_env
 from engine.console.trainers import ForkedTrainer
+from engine.console.users import LOCAL_USER
 from engine.jobfiles import EXIT_INVALID, JobPaths
 
 from conftest import REPO, losses, processes_of, shutdown, wait_for_status, wait_for_step, \
@@ -55,18 +56,18 @@ def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path)
         wait_until(lambda: warm.supervisor.spares.spare.ready, 120,
                    "the spare-trainer process to finish its imports")
         spare_pid = warm.supervisor.spares.spare.popen.pid
-        warm_job = warm.jobs.submit(SHORT)["job_id"]
+        warm_job = warm.jobs.submit(LOCAL_USER, SHORT)["job_id"]
         pid = wait_for_step(warm, warm_job, step=1)["pid"]
         assert psutil.Process(pid).ppid() == spare_pid  # a copy of the spare process...
         assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # ...in a session of its own
         job_file = warm.workspace.job_paths(warm_job).job_file
         assert [p.pid for p in processes_of(job_file)] == [pid]  # ps shows the job's command
-        cold_job = cold.jobs.submit(SHORT)["job_id"]
+        cold_job = cold.jobs.submit(LOCAL_USER, SHORT)["job_id"]
         assert wait_for_status(warm, warm_job)["status"] == "completed"
         assert wait_for_status(cold, cold_job)["status"] == "completed"
         assert warm.supervisor.spares.handed_off == 1 and cold.supervisor.spares.handed_off == 0
-        assert losses(warm.views.get_metrics(warm_job, 0)) == \
-            losses(cold.views.get_metrics(cold_job, 0))
+        assert losses(warm.views.get_metrics(LOCAL_USER, warm_job, 0)) == \
+            losses(cold.views.get_metrics(LOCAL_USER, cold_job, 0))
         warm_weights, cold_weights = adapter(warm, warm_job), adapter(cold, cold_job)
         assert all(torch.equal(warm_weights[k], cold_weights[k]) for k in cold_weights)
         assert warm.supervisor.spares.spare.popen.pid == spare_pid  # ready for the next job
@@ -82,11 +83,11 @@ def test_a_job_submitted_while_the_spare_imports_waits_for_it_and_starts_warm(tm
     engine.start()
     engine.scheduler.tick_s = 0.1
     try:
-        job_id = engine.jobs.submit({**SHORT, "max_steps": 2})["job_id"]
-        waiting = wait_until(lambda: engine.views.get_job(job_id)["waiting"], 10,
+        job_id = engine.jobs.submit(LOCAL_USER, {**SHORT, "max_steps": 2})["job_id"]
+        waiting = wait_until(lambda: engine.views.get_job(LOCAL_USER, job_id)["waiting"], 10,
                              "the job to say what it waits for")
         assert "the warm trainer is importing its libraries" in waiting
-        assert engine.views.get_job(job_id)["status"] == "queued"
+        assert engine.views.get_job(LOCAL_USER, job_id)["status"] == "queued"
         assert wait_for_status(engine, job_id)["status"] == "completed"
         assert engine.supervisor.spares.handed_off == 1  # it started warm, not beside the import
     finally:
@@ -99,11 +100,12 @@ def test_each_job_sees_the_devices_it_was_given(tmp_path):
     try:
         wait_until(lambda: engine.supervisor.spares.spare.ready, 120,
                    "the spare-trainer process to finish its imports")
-        first = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "first"})["job_id"]
-        second = engine.jobs.submit({**SHORT, "max_steps": 2, "name": "second"})["job_id"]
+        first = engine.jobs.submit(LOCAL_USER, {**SHORT, "max_steps": 2, "name": "first"})["job_id"]
+        second = engine.jobs.submit(LOCAL_USER,
+                                    {**SHORT, "max_steps": 2, "name": "second"})["job_id"]
         for job_id in (first, second):
             assert wait_for_status(engine, job_id)["status"] == "completed"
-        given = {job_id: engine.views.get_job(job_id)["attempts"][0]["devices"]
+        given = {job_id: engine.views.get_job(LOCAL_USER, job_id)["attempts"][0]["devices"]
                  for job_id in (first, second)}
         assert sorted(given.values()) == [[0], [1]]
         for job_id, devices in given.items():

@@ -14,7 +14,8 @@ from ui.errors import as_gradio_errors
 
 
 def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
-    """The logged-in user (Gradio has checked the password); "local", an admin, without auth."""
+    """The acting user: the logged-in one (Gradio has checked the password), or "local", an
+    admin, only when the console has no logins. The one place a request names its caller."""
     return engine.users.get(getattr(request, "username", None) if request else None)
 
 
@@ -58,32 +59,33 @@ def _queue_endpoints(engine: Engine) -> list:
         """Check a config as /submit_job would, without queueing it: the resolved config, what
         was chosen automatically, the dataset's format, row count and first rows, and notes
         (its length in steps and time, what does not suit this machine)."""
-        resolution = engine.jobs.check(config, user_of(engine, request))
+        user = user_of(engine, request)
+        resolution = engine.jobs.check(user, config)
         summary = resolution.dataset
         # No "path" keys: gradio_client would take such a dict for a file and download it.
         dataset = summary and {"location": summary.path, "format": summary.format,
                                "rows": summary.rows, "preview": summary.preview}
         return {"valid": True, "config": resolution.config.to_dict(),
                 "resolved": resolution.resolved, "dataset": dataset,
-                "notes": engine.advice(resolution)}
+                "notes": engine.advice(user, resolution)}
 
     def submit_job(config: dict, request: gr.Request = None) -> dict:
         """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
-        return engine.jobs.submit(config, user_of(engine, request))
+        return engine.jobs.submit(user_of(engine, request), config)
 
     def list_jobs(status: Optional[str] = None, request: gr.Request = None) -> list:
         """Job summaries, newest first; status filters (queued, running, paused, completed,
         failed, cancelled) or null for all. Other users' jobs show no paths or error details."""
-        return engine.views.list_jobs(status or None, user_of(engine, request))
+        return engine.views.list_jobs(user_of(engine, request), status or None)
 
     def get_job(job_id: str, request: gr.Request = None) -> dict:
         """The full job: config, status, progress, last metrics, error, checkpoints (paths, log
         details and errors only for its owner and admins)."""
-        return engine.views.get_job(job_id, user_of(engine, request))
+        return engine.views.get_job(user_of(engine, request), job_id)
 
-    def get_metrics(job_id: str, since_step: int = 0) -> list:
+    def get_metrics(job_id: str, since_step: int = 0, request: gr.Request = None) -> list:
         """Metric records with step > since_step."""
-        return engine.views.get_metrics(job_id, since_step)
+        return engine.views.get_metrics(user_of(engine, request), job_id, since_step)
 
     return [check_job, submit_job, list_jobs, get_job, get_metrics]
 
@@ -92,53 +94,53 @@ def _control_endpoints(engine: Engine) -> list:
     def pause_job(job_id: str, request: gr.Request = None) -> dict:
         """Pause: a running job writes a checkpoint at its next step and stops; a queued one
         leaves the queue."""
-        return engine.jobs.pause(job_id, user_of(engine, request))
+        return engine.jobs.pause(user_of(engine, request), job_id)
 
     def resume_job(job_id: str, checkpoint: Optional[str] = None, changes: Optional[dict] = None,
                    allow_inexact: bool = False, request: gr.Request = None) -> dict:
         """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest.
         Optional `changes` edit its config; ones that break exact continuation (batch size,
         accumulation, seed) need allow_inexact."""
-        return engine.jobs.resume(job_id, checkpoint or None, changes or None,
-                                  bool(allow_inexact), user_of(engine, request))
+        return engine.jobs.resume(user_of(engine, request), job_id, checkpoint or None,
+                                  changes or None, bool(allow_inexact))
 
     def cancel_job(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a queued or running job."""
-        return engine.jobs.cancel(job_id, user_of(engine, request))
+        return engine.jobs.cancel(user_of(engine, request), job_id)
 
     def set_priority(job_id: str, priority: int, request: gr.Request = None) -> dict:
         """Reorder the queue (owner or admin): higher starts first, ties in submit order.
         Returns the job summary with its new queue position."""
-        return engine.jobs.set_priority(job_id, priority, user_of(engine, request))
+        return engine.jobs.set_priority(user_of(engine, request), job_id, priority)
 
     def share_job(job_id: str, shared: bool = True, request: gr.Request = None) -> dict:
         """Let every user try, download and train on this job's model (owner or admin); false
         stops sharing."""
-        return engine.jobs.share(job_id, shared, user_of(engine, request))
+        return engine.jobs.share(user_of(engine, request), job_id, shared)
 
     def delete_job(job_id: str, request: gr.Request = None) -> dict:
         """Delete a job that is not queued or running: its record, folder and exports (owner or
         admin). Frees room under the max_jobs quota."""
-        return engine.jobs.delete(job_id, user_of(engine, request))
+        return engine.jobs.delete(user_of(engine, request), job_id)
 
     return [pause_job, resume_job, cancel_job, set_priority, share_job, delete_job]
 
 
 def _result_endpoints(engine: Engine) -> list:
-    def list_checkpoints(job_id: str) -> list:
+    def list_checkpoints(job_id: str, request: gr.Request = None) -> list:
         """Complete checkpoints: name, step, size_bytes, created_at, loss."""
-        return engine.views.list_checkpoints(job_id)
+        return engine.views.list_checkpoints(user_of(engine, request), job_id)
 
-    def job_analytics(job_id: str) -> dict:
+    def job_analytics(job_id: str, request: gr.Request = None) -> dict:
         """Elapsed, ETA, steady-state rates, best loss and step, loss trend, phases."""
-        return engine.views.job_analytics(job_id)
+        return engine.views.job_analytics(user_of(engine, request), job_id)
 
     def try_model(job_id: str, prompt: str, checkpoint: Optional[str] = None,
                   max_new_tokens: int = 64, request: gr.Request = None) -> dict:
         """Answers of the base model and the trained one (final or a checkpoint) to a prompt
         (owner, admin, or anyone for a shared job; one generation at a time per user)."""
-        return engine.artifacts.try_model(job_id, prompt, checkpoint or None, max_new_tokens,
-                                          user_of(engine, request))
+        return engine.artifacts.try_model(user_of(engine, request), job_id, prompt,
+                                          checkpoint or None, max_new_tokens)
 
     return [list_checkpoints, job_analytics, try_model]
 
@@ -149,20 +151,20 @@ def _sweep_endpoints(engine: Engine) -> list:
         grid: {field: [values]} (every combination) or random: {field: [values] or {low, high,
         log}} with trials and seed, priority}. Every run is checked and must fit the quotas
         before any is queued. Returns {sweep_id, name, job_ids}."""
-        return engine.sweeps.submit(sweep, user_of(engine, request))
+        return engine.sweeps.submit(user_of(engine, request), sweep)
 
-    def get_sweep(sweep_id: str) -> dict:
+    def get_sweep(sweep_id: str, request: gr.Request = None) -> dict:
         """A sweep's runs side by side, ranked by evaluation loss (training loss for runs that
         do not evaluate): values, status, best eval loss, best and last loss; and the best run."""
-        return engine.sweeps.get(sweep_id)
+        return engine.sweeps.get(user_of(engine, request), sweep_id)
 
-    def list_sweeps() -> list:
+    def list_sweeps(request: gr.Request = None) -> list:
         """Every sweep, newest first: id, name, owner, runs and how many are in each status."""
-        return engine.sweeps.list()
+        return engine.sweeps.list(user_of(engine, request))
 
     def cancel_sweep(sweep_id: str, request: gr.Request = None) -> dict:
         """Cancel every run of a sweep that has not finished (owner or admin)."""
-        return engine.sweeps.cancel(sweep_id, user_of(engine, request))
+        return engine.sweeps.cancel(user_of(engine, request), sweep_id)
 
     return [submit_sweep, get_sweep, list_sweeps, cancel_sweep]
 
@@ -180,24 +182,24 @@ def _file_endpoints(engine: Engine) -> None:
 
     @endpoint
     def download_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
-        return str(artifacts.download_model(job_id, checkpoint or None, user_of(engine, request)))
+        return str(artifacts.download_model(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
     def download_logs(job_id: str, request: gr.Request = None) -> str:
-        return str(artifacts.download_logs(job_id, user_of(engine, request)))
+        return str(artifacts.download_logs(user_of(engine, request), job_id))
 
     @endpoint
     def export_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
-        return str(artifacts.export_merged(job_id, checkpoint or None, user_of(engine, request)))
+        return str(artifacts.export_merged(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
     def export_gguf(job_id: str, checkpoint: Optional[str], quantization: Optional[str],
                     request: gr.Request = None) -> str:
         """The model (an adapter merged first) as GGUF for llama.cpp and Ollama, quantization
         f32, f16, bf16 or q8_0; a zip with model.gguf and an Ollama Modelfile."""
-        return str(artifacts.export_gguf(job_id, checkpoint or None, quantization or "q8_0",
-                                         user_of(engine, request)))
+        return str(artifacts.export_gguf(user_of(engine, request), job_id, checkpoint or None,
+                                         quantization or "q8_0"))
 
     @endpoint
     def upload_dataset(file: Optional[str], request: gr.Request = None) -> dict:
@@ -205,7 +207,7 @@ def _file_endpoints(engine: Engine) -> None:
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
         if not file:
             raise gr.Error("no file was uploaded")
-        return artifacts.upload_dataset(file, Path(file).name, user_of(engine, request))
+        return artifacts.upload_dataset(user_of(engine, request), file, Path(file).name)
 
     wiring = {"upload_dataset": (upload_dataset, [dataset_file]),
               "download_model": (download_model, [job_id, checkpoint]),

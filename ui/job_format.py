@@ -77,9 +77,9 @@ def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
             f'<div class="td-progress-text">{" · ".join(parts)}</div>')
 
 
-def header(job: dict[str, Any], user: User | None = None) -> str:
+def header(job: dict[str, Any], user: User) -> str:
     status = job["status"] + (f" — {job['requested']} requested" if job.get("requested") else "")
-    view_only = user is not None and not user.is_admin and user.name != job["owner"]
+    view_only = not user.is_admin and user.name != job["owner"]
     owner = as_text(job["owner"])
     lines = [f"### {as_text(job['name'])}  ·  `{job['job_id']}`",
              f"**Status:** <span class='td-status td-{html.escape(job['status'])}'>{status}</span>"
@@ -116,10 +116,10 @@ def header(job: dict[str, Any], user: User | None = None) -> str:
     return "\n\n".join(lines)
 
 
-def enabled_actions(job: dict[str, Any] | None, user: User | None = None) -> set[str]:
+def enabled_actions(job: dict[str, Any] | None, user: User) -> set[str]:
     """The job view's buttons that may be pressed: what the state machine allows, and only for
     the job's owner or an admin ("share" too)."""
-    if job is None or (user is not None and not user.is_admin and user.name != job["owner"]):
+    if job is None or (not user.is_admin and user.name != job["owner"]):
         return set()
     if job.get("unrecorded"):
         return set()  # its end is not written down yet: nothing else could be either

@@ -157,23 +157,26 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab, tick: gr.Tim
                    try_tuned=try_it["tuned"])
 
     def refresh_table(request: gr.Request = None):
-        jobs = engine.views.list_jobs(user=user_of(engine, request))
+        user = user_of(engine, request)
+        jobs = engine.views.list_jobs(user)
         choices = [(f"{j['name']} ({j['job_id']})", j["job_id"]) for j in jobs]
-        return job_table(jobs), gr.update(choices=choices), sweep_choices(engine)
+        return job_table(jobs), gr.update(choices=choices), sweep_choices(engine, user)
 
     def select_row(data: pd.DataFrame, event: gr.SelectData):
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return data.iloc[row]["job id"], ""
 
-    def do_compare(job_ids: list[str]):
-        jobs = [engine.views.get_job(job_id) for job_id in job_ids or []]
-        return compare_chart({j["job_id"]: (j["name"], engine.views.get_metrics(j["job_id"], 0))
+    def do_compare(job_ids: list[str], request: gr.Request = None):
+        user = user_of(engine, request)
+        jobs = [engine.views.get_job(user, job_id) for job_id in job_ids or []]
+        return compare_chart({j["job_id"]: (j["name"],
+                                            engine.views.get_metrics(user, j["job_id"], 0))
                               for j in jobs},
                              {j["job_id"]: j["config"].get("method", "sft") for j in jobs})
 
     @as_gradio_errors
-    def generate(selected: str, chosen: str | None, text: str, user: User | None):
-        return engine.artifacts.try_model(selected, text, chosen_checkpoint(chosen), user=user)
+    def generate(selected: str, chosen: str | None, text: str, user: User):
+        return engine.artifacts.try_model(user, selected, text, chosen_checkpoint(chosen))
 
     def do_generate(selected: str, chosen: str | None, text: str, request: gr.Request = None):
         try:
@@ -336,36 +339,35 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
 
     @as_gradio_errors
     def do_pause(selected: str, request: gr.Request = None):
-        job = engine.jobs.pause(selected, user_of(engine, request))
+        job = engine.jobs.pause(user_of(engine, request), selected)
         return f"Pause requested for `{job['job_id']}`: it stops after its current step."
 
     @as_gradio_errors
     def do_resume(selected: str, chosen: str | None, request: gr.Request = None):
-        job = engine.jobs.resume(selected, chosen_checkpoint(chosen),
-                                 user=user_of(engine, request))
+        job = engine.jobs.resume(user_of(engine, request), selected, chosen_checkpoint(chosen))
         return f"Job `{job['job_id']}` is queued again."
 
     @as_gradio_errors
     def do_cancel(selected: str, request: gr.Request = None):
-        job = engine.jobs.cancel(selected, user_of(engine, request))
+        job = engine.jobs.cancel(user_of(engine, request), selected)
         return f"Cancel requested for `{job['job_id']}`."
 
     @as_gradio_errors
     def do_delete(selected: str, request: gr.Request = None):
-        job = engine.jobs.delete(selected, user_of(engine, request))
+        job = engine.jobs.delete(user_of(engine, request), selected)
         return f"Job `{job['job_id']}` deleted with its folder."
 
     @as_gradio_errors
     def do_share(selected: str, request: gr.Request = None):
         user = user_of(engine, request)
-        shared = not engine.views.get_job(selected, user).get("shared")
-        job = engine.jobs.share(selected, shared, user)
+        shared = not engine.views.get_job(user, selected).get("shared")
+        job = engine.jobs.share(user, selected, shared)
         return (f"Job `{job['job_id']}` is shared: everyone may try, download and train on its "
                 f"model." if shared else f"Job `{job['job_id']}` is no longer shared.")
 
     @as_gradio_errors
     def do_set_priority(selected: str, priority: float, request: gr.Request = None):
-        job = engine.jobs.set_priority(selected, int(priority or 0), user_of(engine, request))
+        job = engine.jobs.set_priority(user_of(engine, request), selected, int(priority or 0))
         where = f"; queue position {job['position']}" if job.get("position") else ""
         return f"Priority of `{job['job_id']}` set to {job['priority']}{where}."
 
@@ -385,9 +387,9 @@ def _bind_downloads(engine: Engine, view: JobView) -> None:
     prepared and the previous file goes, so an old result is never taken for the new one."""
     def download(method: str, with_checkpoint: bool, what: str, *options: str):
         @as_gradio_errors
-        def fetch(selected: str, chosen: str | None, user: User | None) -> Path:
+        def fetch(selected: str, chosen: str | None, user: User) -> Path:
             args = (selected, chosen_checkpoint(chosen)) if with_checkpoint else (selected,)
-            return Path(getattr(engine.artifacts, method)(*args, *options, user=user))
+            return Path(getattr(engine.artifacts, method)(user, *args, *options))
 
         def handler(selected: str, chosen: str | None = None, request: gr.Request = None):
             try:
@@ -424,8 +426,7 @@ def _bind_downloads(engine: Engine, view: JobView) -> None:
             download(method, with_checkpoint, what), inputs, outputs, **PRIVATE)
 
 
-def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
-             user: User | None = None) -> dict:
+def job_view(engine: Engine, view: JobView, selected: str, drawn: str, user: User) -> dict:
     """Everything the job view shows, for the job selected; charts only when a step is new."""
     buttons = {button: gr.update(interactive=False) for button in view.buttons().values()}
     empty = {view.title: "No job selected.", view.bar: "", view.log_tail: "", view.config: "",
@@ -433,10 +434,10 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
     if not selected or not selected.strip():
         return empty
     try:
-        job = engine.views.get_job(selected.strip(), user)
+        job = engine.views.get_job(user, selected.strip())
     except (KeyError, ValueError):
         return {**empty, view.title: f"No job with id {as_text(selected, 80)}."}
-    analytics = engine.views.job_analytics(job["job_id"])
+    analytics = engine.views.job_analytics(user, job["job_id"])
     last_step = (job["last_metrics"] or {}).get("step", 0)
     shown = {}
     # Charts are sent again only when the job, its attempt or its newest step changed.
@@ -444,7 +445,7 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
     switched = drawn.split("@")[0] != job["job_id"]
     if current != drawn or not last_step:
         figures = CHARTS.get(current, lambda: job_charts(
-            engine.views.get_metrics(job["job_id"], 0), run_events(job)))
+            engine.views.get_metrics(user, job["job_id"], 0), run_events(job)))
         shown = {chart: gr.update(value=figure, visible=figure is not None)
                  if chart in (view.rewards_plot, view.reward_accuracy_plot) else figure
                  for chart, figure in zip(view.charts(), figures)}
@@ -463,6 +464,6 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str,
     return {view.title: header(job, user), view.bar: progress_bar(job, analytics),
             view.checkpoint: gr.update(choices=checkpoints), **owned,
             view.checkpoints: checkpoints_frame(job["checkpoints"]),
-            view.log_tail: engine.views.log_tail(job["job_id"], user=user),
+            view.log_tail: engine.views.log_tail(user, job["job_id"]),
             view.config: config_text(job), view.analytics: analytics_text(analytics),
             view.drawn_key: current, **shown, **buttons}

@@ -189,8 +189,8 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
         if not file:
             return gr.skip(), gr.skip(), gr.skip()
         try:
-            stored = engine.artifacts.upload_dataset(file, Path(file).name,
-                                                     user_of(engine, request))
+            stored = engine.artifacts.upload_dataset(user_of(engine, request), file,
+                                                     Path(file).name)
         except (ConfigError, ValueError) as exc:
             return gr.skip(), None, error_text(exc, "**Not uploaded.**")
         # The file now lives in the user's uploads: the upload box is cleared, the path filled in.
@@ -200,19 +200,19 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
 
     def check_config(preset_name: str, *values, request: gr.Request = None):
         try:
-            resolution = engine.jobs.check(submission_from(preset_name, FIELD_NAMES, values),
-                                           user_of(engine, request))
+            user = user_of(engine, request)
+            resolution = engine.jobs.check(user, submission_from(preset_name, FIELD_NAMES, values))
         except (ConfigError, ValueError) as exc:
             # The preview and config of an earlier check go: they are not what was checked now.
             return error_text(exc), NO_PREVIEW, None, "", *field_marks(bad_fields(exc))
-        notes = "\n".join(f"- {note}" for note in engine.advice(resolution))
+        notes = "\n".join(f"- {note}" for note in engine.advice(user, resolution))
         return (f"**Valid.** Submit to queue it.\n{notes}", *check_results(resolution),
                 *field_marks(set()))
 
     def submit_from_form(preset_name: str, *values, request: gr.Request = None):
         try:
-            result = engine.jobs.submit(submission_from(preset_name, FIELD_NAMES, values),
-                                        user_of(engine, request))
+            result = engine.jobs.submit(user_of(engine, request),
+                                        submission_from(preset_name, FIELD_NAMES, values))
         except (ConfigError, IllegalTransition, ValueError) as exc:
             return error_text(exc), *field_marks(bad_fields(exc))
         where = ("first in the queue" if result["position"] == 1

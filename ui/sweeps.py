@@ -13,7 +13,7 @@ import yaml
 from engine.config import ConfigError
 from engine.console.engine import Engine
 from engine.console.sweep_spec import MAX_RUNS, describe
-from engine.console.users import NotYourJob
+from engine.console.users import NotYourJob, User
 from ui.api import user_of
 from ui.charts import compare_chart
 from ui.new_job import FIELD_NAMES, error_text, submission_from
@@ -67,8 +67,8 @@ def create_sweep_form(engine: Engine, preset: gr.Dropdown, widgets: dict[str, An
                      request: gr.Request = None) -> str:
         try:
             base = submission_from(preset_name, FIELD_NAMES, values)
-            sweep = engine.sweeps.submit(sweep_request(base, text, mode, trials, name),
-                                         user_of(engine, request))
+            sweep = engine.sweeps.submit(user_of(engine, request),
+                                         sweep_request(base, text, mode, trials, name))
         except (ConfigError, ValueError) as exc:
             return error_text(exc, "**Sweep not submitted.**")
         return (f"**Queued sweep** `{sweep['sweep_id']}`: {len(sweep['job_ids'])} runs. Follow "
@@ -101,10 +101,10 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"{state} · {counts} · {won}")
 
 
-def sweep_choices(engine: Engine):
+def sweep_choices(engine: Engine, user: User):
     """The sweep chooser's entries, newest first (refreshed with the job table)."""
     return gr.update(choices=[(f"{s['name']} ({s['sweep_id']}, {s['runs']} runs)", s["sweep_id"])
-                              for s in engine.sweeps.list()])
+                              for s in engine.sweeps.list(user)])
 
 
 def create_sweeps_view(engine: Engine) -> gr.Dropdown:
@@ -120,14 +120,15 @@ def create_sweeps_view(engine: Engine) -> gr.Dropdown:
             refresh = gr.Button("Refresh", elem_id="refresh-sweep")
             cancel = gr.Button("Cancel sweep", variant="stop", elem_id="cancel-sweep")
 
-    def show(sweep_id: str | None):
+    def show(sweep_id: str | None, request: gr.Request = None):
         if not sweep_id:
             return "Choose a sweep.", None, None
+        user = user_of(engine, request)
         try:
-            summary = engine.sweeps.get(sweep_id)
+            summary = engine.sweeps.get(user, sweep_id)
         except ConfigError as exc:
             return as_text(str(exc), 300), None, None
-        jobs = {run["job_id"]: (run["name"], engine.views.get_metrics(run["job_id"], 0))
+        jobs = {run["job_id"]: (run["name"], engine.views.get_metrics(user, run["job_id"], 0))
                 for run in summary["runs"]}
         return summary_text(summary), runs_frame(summary), compare_chart(jobs)
 
@@ -135,10 +136,10 @@ def create_sweeps_view(engine: Engine) -> gr.Dropdown:
         if not sweep_id:
             return "Choose a sweep to cancel.", gr.skip(), gr.skip()
         try:
-            result = engine.sweeps.cancel(sweep_id, user_of(engine, request))
+            result = engine.sweeps.cancel(user_of(engine, request), sweep_id)
         except (ConfigError, NotYourJob) as exc:
             return f"**Not cancelled.** {as_text(str(exc), 300)}", gr.skip(), gr.skip()
-        text_, frame, chart = show(sweep_id)
+        text_, frame, chart = show(sweep_id, request)
         return f"Cancelled {len(result['cancelled'])} runs. {text_}", frame, chart
 
     gr.on([chosen.change, refresh.click], show, chosen, [text, runs, curves], **PRIVATE)

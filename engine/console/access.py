@@ -11,7 +11,7 @@ from engine.config import JobConfig
 from engine.console.job import Job, JobStatus
 from engine.sources import SourceRules
 from engine.console.uploads import user_folder_name
-from engine.console.users import LOCAL, NotYourJob, QuotaExceeded, User, Users
+from engine.console.users import NotYourJob, QuotaExceeded, User, Users
 
 HIDDEN = "details are visible to its owner and admins"
 
@@ -28,22 +28,20 @@ class Access:
         # One person's console (no logins, no data roots) reads any local path, as before.
         self.confined = users.enabled or bool(self.data_roots)
 
-    def user(self, user: User | None) -> User:
-        """The user acting (None: the console's one person, when there are no logins)."""
-        return user or self.users.get(None)
-
     # ---- acting on jobs --------------------------------------------------------------------------
 
     @staticmethod
-    def is_owner_or_admin(job_owner: str, user: User | None) -> bool:
-        return user is None or user.is_admin or user.name == job_owner
+    def is_owner_or_admin(job_owner: str, user: User) -> bool:
+        # The role decides; no missing user means admin (without logins the caller is
+        # LOCAL_USER, an admin).
+        return user.is_admin or user.name == job_owner
 
-    def authorize(self, job: Job, user: User | None, action: str) -> None:
+    def authorize(self, job: Job, user: User, action: str) -> None:
         if not self.is_owner_or_admin(job.owner, user):
             raise NotYourJob(f"not your job: {job.job_id} belongs to {job.owner}; only its owner "
                              f"or an admin may {action} it")
 
-    def authorize_use(self, job: Job, user: User | None, action: str) -> None:
+    def authorize_use(self, job: Job, user: User, action: str) -> None:
         """Trying a job's model, or training on it: its owner, an admin, or anyone if shared."""
         if not job.shared and not self.is_owner_or_admin(job.owner, user):
             raise NotYourJob(f"not your job: {job.job_id} belongs to {job.owner}; only its owner "
@@ -58,15 +56,13 @@ class Access:
 
     # ---- sources -----------------------------------------------------------------------------------
 
-    def source_rules(self, user: User | None) -> SourceRules:
-        name = user.name if user else None
-
+    def source_rules(self, user: User) -> SourceRules:
         def may_use_job(job_id: str) -> bool:
             job = self.find_job(job_id)
             return job is not None and (job.shared or self.is_owner_or_admin(job.owner, user))
 
-        admin = user is None or user.is_admin
-        uploads = (self.uploads_dir,) if admin else (self.uploads_dir / _folder(name),)
+        uploads = (self.uploads_dir,) if user.is_admin else \
+            (self.uploads_dir / user_folder_name(user.name),)
         return SourceRules(self.confined, self.data_roots, self.workspace, uploads, may_use_job)
 
     # ---- quotas ------------------------------------------------------------------------------------
@@ -118,14 +114,14 @@ class Access:
 
     # ---- what a person is shown ------------------------------------------------------------------
 
-    def summary_for(self, summary: dict[str, Any], user: User | None) -> dict[str, Any]:
+    def summary_for(self, summary: dict[str, Any], user: User) -> dict[str, Any]:
         if self.is_owner_or_admin(summary["owner"], user):
             return summary
         return {**summary, "model": _shown_source(summary.get("model")),
                 "dataset": _shown_source(summary.get("dataset")),
                 "error": f"{summary['status']}: {HIDDEN}" if summary.get("error") else None}
 
-    def job_for(self, data: dict[str, Any], user: User | None) -> dict[str, Any]:
+    def job_for(self, data: dict[str, Any], user: User) -> dict[str, Any]:
         if self.is_owner_or_admin(data["owner"], user):
             return data
         config = dict(data["config"])
@@ -138,10 +134,6 @@ class Access:
                 "notify_error": HIDDEN if data.get("notify_error") else None,
                 "error": f"{data['status']}: {HIDDEN}" if data.get("error") else None,
                 "attempts": [{k: v for k, v in a.items() if k != "error"} for a in data["attempts"]]}
-
-
-def _folder(name: str | None) -> str:
-    return user_folder_name(name or LOCAL)
 
 
 def _shown_source(value: Any) -> Any:

@@ -32,22 +32,20 @@ class Artifacts:
         self.uploads = Uploads(workspace.uploads_dir)
         self.max_upload_bytes = max_upload_bytes
 
-    def download_model(self, job_id: str, checkpoint: str | None = None,
-                       user: User | None = None) -> Path:
+    def download_model(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
         job = self.store.lookup(job_id)
         self.access.authorize_use(job, user, "download")
-        with self.gates.download.slot(self.access.user(user).name):
+        with self.gates.download.slot(user.name):
             return self.zips.model_zip(job.job_id, self.workspace.job_paths(job.job_id),
                                        checkpoint or None)
 
-    def download_logs(self, job_id: str, user: User | None = None) -> Path:
+    def download_logs(self, user: User, job_id: str) -> Path:
         job = self.store.lookup(job_id)
         self.access.authorize(job, user, "download")
-        with self.gates.download.slot(self.access.user(user).name):
+        with self.gates.download.slot(user.name):
             return self.zips.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
 
-    def export_merged(self, job_id: str, checkpoint: str | None = None,
-                      user: User | None = None) -> Path:
+    def export_merged(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
         """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
         process, and return a zip of the standalone model."""
         job = self.store.lookup(job_id)
@@ -63,7 +61,7 @@ class Artifacts:
             if not source.is_dir():
                 raise ConfigError(f"job {job.job_id} has no final model yet; export a checkpoint")
         destination = paths.merged(checkpoint)
-        with self.gates.export.slot(self.access.user(user).name):
+        with self.gates.export.slot(user.name):
             if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
                 run_tool("engine.trainer.export",
                          [str(paths.root)] + (["--checkpoint", checkpoint] if checkpoint else []),
@@ -72,8 +70,8 @@ class Artifacts:
             return self.zips.folder_zip(f"model_{job.job_id}{suffix}_merged.zip", destination,
                                         paths)
 
-    def export_gguf(self, job_id: str, checkpoint: str | None = None, quantization: str = "q8_0",
-                    user: User | None = None) -> Path:
+    def export_gguf(self, user: User, job_id: str, checkpoint: str | None = None,
+                    quantization: str = "q8_0") -> Path:
         """The job's model (final, or a checkpoint's; an adapter merged first) as one GGUF file
         with an Ollama Modelfile, written in a separate process; returns their zip."""
         if quantization not in GGUF_QUANTIZATIONS:
@@ -90,7 +88,7 @@ class Artifacts:
             raise ConfigError(f"GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models; job "
                               f"{job.job_id} trained a {model_type} model")
         destination = paths.gguf(checkpoint, quantization)
-        with self.gates.export.slot(self.access.user(user).name):
+        with self.gates.export.slot(user.name):
             if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
                 run_tool("engine.trainer.gguf_export",
                          [str(paths.root), "--quantization", quantization]
@@ -100,8 +98,8 @@ class Artifacts:
             return self.zips.folder_zip(f"model_{job.job_id}{suffix}_{quantization}.gguf.zip",
                                         destination, paths)
 
-    def try_model(self, job_id: str, prompt: str, checkpoint: str | None = None,
-                  max_new_tokens: int = 64, user: User | None = None) -> dict[str, Any]:
+    def try_model(self, user: User, job_id: str, prompt: str, checkpoint: str | None = None,
+                  max_new_tokens: int = 64) -> dict[str, Any]:
         """Generate from the base model and the trained one (final, or a checkpoint) for one
         prompt, in a separate process; returns {prompt, base, tuned, source}."""
         job = self.store.lookup(job_id)
@@ -121,15 +119,14 @@ class Artifacts:
             args += ["--checkpoint", checkpoint_folder(paths, checkpoint).name]
         elif not paths.final_model.is_dir():
             raise ConfigError(f"job {job.job_id} has no final model yet; choose a checkpoint")
-        with self.gates.generate.slot(self.access.user(user).name):
+        with self.gates.generate.slot(user.name):
             # The prompt travels on stdin: no text a person types is ever read as an option.
             output = run_tool("engine.trainer.generate", args, "generation", stdin=prompt)
         return json.loads(output.strip().splitlines()[-1])
 
-    def upload_dataset(self, temporary: str | Path, original_name: str | None = None,
-                       user: User | None = None) -> dict[str, Any]:
+    def upload_dataset(self, user: User, temporary: str | Path,
+                       original_name: str | None = None) -> dict[str, Any]:
         """Keep an uploaded dataset file for `user`; returns the path to name in a submission."""
-        user = self.access.user(user)
         source = Path(temporary)
         with self.gates.upload.slot(user.name):
             quota = user.quotas.get("max_upload_mb")

@@ -51,22 +51,21 @@ class JobControl:
 
     # ---- checking and submitting ----------------------------------------------------------------
 
-    def validate(self, config: dict[str, Any] | None, user: User | None = None) -> Resolution:
+    def validate(self, user: User, config: dict[str, Any] | None) -> Resolution:
         """Resolve a submission for `user` without queueing it."""
         return resolve(config, self.presets, self.machine, self.base_dir,
                        rules=self.access.source_rules(user))
 
-    def check(self, config: dict[str, Any] | None, user: User | None = None) -> Resolution:
+    def check(self, user: User, config: dict[str, Any] | None) -> Resolution:
         """A validation that reads the whole dataset: it takes a slot for heavy work."""
-        with self.gates.check.slot(self.access.user(user).name):
-            return self.validate(config, user)
+        with self.gates.check.slot(user.name):
+            return self.validate(user, config)
 
-    def submit(self, config: dict[str, Any] | None, user: User | None = None) -> dict[str, Any]:
-        """Queue a job for `user` (None: the local owner, without quotas)."""
-        user = self.access.user(user)
-        return self.enqueue(self.check(config, user), user)
+    def submit(self, user: User, config: dict[str, Any] | None) -> dict[str, Any]:
+        """Queue a job for `user`, within their quotas."""
+        return self.enqueue(user, self.check(user, config))
 
-    def enqueue(self, resolution: Resolution, user: User,
+    def enqueue(self, user: User, resolution: Resolution,
                 sweep: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue a checked config for `user`, within their quotas (`sweep`: the sweep it is
         one run of)."""
@@ -124,13 +123,13 @@ class JobControl:
 
     # ---- stopping and resuming ------------------------------------------------------------------
 
-    def pause(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+    def pause(self, user: User, job_id: str) -> dict[str, Any]:
         return self._stop(job_id, PAUSE, user)
 
-    def cancel(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+    def cancel(self, user: User, job_id: str) -> dict[str, Any]:
         return self._stop(job_id, CANCEL, user)
 
-    def _stop(self, job_id: str, action: str, user: User | None) -> dict[str, Any]:
+    def _stop(self, job_id: str, action: str, user: User) -> dict[str, Any]:
         target = JobStatus.CANCELLED if action == CANCEL else JobStatus.PAUSED
         with self.store.lock:
             job = self.store.lookup(job_id)
@@ -147,9 +146,9 @@ class JobControl:
         self.wake()
         return self.views.summary(job)
 
-    def resume(self, job_id: str, checkpoint: str | None = None,
-               changes: dict[str, Any] | None = None, allow_inexact: bool = False,
-               user: User | None = None) -> dict[str, Any]:
+    def resume(self, user: User, job_id: str, checkpoint: str | None = None,
+               changes: dict[str, Any] | None = None,
+               allow_inexact: bool = False) -> dict[str, Any]:
         """Queue a paused, failed or cancelled job again (same id) from `checkpoint` or its latest
         complete one. `changes` edits the config first, through the same resolution as a submit;
         a change that would make the resumed run differ from a straight one is refused unless
@@ -199,7 +198,7 @@ class JobControl:
 
     # ---- priority, sharing, deleting ------------------------------------------------------------
 
-    def set_priority(self, job_id: str, priority: Any, user: User | None = None) -> dict[str, Any]:
+    def set_priority(self, user: User, job_id: str, priority: Any) -> dict[str, Any]:
         """Reorder the queue: higher starts first. Running jobs keep their place on the device;
         the new priority counts when they are queued again (and for preemption)."""
         priority = coerce_field("priority", priority)  # the schema's bounds, as at submit
@@ -214,7 +213,7 @@ class JobControl:
         self.wake()
         return {**self.views.summary(job), "position": self.views.position(job.job_id)}
 
-    def share(self, job_id: str, shared: Any, user: User | None = None) -> dict[str, Any]:
+    def share(self, user: User, job_id: str, shared: Any) -> dict[str, Any]:
         """Let every user try this job's model, download it and train on it (or stop that)."""
         if not isinstance(shared, bool):
             raise ConfigError(f"shared must be true or false, got {shorten(shared)}")
@@ -225,7 +224,7 @@ class JobControl:
         self.keep_record(job)
         return self.views.summary(job)
 
-    def delete(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+    def delete(self, user: User, job_id: str) -> dict[str, Any]:
         """Remove a job that is not queued or running: its record and its folder."""
         with self.store.lock:
             job = self.store.lookup(job_id)

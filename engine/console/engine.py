@@ -7,6 +7,10 @@ thread, and puts together the collaborators the UI and the API call:
 - `engine.artifacts`: downloads, merged exports, trying a model, uploads
 - `engine.access`: who may do what, quotas, where data may come from
 
+Every entry point of these takes the acting user first, with no default: there is no "no one"
+that means admin. The console without logins acts as LOCAL_USER, which `Users.get` gives only
+then, from the request, in one place (ui/api.py `user_of`).
+
 Errors a person can act on are ConfigError, JobNotFound, NotYourJob or IllegalTransition, whose
 messages say what to change.
 """
@@ -38,7 +42,7 @@ from engine.console.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJ
 from engine.console.supervisor import Supervisor
 from engine.console.sweeps import Sweeps
 from engine.console.telemetry import SystemHistory
-from engine.console.users import Users
+from engine.console.users import User, Users
 from engine.console.views import JobViews
 from engine.console.workspace import Workspace
 from engine.presets import PresetLibrary
@@ -187,12 +191,12 @@ class Engine:
     def list_presets(self) -> list[dict[str, Any]]:
         return self.presets.summaries()
 
-    def advice(self, resolution: Resolution) -> list[str]:
+    def advice(self, user: User, resolution: Resolution) -> list[str]:
         """What a person should know before submitting a checked config: how long it runs, and
         whatever in it does not suit this machine."""
         config = resolution.config
         notes = [length_note(config, resolution.resolved, self.store.all(copy=False),
-                             lambda job_id: self.views.job_analytics(job_id)["steps_per_s"])]
+                             lambda job_id: self.views.job_analytics(user, job_id)["steps_per_s"])]
         if config.adapter == "qlora" and not self.machine.has_cuda() and self.cluster is None:
             notes.append("QLoRA is meant for a GPU: on this machine without one it runs, but "
                          "slowly (the 4-bit weights are unpacked on every step). LoRA trains the "

@@ -29,9 +29,8 @@ class Sweeps:
     def __init__(self, store: JobStore, access: Access, control: JobControl, views: JobViews):
         self.store, self.access, self.control, self.views = store, access, control, views
 
-    def submit(self, spec: Any, user: User | None = None) -> dict[str, Any]:
+    def submit(self, user: User, spec: Any) -> dict[str, Any]:
         """Check every run, then queue them all (or none) for `user`."""
-        user = self.access.user(user)
         sweep = parse_sweep(spec)
         sweep_id = new_sweep_id()
         checked = []
@@ -41,7 +40,7 @@ class Sweeps:
             if sweep.priority is not None:
                 config["priority"] = sweep.priority
             try:
-                checked.append((self.control.check(config, user), values))
+                checked.append((self.control.check(user, config), values))
             except ConfigError as exc:
                 raise ConfigError([f"sweep run {number} ({describe(values)}): {problem}"
                                    for problem in exc.problems]) from None
@@ -49,7 +48,7 @@ class Sweeps:
             jobs = self.store.all(copy=False)
             self.access.check_job_count(user, jobs, len(checked))
             self.access.check_queue_quota(user, jobs, len(checked))
-            queued = [self.control.enqueue(resolution, user, {"id": sweep_id, "name": sweep.name,
+            queued = [self.control.enqueue(user, resolution, {"id": sweep_id, "name": sweep.name,
                                                               "values": values})
                       for resolution, values in checked]
         return {"sweep_id": sweep_id, "name": sweep.name,
@@ -65,8 +64,8 @@ class Sweeps:
             raise ConfigError(f"no sweep with id {shorten(sweep_id)} (see /list_sweeps)")
         return sorted(jobs, key=lambda job: job.seq)
 
-    def get(self, sweep_id: Any) -> dict[str, Any]:
-        """The runs side by side, best first, and which one won."""
+    def get(self, user: User, sweep_id: Any) -> dict[str, Any]:
+        """The runs side by side, best first, and which one won (everyone sees every sweep)."""
         jobs = self._runs(sweep_id)
         runs = [self._run(job) for job in jobs]
         by = "eval_loss" if any(r["best_eval_loss"] is not None for r in runs) else "loss"
@@ -86,8 +85,8 @@ class Sweeps:
                 "best_eval_loss": stats.best_eval_loss, "best_loss": stats.best_loss,
                 "last_loss": stats.last_loss}
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every sweep, newest first: id, name, owner, runs and their statuses."""
+    def list(self, user: User) -> list[dict[str, Any]]:
+        """Every sweep, newest first: id, name, owner, runs and their statuses (everyone's)."""
         groups: dict[str, list[Job]] = {}
         for job in self.store.all(copy=False):
             if job.sweep and isinstance(job.sweep.get("id"), str):
@@ -98,7 +97,7 @@ class Sweeps:
                   for sweep_id, jobs in groups.items()]
         return sorted(listed, key=lambda s: s["created_at"], reverse=True)
 
-    def cancel(self, sweep_id: Any, user: User | None = None) -> dict[str, Any]:
+    def cancel(self, user: User, sweep_id: Any) -> dict[str, Any]:
         """Cancel every run that has not finished (owner or admin); finished ones stay."""
         jobs = self._runs(sweep_id)
         for job in jobs:
@@ -106,7 +105,7 @@ class Sweeps:
         cancelled = []
         for job in jobs:
             if job.status in UNFINISHED:
-                self.control.cancel(job.job_id, user)
+                self.control.cancel(user, job.job_id)
                 cancelled.append(job.job_id)
         return {"sweep_id": jobs[0].sweep["id"], "cancelled": cancelled,
                 "kept": [job.job_id for job in jobs if job.job_id not in cancelled]}

@@ -72,7 +72,7 @@ class JobViews:
         order = [j.job_id for j in queue_order(self.store.all((JobStatus.QUEUED.value,)))]
         return order.index(job_id) + 1 if job_id in order else None
 
-    def list_jobs(self, status: str | None = None, user: User | None = None) -> list[dict[str, Any]]:
+    def list_jobs(self, user: User, status: str | None = None) -> list[dict[str, Any]]:
         if status:
             try:
                 status = JobStatus(status).value
@@ -134,7 +134,7 @@ class JobViews:
 
     # ---- one job --------------------------------------------------------------------------------
 
-    def get_job(self, job_id: str, user: User | None = None) -> dict[str, Any]:
+    def get_job(self, user: User, job_id: str) -> dict[str, Any]:
         job, unrecorded = self.as_ended(self.store.lookup(job_id))
         paths = self.workspace.job_paths(job.job_id)
         data = job.to_dict()
@@ -146,7 +146,7 @@ class JobViews:
         data["position"] = self.position(job.job_id) if job.status == JobStatus.QUEUED else None
         data["waiting"] = self.waiting(job.job_id)
         data["last_metrics"] = self.metrics(job.job_id).last
-        data["checkpoints"] = self.list_checkpoints(job.job_id)
+        data["checkpoints"] = self.list_checkpoints(user, job.job_id)
         data["job_dir"] = str(paths.root)
         data["command"] = f"python -m engine.train {paths.job_file}"
         return self.access.job_for(made_safe(data), user)
@@ -168,7 +168,9 @@ class JobViews:
     def forget(self, job_id: str) -> None:
         self._metrics_cache.pop(job_id, None)
 
-    def get_metrics(self, job_id: str, since_step: int | None = None) -> list[dict[str, Any]]:
+    def get_metrics(self, user: User, job_id: str,
+                    since_step: int | None = None) -> list[dict[str, Any]]:
+        """Everyone may see a job's metrics (its charts); the caller is named all the same."""
         job = self.store.lookup(job_id)
         try:
             since = -1 if since_step is None else int(since_step)
@@ -176,7 +178,8 @@ class JobViews:
             raise ConfigError(f"since_step must be a whole number, got {shorten(since_step)}") from None
         return self.metrics(job.job_id).since(since)
 
-    def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+    def list_checkpoints(self, user: User, job_id: str) -> list[dict[str, Any]]:
+        """Names, steps, sizes and losses: shown to everyone, like the charts."""
         job = self.store.lookup(job_id)
         paths = self.workspace.job_paths(job.job_id)
         metrics = self.metrics(job.job_id)  # get_job is polled: look steps up, never scan them
@@ -197,7 +200,8 @@ class JobViews:
         mark_best(result)
         return result
 
-    def job_analytics(self, job_id: str) -> dict[str, Any]:
+    def job_analytics(self, user: User, job_id: str) -> dict[str, Any]:
+        """Rates, ETA and best loss: shown to everyone, like the charts."""
         job = self.store.lookup(job_id)
         summary = read_json(self.workspace.job_paths(job.job_id).summary) or {}
         phases = {k: v for k, v in summary.items() if k.endswith("_s") and k != "train_runtime"}
@@ -209,7 +213,7 @@ class JobViews:
             result["stopped_early"] = summary["stopped_early"]
         return {"job_id": job.job_id, **result}
 
-    def log_tail(self, job_id: str, lines: int = 40, user: User | None = None) -> str:
+    def log_tail(self, user: User, job_id: str, lines: int = 40) -> str:
         job = self.store.lookup(job_id)
         if not self.access.is_owner_or_admin(job.owner, user):
             return f"(the log of {job.owner}'s job is visible to its owner and admins)"
