@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.config import ConfigError
-from engine.jobfiles import INCOMPLETE_MARKER
+from engine.jobfiles import INCOMPLETE_MARKER, read_json
 
 from conftest import (losses, open_engine, processes_of, shutdown, wait_for_status,
                       wait_for_step, wait_until)
@@ -296,3 +296,8 @@ def test_killed_at_its_end_then_resumed_equals_a_straight_run(exact_engine, poin
     assert trained_values(engine.views.get_metrics(job_id, 0)) == expected  # bitwise
     a, b = final_tensors(engine, straight), final_tensors(engine, job_id)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary = read_json(paths.summary)
+    assert summary["global_step"] == summary["max_steps"] == 4
+    if resumed_from == "checkpoint-4":  # nothing trained again: the first attempt's summary
+        assert summary["train_loss"] == \
+            read_json(engine.workspace.job_paths(straight).summary)["train_loss"]

@@ -173,7 +173,7 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     announce(job)
     # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
     from engine.trainer import build, fallback
-    from engine.trainer.hooks import PREEMPTION, agreed_action, die_if_injected
+    from engine.trainer.hooks import PREEMPTION, agreed_action
 
     PREEMPTION.install()
     build.announce_rank()
@@ -216,7 +216,6 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     finish(trainer, config, paths, phases)
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
-    die_if_injected("kill-before-exit")
     return EXIT_COMPLETED
 
 
@@ -227,6 +226,7 @@ def finish(trainer, config: JobConfig, paths: JobPaths, phases: dict[str, float]
     die_if_injected("kill-before-model")
     evaluate_final(trainer, config)
     save(trainer, paths, phases, stopped_early(trainer))
+    die_if_injected("kill-before-exit")  # all written but exit.json
 
 
 def evaluate_final(trainer, config: JobConfig) -> None:
