@@ -264,6 +264,13 @@ class EarlyStopping(TrainerCallback):
         self.patience = patience
         self.reason: str | None = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from the checkpoint of an evaluation that stopped it: that step was its last.
+        evaluated = [entry["step"] for entry in state.log_history if "eval_loss" in entry]
+        if evaluated and evaluated[-1] == state.global_step:
+            self.on_evaluate(args, state, control)
+        return control
+
     def on_evaluate(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             return control  # the final model's evaluation: nothing left to stop
@@ -383,8 +390,9 @@ class TrainDeckTrainerMixin:
 
     def _run_epoch(self, *args, **kwargs):
         # transformers looks for the end only after a step: resumed from the checkpoint of the
-        # last step (killed before its exit), it would train a step past max_steps.
-        if self.state.global_step >= self.state.max_steps:
+        # last step (killed before its exit), it would train a step past max_steps, or past the
+        # step where early stopping ended it (which stops it again in on_train_begin).
+        if self.state.global_step >= self.state.max_steps or self.control.should_training_stop:
             print(f"step {self.state.global_step} of {self.state.max_steps} was the last: nothing "
                   f"left to train", flush=True)
             self.control.should_training_stop = True
