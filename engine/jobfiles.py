@@ -76,6 +76,11 @@ class JobPaths:
         return self.root / "model"
 
     @property
+    def partial_model(self) -> Path:
+        """Where the final model is written before it is put in place as model/ (whole)."""
+        return self.root / "model.partial"
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.root  # HF Trainer's output_dir: checkpoint-N folders sit in the job folder
 

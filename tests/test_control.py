@@ -48,6 +48,18 @@ def test_resume_changes_are_checked_like_a_submit(paused):
     assert config["seed"] == 7 and config["learning_rate"] == 1e-3
 
 
+def test_resume_refuses_an_end_before_its_checkpoint(paused):
+    """A job resumed from checkpoint-10 with max_steps 8 would train nothing and end past 8."""
+    engine, bob, job_id = paused
+    (engine.workspace.job_paths(job_id).root / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="max_steps 8 is before checkpoint-10: set max_steps to "
+                                          "at least 10, or resume from an earlier checkpoint"):
+        engine.jobs.resume(bob, job_id, changes={"max_steps": 8})
+    assert engine.views.get_job(bob, job_id)["status"] == JobStatus.PAUSED  # nothing changed
+    engine.jobs.resume(bob, job_id, changes={"max_steps": 10})  # ends where it is: allowed
+    assert engine.views.get_job(bob, job_id)["config"]["max_steps"] == 10
+
+
 def test_priority_share_and_delete_follow_the_rules(paused, team):
     engine, bob, job_id = paused
     carol = team.get("carol")

@@ -5,6 +5,8 @@ improving. Pause/resume with evaluation on is in test_resilience.py."""
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from engine.console.users import LOCAL_USER
 
@@ -108,3 +110,27 @@ def test_early_stopping_ends_a_job_whose_eval_loss_stopped_improving(evaluated):
     assert analytics["stopped_early"].startswith("eval loss has not improved for 2 evaluations")
     assert f"at step {best_step}" in analytics["stopped_early"]
     assert engine.workspace.job_paths(job["job_id"]).final_model.exists()
+
+
+def test_an_early_stopped_job_killed_at_its_end_resumes_to_the_same_end(evaluated):
+    """Resumed from the checkpoint of the evaluation that stopped it, a job trains no further."""
+    engine, jobs = evaluated
+    stopped = jobs["stopped"]
+    engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-before-model"}
+    job_id = engine.jobs.submit(LOCAL_USER, {**stopped["config"], "name": "stopped, killed"})["job_id"]
+    assert wait_for_status(engine, job_id, timeout=300)["status"] == "failed"
+    engine.supervisor.extra_env = {}
+    engine.jobs.resume(LOCAL_USER, job_id)
+    done = wait_for_status(engine, job_id, timeout=300)
+    assert done["status"] == "completed", done["error"]
+    step = stopped["progress"]["step"]
+    assert done["progress"]["step"] == step
+    assert f"resuming from checkpoint-{step}" in \
+        engine.workspace.job_paths(job_id).log.read_text()
+    assert engine.views.job_analytics(LOCAL_USER, job_id)["stopped_early"] == \
+        engine.views.job_analytics(LOCAL_USER, stopped["job_id"])["stopped_early"]
+    assert eval_losses(engine.views.get_metrics(LOCAL_USER, job_id, 0)) == \
+        eval_losses(engine.views.get_metrics(LOCAL_USER, stopped["job_id"], 0))
+    models = [load_file(engine.workspace.job_paths(j).final_model / "adapter_model.safetensors")
+              for j in (stopped["job_id"], job_id)]
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])

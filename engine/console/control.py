@@ -25,7 +25,7 @@ from engine.console.users import User
 from engine.console.views import JobViews
 from engine.console.workspace import Workspace
 from engine.console.zips import checkpoint_folder
-from engine.jobfiles import CANCEL, PAUSE
+from engine.jobfiles import CANCEL, PAUSE, JobPaths
 from engine.presets import PresetLibrary
 from engine.resolve import Resolution, resolve
 
@@ -35,6 +35,23 @@ CHECKPOINT_BOUND = ("method", "model", "dataset", "dataset_format", "adapter", "
                     "lora_alpha", "lora_target_modules", "max_length", "packing")
 # Changing these is allowed on request, but the run then differs from a straight one.
 EXACTNESS_BOUND = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "gpus")
+
+
+def resume_point(paths: JobPaths, checkpoint: str | None) -> str | None:
+    """The checkpoint a resume starts from: the one named, or the latest complete one."""
+    if checkpoint:
+        return checkpoint_folder(paths, checkpoint).name
+    latest = paths.latest_checkpoint()
+    return latest.name if latest else None
+
+
+def check_ends_after(checkpoint: str | None, config: JobConfig) -> None:
+    """A resume trains from its checkpoint to max_steps: one that ended before the checkpoint
+    would have no step to train and a model from past its end."""
+    step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    if 0 < config.max_steps < step:
+        raise ConfigError(f"max_steps {config.max_steps} is before {checkpoint}: set max_steps to "
+                          f"at least {step}, or resume from an earlier checkpoint")
 
 
 class JobControl:
@@ -158,18 +175,14 @@ class JobControl:
             self.access.authorize(job, user, "resume")
             if not can_transition(job.status, JobStatus.QUEUED):
                 raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
-            paths = self.workspace.job_paths(job.job_id)
-            if checkpoint:
-                name = checkpoint_folder(paths, checkpoint).name
-            else:
-                latest = paths.latest_checkpoint()
-                name = latest.name if latest else None
+            name = resume_point(self.workspace.job_paths(job.job_id), checkpoint)
             fields: dict[str, Any] = {"resume_from": name}
             if changes:
                 resolution = self._changed(job, changes, allow_inexact or name is None)
                 fields.update(config=resolution.config, priority=resolution.config.priority,
                               resolved={**job.resolved, **resolution.resolved})
                 self._check_allowed(resolution.config, self.access.owner_of(job))
+            check_ends_after(name, fields.get("config", job.config))
             self.access.check_queue_quota(self.access.owner_of(job),
                                           self.store.all((JobStatus.QUEUED.value,)))
             job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)

@@ -89,8 +89,10 @@ class MetricsWriter(TrainerCallback):
         self._last_time = 0.0
         self._last_step = 0
         self._last_tokens = 0
+        self._first_step = 0  # where this process's training began
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self._first_step = state.global_step
         self.heartbeat.stop_background()
         self.heartbeat.beat(force=True, phase="training", step=state.global_step,
                             total_steps=state.max_steps)
@@ -123,6 +125,8 @@ class MetricsWriter(TrainerCallback):
         if self._file is None:
             return
         if "train_loss" in logs:  # the end-of-training summary, not a step
+            if state.global_step == self._first_step:
+                return  # resumed at the end, nothing trained: the attempt that trained has it
             write_json_atomic(self.paths.summary, {k: v for k, v in logs.items()
                                                    if isinstance(v, (int, float))})
             return
@@ -179,6 +183,9 @@ def faults() -> dict[str, int]:
 
     pause-at-microstep:N  request a pause (as a user would) right after micro-batch N
     kill-in-save:STEP     SIGKILL this process while checkpoint-STEP is half written
+    kill-before-model     SIGKILL a run that trained to its end before it saves model/
+    kill-in-model-save    SIGKILL it with model/ written but not yet put in place
+    kill-before-exit      SIGKILL it with model/ in place, before exit.json and its exit
     resume-without-state  resume weights and optimizer only: no RNG state, no data position
                           (the negative control of the exactness tests)
     oom-at-step:N         run out of GPU memory in step N, once (as a too-big micro-batch does)
@@ -189,6 +196,13 @@ def faults() -> dict[str, int]:
         name, _, value = item.partition(":")
         found[name.strip()] = int(value) if value.strip() else 1
     return found
+
+
+def die_if_injected(point: str) -> None:
+    """Fault injection: SIGKILL this process at a named point of a run's end (see faults)."""
+    if point in faults():
+        print(f"{point}: killed (injected by {FAULTS_ENV})", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ControlRequests(TrainerCallback):
@@ -249,6 +263,13 @@ class EarlyStopping(TrainerCallback):
     def __init__(self, patience: int):
         self.patience = patience
         self.reason: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Resumed from the checkpoint of an evaluation that stopped it: that step was its last.
+        evaluated = [entry["step"] for entry in state.log_history if "eval_loss" in entry]
+        if evaluated and evaluated[-1] == state.global_step:
+            self.on_evaluate(args, state, control)
+        return control
 
     def on_evaluate(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
@@ -367,6 +388,17 @@ class TrainDeckTrainerMixin:
         self._faults = faults()
         super().__init__(*args, **kwargs)
 
+    def _run_epoch(self, *args, **kwargs):
+        # transformers looks for the end only after a step: resumed from the checkpoint of the
+        # last step (killed before its exit), it would train a step past max_steps, or past the
+        # step where early stopping ended it (which stops it again in on_train_begin).
+        if self.state.global_step >= self.state.max_steps or self.control.should_training_stop:
+            print(f"step {self.state.global_step} of {self.state.max_steps} was the last: nothing "
+                  f"left to train", flush=True)
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
     def _load_rng_state(self, checkpoint):
         if "resume-without-state" in self._faults:
             return
@@ -415,7 +447,7 @@ class TrainDeckTrainerMixin:
         if self._faults.get("kill-in-save") == self.state.global_step:
             os.kill(os.getpid(), signal.SIGKILL)  # files written, completeness not yet declared
         if self.args.should_save:
-            _fsync_tree(folder)
+            fsync_tree(folder)
             (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
         if self._heartbeat:
             self._heartbeat.beat(force=True, phase="training")
@@ -449,7 +481,7 @@ def truncated(dataset, max_length: int | None):
     return dataset.filter(lambda example: any(label != -100 for label in example["labels"]))
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     """Flush a checkpoint's files to disk before it is declared complete."""
     for path in folder.rglob("*"):
         if path.is_file():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,8 +221,12 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
 
 def finish(trainer, config: JobConfig, paths: JobPaths, phases: dict[str, float]) -> None:
     """A completed run: its final evaluation, the model and the summary."""
+    from engine.trainer.hooks import die_if_injected
+
+    die_if_injected("kill-before-model")
     evaluate_final(trainer, config)
     save(trainer, paths, phases, stopped_early(trainer))
+    die_if_injected("kill-before-exit")  # all written but exit.json
 
 
 def evaluate_final(trainer, config: JobConfig) -> None:
@@ -254,7 +259,7 @@ def save(trainer, paths: JobPaths, phases: dict[str, float],
          stopped_early: str | None = None) -> None:
     """The final model (an adapter, or every weight), and the run's summary beside it."""
     save_started = time.time()
-    trainer.save_model(str(paths.final_model))
+    save_model_whole(trainer, paths)
     phases["save_s"] = time.time() - save_started
     summary = read_json(paths.summary) or {}
     summary.update(phases)
@@ -262,3 +267,20 @@ def save(trainer, paths: JobPaths, phases: dict[str, float],
     if stopped_early:
         summary["stopped_early"] = stopped_early
     write_json_atomic(paths.summary, summary)
+
+
+def save_model_whole(trainer, paths: JobPaths) -> None:
+    """model/ appears complete or not at all: it is written aside and renamed into place, so a
+    trainer killed while saving leaves no half model to download, and a resume writes it again."""
+    from engine.trainer.hooks import die_if_injected, fsync_tree
+
+    writes = trainer.args.should_save  # under DDP only rank 0 writes files
+    if writes:
+        shutil.rmtree(paths.partial_model, ignore_errors=True)
+    trainer.save_model(str(paths.partial_model))
+    if not writes:
+        return
+    fsync_tree(paths.partial_model)
+    die_if_injected("kill-in-model-save")
+    shutil.rmtree(paths.final_model, ignore_errors=True)  # an earlier attempt's, killed after it
+    os.rename(paths.partial_model, paths.final_model)
