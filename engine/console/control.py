@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +36,12 @@ CHECKPOINT_BOUND = ("method", "model", "dataset", "dataset_format", "adapter", "
                     "lora_alpha", "lora_target_modules", "max_length", "packing")
 # Changing these is allowed on request, but the run then differs from a straight one.
 EXACTNESS_BOUND = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "gpus")
+
+
+def ask_once_released(store: JobStore, supervisor: Supervisor, job_id: str, action: str) -> None:
+    """Ask a running trainer to pause or cancel once the store lock is released: the request is a
+    file in the job folder, or a scancel, and every other user's call waits for that lock."""
+    store.lock.after_release(partial(supervisor.request_stop, job_id, action))
 
 
 class JobControl:
@@ -136,7 +143,7 @@ class JobControl:
             job = self.store.lookup(job_id)
             self.access.authorize(job, user, action)
             if job.status == JobStatus.RUNNING and job.job_id in self.supervisor.running:
-                self.supervisor.request_stop(job.job_id, action)
+                ask_once_released(self.store, self.supervisor, job.job_id, action)
                 if job.requested != CANCEL:
                     # A person's pause overrides a preemption's: no automatic resume after it.
                     job = self.store.update(job.job_id, requested=action, preempted_by=None)

@@ -284,7 +284,9 @@ class SlurmSupervisor(Supervisor):
 
     def request_stop(self, job_id: str, action: str, now: float | None = None) -> None:
         super().request_stop(job_id, action, now)
-        trainer = self.running[job_id]
+        trainer = self.running.get(job_id)
+        if trainer is None:
+            return
         if action == CANCEL or trainer.slurm.state == "PENDING":
             # Nothing runs yet to honour a request file: take it out of Slurm's queue.
             trainer.kill()
