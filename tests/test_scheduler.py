@@ -187,7 +187,7 @@ def test_an_end_that_cannot_be_written_is_written_once_it_can(tmp_path):
     assert stepped.started() == ["a", "b"]
 
 
-# ---- starting a job never holds the store lock ----------------------------------------------------
+# ---- starting a job never holds the store lock ------------------------------------------------
 
 
 def lock_is_free(lock) -> bool:

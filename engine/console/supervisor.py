@@ -312,7 +312,7 @@ class Supervisor:
         facts = ExitFacts(code=code, killed_for=killed_for, stop_action=trainer.stop_action,
                           recorded=trainer.has_exit_record(), attached=trainer.attached,
                           alive_at_attach=trainer.alive_at_attach,
-                          cluster_reason=trainer.cluster_reason(),
+                          cluster_reason=trainer.cluster_reason(), notice=trainer.notice(),
                           disk_full=any(word in tail for word in DISK_FULL_WORDS)
                           or (free is not None and free < DISK_FULL_FREE_BYTES / 2**20))
         cause = exit_cause(facts)
