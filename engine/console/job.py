@@ -237,10 +237,10 @@ def change_status(
             stamps.update(finished_at=now, requested=None, pid=None)
         stamps.update(fields)
         job = store.update(job_id, status=target, **stamps)
-        store.lock.after_release(lambda: notify(listeners, job, previous))
+        store.lock.after_release(lambda: tell_listeners(listeners, job, previous))
     return job
 
 
-def notify(listeners: list[StatusListener] | tuple, job: Job, previous: str) -> None:
+def tell_listeners(listeners: list[StatusListener] | tuple, job: Job, previous: str) -> None:
     for listener in listeners:
         listener(job, previous)
