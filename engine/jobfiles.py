@@ -27,6 +27,12 @@ EXIT_MEANINGS = {
     EXIT_CANCELLED: "cancelled",
 }
 
+# exit.json's "stopped_for" beside EXIT_PAUSED or EXIT_CANCELLED: what the trainer honoured. A
+# cluster's notice (Slurm's SIGTERM before a requeue or preemption, its USR1 ahead of the time
+# limit) checkpoints as a pause does, but is never a person's pause; "notice" names its signal.
+STOPPED_FOR_REQUEST = "request"  # a pause or cancel request file
+STOPPED_FOR_NOTICE = "cluster notice"
+
 SUPERVISED_ENV = "TRAINDECK_SUPERVISED"  # set by the console, whose supervisor captures output
 CHECKPOINT_PREFIX = "checkpoint-"
 INCOMPLETE_MARKER = ".incomplete"  # inside a checkpoint folder while it is being written

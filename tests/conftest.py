@@ -136,6 +136,7 @@ class StandInSupervisor:
 
     def __init__(self):
         self.running, self.launched, self.exits, self.stops = {}, [], [], []
+        self.withdrawn = []
 
     def launch(self, job, paths, env=None):
         self.launched.append((job.job_id, env))
@@ -149,6 +150,10 @@ class StandInSupervisor:
 
     def request_stop(self, job_id, action, now=None):
         self.stops.append((job_id, action))
+
+    def withdraw(self, job_id):
+        self.running.pop(job_id, None)
+        self.withdrawn.append(job_id)
 
     def poll(self, now=None):
         exits, self.exits = self.exits, []

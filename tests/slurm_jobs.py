@@ -11,13 +11,15 @@ EXACT = {"max_steps": 60, "gradient_accumulation_steps": 2, "per_device_train_ba
 
 
 def open_cluster_console(cluster, workspace, cluster_yaml: str = "partition: debug\n"
-                         "time_limit: '30'\n"):
-    """`app.py --cluster slurm` on a fresh workspace; a gradio_client Client that knows it."""
+                         "time_limit: '30'\n", env: dict[str, str] | None = None):
+    """`app.py --cluster slurm` on a fresh workspace (`env`: more of the console's environment);
+    a gradio_client Client that knows it."""
     from gradio_client import Client
 
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "cluster.yaml").write_text(cluster_yaml)
-    process, url = start_console(workspace, "--cluster", "slurm", env=cluster.env)
+    process, url = start_console(workspace, "--cluster", "slurm",
+                                 env={**cluster.env, **(env or {})})
     client = Client(url, verbose=False)
     client.workspace = workspace
     return process, client

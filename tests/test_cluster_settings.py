@@ -1,14 +1,19 @@
 """The Slurm executor's pure parts: cluster.yaml checking, the sbatch options and batch script a
 job becomes, and how a Slurm ending becomes the job's status and error."""
 
+import json
+import os
+import subprocess
+
 import pytest
 
 from engine.config import ConfigError, JobConfig
 from engine.console.cluster import ClusterSettings
 from engine.console.exits import ExitCause, ExitFacts, exit_cause, exit_message
 from engine.console.job import Job
-from engine.console.slurm import SlurmState, SlurmTrainer, batch_script, sbatch_options
-from engine.jobfiles import JobPaths
+from engine.console.slurm import (SlurmClient, SlurmState, SlurmSupervisor, SlurmTrainer,
+                                  batch_script, sbatch_options)
+from engine.jobfiles import STOPPED_FOR_NOTICE, STOPPED_FOR_REQUEST, JobPaths
 
 
 def job(priority=0, **config) -> Job:
@@ -88,3 +93,89 @@ def test_several_nodes_are_refused_on_a_console_without_a_cluster(idle_engine, t
     with pytest.raises(ConfigError, match="nodes"):
         idle_engine.jobs.submit(alice, {"nodes": 65})  # bounded like every number
     assert idle_engine.views.list_jobs(alice) == []  # nothing was stored
+
+
+# ---- a checkpoint on Slurm's notice is never a pause ------------------------------------------
+
+
+class FakeSlurm:
+    """Slurm's answers, one per query, as a test scripts them."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def states(self, ids):
+        state = self.answers.pop(0)
+        return {} if state is None else {ids[0]: state}
+
+    def cancel(self, slurm_id):
+        pass
+
+
+def followed(tmp_path, client):
+    supervisor = SlurmSupervisor(tmp_path / "cache", ClusterSettings(), client=client)
+    running = job(max_steps=60)
+    running.cluster_job = {"scheduler": "slurm", "id": "7"}
+    paths = JobPaths(tmp_path / "job")
+    paths.root.mkdir()
+    supervisor.attach(running, paths)
+    return supervisor, paths
+
+
+NOTICED = {"pid": 4321, "code": 75, "stopped_for": STOPPED_FOR_NOTICE, "notice": "SIGTERM"}
+
+
+@pytest.mark.parametrize("ended", ["FAILED", "COMPLETED"])
+def test_a_checkpoint_on_slurms_notice_is_followed_through_a_requeue_and_never_paused(
+        tmp_path, ended):
+    """The trainer checkpointed and stopped on Slurm's SIGTERM (exit 75, as a pause does) and
+    recorded why. While Slurm requeues the job the console follows on; however the console then
+    finds it ended (a state Slurm gives no reason for), it is the cluster's doing: failed with
+    that cause, resumable, never a person's pause."""
+    answers = [SlurmState(s) for s in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING")]
+    supervisor, paths = followed(tmp_path, FakeSlurm(*answers, SlurmState(ended, "", "", "75:0")))
+    paths.exit_record.write_text(json.dumps(NOTICED))
+    for round_ in range(len(answers)):
+        assert supervisor.poll(now=10.0 * (round_ + 1)) == []
+    [finished] = supervisor.poll(now=100.0)
+    assert finished.status == "failed" and finished.exit_code == 75
+    assert finished.error.startswith("the cluster stopped the job (SIGTERM) and did not queue it "
+                                     "again; it saved a checkpoint first. Resume continues")
+
+
+def test_a_pause_record_with_the_same_exit_stays_a_pause(tmp_path):
+    supervisor, paths = followed(tmp_path, FakeSlurm(SlurmState("FAILED", "", "", "75:0")))
+    supervisor.request_stop("20261130-000000-abcd", "pause")
+    paths.exit_record.write_text(json.dumps({**NOTICED, "stopped_for": STOPPED_FOR_REQUEST}))
+    [finished] = supervisor.poll(now=100.0)
+    assert finished.status == "paused" and finished.error is None
+
+
+class GarbledScontrol(SlurmClient):
+    """squeue lists nothing and scontrol answers without a JobState (a slurmctld under load)."""
+
+    def _run(self, *argv):
+        return "" if argv[0] == "squeue" else "slurm_load_jobs error: Socket timed out\n"
+
+
+def test_an_answer_without_a_job_state_concludes_nothing(tmp_path):
+    assert GarbledScontrol().states(["7"]) == {}  # absent (a missed round), not "UNKNOWN"
+    supervisor, paths = followed(tmp_path, GarbledScontrol())
+    paths.exit_record.write_text(json.dumps(NOTICED))
+    assert supervisor.poll(now=10.0) == []
+    assert supervisor.running["20261130-000000-abcd"].missing_rounds == 1
+
+
+def test_a_run_slurm_restarts_drops_the_stopped_runs_exit_record(tmp_path):
+    """The batch script itself, run by bash as Slurm runs it on a restart (the trainer replaced
+    by `true`): the record of the run Slurm stopped must not speak for the new one."""
+    paths = JobPaths(tmp_path / "job")
+    paths.root.mkdir()
+    paths.exit_record.write_text(json.dumps(NOTICED))
+    script = tmp_path / "slurm-job.sh"
+    script.write_text(batch_script(job(), paths, ClusterSettings(python="true")))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "SLURM_RESTART_COUNT": "1", "SLURM_JOB_ID": "7"})
+    assert done.returncode == 0, done.stderr
+    assert not paths.exit_record.exists()
+    assert "requeued by Slurm (restart 1)" in paths.log.read_text()

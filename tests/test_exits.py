@@ -26,6 +26,10 @@ KILL = -signal.SIGKILL
     (ExitFacts(code=1, stop_action="pause"), ExitCause.CRASHED),  # it failed before pausing
     (ExitFacts(code=1, disk_full=True), ExitCause.DISK_FULL),
     (ExitFacts(code=75, disk_full=True), ExitCause.PAUSED),  # a pause that worked is a pause
+    # Checkpointed on the cluster's notice, by the trainer's record: the cluster's doing, even
+    # when Slurm's state gave no reason; a person's pause at the same time stays a pause.
+    (ExitFacts(code=75, notice="SIGTERM"), ExitCause.CLUSTER),
+    (ExitFacts(code=75, notice="SIGTERM", stop_action="pause"), ExitCause.PAUSED),
     (ExitFacts(code=KILL, recorded=False, attached=True, alive_at_attach=False),
      ExitCause.INTERRUPTED),
     (ExitFacts(code=KILL, recorded=False, attached=True, alive_at_attach=True),
@@ -60,3 +64,10 @@ def test_messages_say_why_and_end_with_the_log():
     for cause in (ExitCause.INTERRUPTED, ExitCause.VANISHED, ExitCause.TIMED_OUT):
         assert "Resume continues from the last checkpoint" in exit_message(
             cause, ExitFacts(code=KILL), "")
+
+
+def test_a_stop_on_the_clusters_notice_says_so():
+    facts = ExitFacts(code=75, notice="SIGUSR1")
+    assert exit_message(ExitCause.CLUSTER, facts, "").startswith(
+        "the cluster stopped the job (SIGUSR1) and did not queue it again; it saved a checkpoint "
+        "first. Resume continues from the last checkpoint.")

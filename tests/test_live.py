@@ -3,6 +3,7 @@ a newer stream of a view ends the older one, and one user's open views are cappe
 
 import asyncio
 import threading
+import time
 
 from engine.console.changes import Changes
 from ui.live import LiveStreams
@@ -50,16 +51,24 @@ def drain(live, stream, watched=(), renders=None):
     return scenario()
 
 
+async def drawn(renders: list, count: int, timeout: float = 5) -> None:
+    """Wait until a stream has drawn `count` times (a busy machine may take a while to run it)."""
+    deadline = time.monotonic() + timeout
+    while len(renders) < count:
+        assert time.monotonic() < deadline, f"waited {timeout} s for drawing {count}"
+        await asyncio.sleep(0.01)
+
+
 def test_a_newer_stream_of_the_same_view_ends_the_older_and_changes_wake_it():
     changes = Changes()
     live = LiveStreams(changes)
 
     async def scenario():
-        first = live.begin("tab-1", "job", "bob")
-        task = asyncio.create_task(drain(live, first, ["job:a"]))
-        await asyncio.sleep(0.05)
+        first, renders = live.begin("tab-1", "job", "bob"), []
+        task = asyncio.create_task(drain(live, first, ["job:a"], renders))
+        await drawn(renders, 1)
         changes.bump("job:a")  # a new metrics record: one more render
-        await asyncio.sleep(0.05)
+        await drawn(renders, 2)
         live.begin("tab-1", "job", "bob")  # another job selected in the same tab
         return await asyncio.wait_for(task, 5)
 
@@ -72,9 +81,9 @@ def test_one_users_streams_are_capped_and_the_oldest_says_why_it_stopped():
     live = LiveStreams(changes, per_user=2)
 
     async def scenario():
-        oldest = live.begin("tab-1", "job", "bob")
-        task = asyncio.create_task(drain(live, oldest))
-        await asyncio.sleep(0.05)
+        oldest, renders = live.begin("tab-1", "job", "bob"), []
+        task = asyncio.create_task(drain(live, oldest, renders=renders))
+        await drawn(renders, 1)
         live.begin("tab-2", "job", "bob")
         live.begin("tab-9", "job", "carol")  # another user's views do not count against bob
         live.begin("tab-3", "job", "bob")
@@ -114,9 +123,9 @@ def test_leaving_the_tab_ends_its_stream():
     live = LiveStreams(changes)
 
     async def scenario():
-        stream = live.begin("tab-1", "system", "local")
-        task = asyncio.create_task(drain(live, stream))
-        await asyncio.sleep(0.05)
+        stream, renders = live.begin("tab-1", "system", "local"), []
+        task = asyncio.create_task(drain(live, stream, renders=renders))
+        await drawn(renders, 1)
         live.end("tab-1", "system")
         return await asyncio.wait_for(task, 5)
 
@@ -131,9 +140,9 @@ def test_a_view_follows_the_event_made_last_not_the_one_that_arrived_last():
     live = LiveStreams(changes)
 
     async def scenario():
-        newest = live.begin("tab-1", "job", "bob", order=2)
-        task = asyncio.create_task(drain(live, newest))
-        await asyncio.sleep(0.05)
+        newest, renders = live.begin("tab-1", "job", "bob", order=2), []
+        task = asyncio.create_task(drain(live, newest, renders=renders))
+        await drawn(renders, 1)
         late = live.begin("tab-1", "job", "bob", order=1)
         late_drawings = await asyncio.wait_for(drain(live, late), 5)
         live.end("tab-1", "job", order=1)  # a late "tab left" from before the newest showing

@@ -1,6 +1,7 @@
 """Pause/resume with exact continuation, and jobs that survive crashes, hangs and restarts.
 Every test runs real trainers; faults are injected with TRAINDECK_FAULTS or real signals."""
 
+import json
 import os
 import signal
 import time
@@ -310,3 +311,35 @@ def test_killed_at_its_end_then_resumed_equals_a_straight_run(exact_engine, poin
     if resumed_from == "checkpoint-4":  # nothing trained again: the first attempt's summary
         assert summary["train_loss"] == \
             read_json(engine.workspace.job_paths(straight).summary)["train_loss"]
+
+
+@pytest.mark.slow
+def test_a_cluster_notice_at_a_step_end_is_never_taken_for_a_pause(exact_engine):
+    """Slurm's SIGTERM (a requeue or preemption) landing exactly as step 3 ends: the trainer
+    checkpoints there and records that the cluster stopped it, so the console, which asked for
+    nothing, fails the job with that cause (resumable, and resumed exactly) instead of calling
+    it paused. A person's pause request at the same step end wins and stays a pause."""
+    engine = exact_engine
+    straight = straight_run(engine, EXACT)
+    slurm = {"SLURM_JOB_ID": "4242"}  # the trainer listens for the cluster's notices
+    engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS": "sigterm-at-step:3"}
+    noticed = engine.jobs.submit(LOCAL_USER, {**EXACT, "name": "noticed"})["job_id"]
+    job = wait_for_status(engine, noticed)
+    # Micro-batch 12 is step 3's last: its pause request and the SIGTERM meet at that step's end.
+    engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS":
+                                   "sigterm-at-step:3,pause-at-microstep:12"}
+    both = engine.jobs.submit(LOCAL_USER, {**EXACT, "name": "both"})["job_id"]
+    paused = wait_for_status(engine, both)
+    engine.supervisor.extra_env = {}
+    assert job["status"] == "failed" and job["last_checkpoint"] == "checkpoint-3", job["error"]
+    assert job["error"].startswith("the cluster stopped the job (SIGTERM) and did not queue it")
+    record = json.loads(engine.workspace.job_paths(noticed).exit_record.read_text())
+    assert (record["code"], record["stopped_for"], record["notice"]) == (
+        75, "cluster notice", "SIGTERM")
+    assert paused["status"] == "paused" and paused["last_checkpoint"] == "checkpoint-3"
+    record = json.loads(engine.workspace.job_paths(both).exit_record.read_text())
+    assert (record["code"], record["stopped_for"], "notice" in record) == (75, "request", False)
+    engine.jobs.resume(LOCAL_USER, noticed)
+    assert wait_for_status(engine, noticed)["status"] == "completed"
+    assert losses(engine.views.get_metrics(LOCAL_USER, noticed, 0)) == losses(
+        engine.views.get_metrics(LOCAL_USER, straight, 0))

@@ -1,14 +1,16 @@
 """The scheduler stepped by hand over an in-memory store and a stand-in supervisor (fast unit
 tests of its decisions; test_queue.py covers the same with real trainers)."""
 
+import threading
+
 from engine.config import JobConfig
-from engine.console.job import Job, JobStatus
+from engine.console.job import Job, JobStatus, change_status
 from engine.console.metrics import MetricsLog
 from engine.jobfiles import truncate_after
 from engine.console.scheduler import queue_order
 from engine.console.supervisor import TrainerExit
 
-from conftest import Stepped
+from conftest import StandInSupervisor, Stepped
 
 
 def make(tmp_path, gpus=()):
@@ -123,7 +125,7 @@ def test_the_head_of_the_queue_waits_for_devices_and_nobody_jumps_it(tmp_path):
 
 
 def test_a_preempting_job_pauses_the_lowest_priority_running_one(tmp_path):
-    stepped = Stepped(tmp_path)
+    stepped = probed(tmp_path)
     stepped.add("low", priority=-1)
     stepped.step()
     stepped.add("urgent", priority=5, preempt=True)
@@ -136,6 +138,8 @@ def test_a_preempting_job_pauses_the_lowest_priority_running_one(tmp_path):
     stepped.step()
     assert stepped.started() == ["low", "urgent"]
     assert stepped.store.get("low").status == JobStatus.QUEUED  # back in line by itself
+    # Each launch and the pause request happened with the store lock free for API calls.
+    assert stepped.supervisor.lock_free == [("launch", True), ("stop", True), ("launch", True)]
 
 
 def test_a_damaged_record_is_never_started(tmp_path):
@@ -181,3 +185,114 @@ def test_an_end_that_cannot_be_written_is_written_once_it_can(tmp_path):
     assert stepped.store.get("a").status == JobStatus.FAILED
     assert stepped.store.get("a").error == "no space left"
     assert stepped.started() == ["a", "b"]
+
+
+# ---- starting a job never holds the store lock ------------------------------------------------
+
+
+def lock_is_free(lock) -> bool:
+    """Whether another thread (an API call, say) can take `lock` now."""
+    taken = threading.Event()
+
+    def take():
+        with lock:
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return taken.wait(2.0)
+
+
+class ProbingSupervisor(StandInSupervisor):
+    """Notes whether the store lock was free in each launch and stop request, and runs `during`
+    (what a user does meanwhile) inside the launch."""
+
+    def __init__(self, store, during=None, fail=None):
+        super().__init__()
+        self.store, self.during, self.fail = store, during, fail
+        self.lock_free = []
+
+    def launch(self, job, paths, env=None):
+        self.lock_free.append(("launch", lock_is_free(self.store.lock)))
+        if self.during:
+            self.during(job.job_id)
+        if self.fail:
+            raise self.fail
+        return super().launch(job, paths, env)
+
+    def request_stop(self, job_id, action, now=None):
+        self.lock_free.append(("stop", lock_is_free(self.store.lock)))
+        super().request_stop(job_id, action, now)
+
+
+def probed(tmp_path, **options) -> Stepped:
+    stepped = Stepped(tmp_path)
+    stepped.supervisor = ProbingSupervisor(stepped.store, **options)
+    stepped.scheduler.supervisor = stepped.scheduler.launcher.supervisor = stepped.supervisor
+    return stepped
+
+
+def test_a_cancel_while_the_trainer_starts_withdraws_it_and_the_next_job_goes(tmp_path):
+    stepped = probed(tmp_path)
+    stepped.supervisor.during = lambda job_id: job_id == "a" and change_status(
+        stepped.store, "a", JobStatus.CANCELLED)
+    stepped.add("a")
+    stepped.add("b")
+    stepped.step()
+    assert stepped.store.get("a").status == JobStatus.CANCELLED
+    assert stepped.store.get("a").attempts == [] and stepped.store.get("a").pid is None
+    assert stepped.supervisor.withdrawn == ["a"] and "a" not in stepped.supervisor.running
+    assert stepped.devices.assigned == {}  # its claim on the CPU is given back
+    stepped.step()
+    assert stepped.started() == ["a", "b"]
+    assert stepped.store.get("b").status == JobStatus.RUNNING
+
+
+def test_a_pause_or_a_cancel_and_resume_while_it_starts_is_honoured(tmp_path):
+    """Paused meanwhile: it stays paused. Cancelled and queued again meanwhile: the trainer
+    started for the old request is withdrawn and the job starts afresh at the next round."""
+    stepped = probed(tmp_path)
+
+    def meddle(job_id):
+        if job_id == "p":
+            change_status(stepped.store, "p", JobStatus.PAUSED)
+        elif len(stepped.supervisor.lock_free) == 2:
+            change_status(stepped.store, "r", JobStatus.CANCELLED)
+            change_status(stepped.store, "r", JobStatus.QUEUED, now=5000.0)
+
+    stepped.supervisor.during = meddle
+    stepped.add("p")
+    stepped.add("r")
+    stepped.step()
+    stepped.step()
+    assert stepped.store.get("p").status == JobStatus.PAUSED
+    assert stepped.store.get("r").status == JobStatus.QUEUED
+    assert stepped.supervisor.withdrawn == ["p", "r"]
+    stepped.step()
+    assert stepped.store.get("r").status == JobStatus.RUNNING
+    assert stepped.store.get("r").attempt == 1
+
+
+def test_a_trainer_that_cannot_start_fails_its_job_and_frees_the_devices(tmp_path):
+    stepped = probed(tmp_path, fail=OSError(2, "No such file or directory", "sbatch"))
+    stepped.add("a")
+    stepped.step()
+    job = stepped.store.get("a")
+    assert job.status == JobStatus.FAILED and job.attempt == 1
+    assert job.error.startswith("could not start the trainer: [Errno 2]")
+    assert stepped.devices.assigned == {}
+
+
+def test_status_listeners_run_once_the_outermost_holder_releases_the_lock(tmp_path):
+    stepped = Stepped(tmp_path)
+    stepped.add("a")
+    heard = []
+    listener = lambda job, previous: heard.append((job.status, previous,  # noqa: E731
+                                                   lock_is_free(stepped.store.lock)))
+    with stepped.store.lock:
+        with stepped.store.lock:
+            change_status(stepped.store, "a", JobStatus.RUNNING, [listener])
+        change_status(stepped.store, "a", JobStatus.PAUSED, [listener])
+        assert heard == []
+    assert heard == [("running", "queued", True), ("paused", "running", True)]
+    change_status(stepped.store, "a", JobStatus.QUEUED, [listener])
+    assert heard[-1] == ("queued", "paused", True)

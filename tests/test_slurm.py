@@ -4,10 +4,15 @@ slurm` driven through gradio_client. Jobs become sbatch submissions running the 
 `python -m engine.train`; the console follows them through the job folder and Slurm's tools.
 Recovery (pause, requeue, restarts, time limits) is in test_slurm_recovery.py."""
 
+import os
+import shutil
+import time
+
 import pytest
 
 from conftest import wait_until
-from slurm_jobs import EXACT, job_of, settled, squeue
+from slurm_jobs import (EXACT, close_cluster_console, job_of, open_cluster_console, settled,
+                        squeue)
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +69,51 @@ def test_cancel_a_pending_and_a_running_slurm_job(cluster_console):
     client.predict(running, api_name="/cancel_job")
     assert settled(client, running, 60)["status"] == "cancelled"
     assert squeue(cluster).strip() == ""  # nothing left in Slurm
+
+
+def slow_sbatch(folder, seconds: int):
+    """A folder to put first on PATH: its sbatch notes when it was called, waits `seconds` (as a
+    busy slurmctld makes it), then runs the real one."""
+    folder.mkdir()
+    called = folder / "called"
+    wrapper = folder / "sbatch"
+    wrapper.write_text(f"#!/bin/sh\ndate +%s.%N >> {called}\nsleep {seconds}\n"
+                       f"exec {shutil.which('sbatch')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return called
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_slow_sbatch_holds_up_no_other_call(slurm_cluster, tmp_path):
+    """The store lock is not held while the scheduler runs sbatch: with an sbatch taking 10 s,
+    listing and submitting answer at once, and both jobs then run."""
+    called = slow_sbatch(tmp_path / "slow-bin", 10)
+    process, client = open_cluster_console(
+        slurm_cluster, tmp_path / "workspace",
+        env={"PATH": f"{tmp_path / 'slow-bin'}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        first = client.predict({"max_steps": 3, "save_steps": 100, "name": "first"},
+                               api_name="/submit_job")["job_id"]
+        wait_until(called.exists, 30, "the console to call the slow sbatch")
+        listed, list_s = timed(lambda: client.predict(None, api_name="/list_jobs"))
+        second, submit_s = timed(lambda: client.predict(
+            {"max_steps": 3, "save_steps": 100, "name": "second"}, api_name="/submit_job"))
+        shown, get_s = timed(lambda: job_of(client, first))
+        assert time.time() < float(called.read_text().split()[0]) + 10, \
+            "the calls were not made while sbatch was still waiting"
+        assert {"list": list_s, "submit": submit_s, "get": get_s} == pytest.approx(
+            {"list": 0, "submit": 0, "get": 0}, abs=0.9)
+        assert [j["job_id"] for j in listed] == [first] and second["status"] == "queued"
+        assert shown["status"] == "queued" and shown["waiting"] == "starting"
+        for job_id in (first, second["job_id"]):
+            job = settled(client, job_id, 240)
+            assert job["status"] == "completed", job["error"]
+            assert job["cluster_job"]["id"]
+        assert len(called.read_text().split()) == 2  # one sbatch each, none repeated
+    finally:
+        close_cluster_console(process)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +53,12 @@ def check_ends_after(checkpoint: str | None, config: JobConfig) -> None:
     if 0 < config.max_steps < step:
         raise ConfigError(f"max_steps {config.max_steps} is before {checkpoint}: set max_steps to "
                           f"at least {step}, or resume from an earlier checkpoint")
+
+
+def ask_once_released(store: JobStore, supervisor: Supervisor, job_id: str, action: str) -> None:
+    """Ask a running trainer to pause or cancel once the store lock is released: the request is a
+    file in the job folder, or a scancel, and every other user's call waits for that lock."""
+    store.lock.after_release(partial(supervisor.request_stop, job_id, action))
 
 
 class JobControl:
@@ -152,7 +159,7 @@ class JobControl:
             job = self.store.lookup(job_id)
             self.access.authorize(job, user, action)
             if job.status == JobStatus.RUNNING and job.job_id in self.supervisor.running:
-                self.supervisor.request_stop(job.job_id, action)
+                ask_once_released(self.store, self.supervisor, job.job_id, action)
                 if job.requested != CANCEL:
                     # A person's pause overrides a preemption's: no automatic resume after it.
                     job = self.store.update(job.job_id, requested=action, preempted_by=None)

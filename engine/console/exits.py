@@ -45,6 +45,7 @@ class ExitFacts:
     alive_at_attach: bool = True
     disk_full: bool = False
     cluster_reason: str | None = None  # why the cluster scheduler ended the job, if it did
+    notice: str | None = None       # the cluster's notice the trainer checkpointed and stopped on
 
 
 def exit_cause(facts: ExitFacts) -> ExitCause:
@@ -55,6 +56,8 @@ def exit_cause(facts: ExitFacts) -> ExitCause:
     if facts.cluster_reason and facts.stop_action is None and facts.code not in (
             EXIT_COMPLETED, EXIT_INVALID):
         return ExitCause.CLUSTER  # the cluster ended it (even if it checkpointed first)
+    if facts.code == EXIT_PAUSED and facts.notice and facts.stop_action is None:
+        return ExitCause.CLUSTER  # the trainer says the cluster stopped it: nobody paused it
     if facts.code == EXIT_CANCELLED:
         return ExitCause.CANCELLED
     if facts.code == EXIT_COMPLETED:
@@ -99,7 +102,9 @@ def exit_message(cause: ExitCause, facts: ExitFacts, tail: str = "", timeout_s: 
     elif cause == ExitCause.INTERRUPTED:
         first = f"interrupted: the trainer stopped while the console was not running.{RESUMABLE}"
     elif cause == ExitCause.CLUSTER:
-        first = f"{facts.cluster_reason}.{RESUMABLE}"
+        reason = facts.cluster_reason or (f"the cluster stopped the job ({facts.notice}) and did "
+                                          f"not queue it again; it saved a checkpoint first")
+        first = f"{reason}.{RESUMABLE}"
     elif cause == ExitCause.VANISHED:
         first = ("the trainer disappeared without an exit record (killed, or crashed hard)."
                  + RESUMABLE)

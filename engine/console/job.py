@@ -215,8 +215,8 @@ def change_status(
 ) -> Job:
     """Move a job to `target`, refusing illegal moves; stamp the time fields, save, and notify.
 
-    Listeners get the saved job and its previous status; they run after the store lock is released
-    so a slow one cannot stall other writers.
+    Listeners get the saved job and its previous status; they run once the store lock is released
+    (by the outermost holder, when the caller holds it too), so a slow one cannot stall others.
     """
     now = time.time() if now is None else now
     target = JobStatus(target).value
@@ -237,6 +237,10 @@ def change_status(
             stamps.update(finished_at=now, requested=None, pid=None)
         stamps.update(fields)
         job = store.update(job_id, status=target, **stamps)
+        store.lock.after_release(lambda: tell_listeners(listeners, job, previous))
+    return job
+
+
+def tell_listeners(listeners: list[StatusListener] | tuple, job: Job, previous: str) -> None:
     for listener in listeners:
         listener(job, previous)
-    return job

@@ -17,6 +17,7 @@ from engine.console.job import IllegalTransition, Job, JobStatus, StatusListener
 from engine.console.admission import held_by_quota, preemption_victims
 from engine.console.devices import DevicePool
 from engine.console.disk import DiskWatch, start_held_back
+from engine.console.launcher import Claim, Launcher
 from engine.console.store import JobStore
 from engine.console.supervisor import Supervisor, TrainerExit
 from engine.console.workspace import Workspace
@@ -46,6 +47,7 @@ class Scheduler:
         # Exits the database could not record yet (a full disk): retried every round, so a job
         # never stays "running" after its trainer ended.
         self.unrecorded: list[TrainerExit] = []
+        self.launcher = Launcher(store, supervisor, workspace, devices, self.listeners)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -68,37 +70,56 @@ class Scheduler:
         if held := start_held_back(self.disk, self.unrecorded):
             self.waiting = {j.job_id: held for j in self.store.all((JobStatus.QUEUED.value,))}
             return  # every queued job waits, saying why: nothing starts onto a (nearly) full disk
+        # Decided under the store lock, done after it: a fork, an sbatch, a scancel or a rewrite
+        # of a job's files can take seconds, and every submit and list waits for this lock.
         with self.store.lock:
-            jobs = self.store.all((JobStatus.QUEUED.value, JobStatus.RUNNING.value))
-            running = [j for j in jobs if j.status == JobStatus.RUNNING]
-            waiting: dict[str, str] = {}
-            blocked = False
-            for job in queue_order(jobs):
-                if job.damaged:
-                    waiting[job.job_id] = (f"never started: its stored record is damaged "
-                                           f"({job.damaged}); cancel or delete it")
-                    continue
-                if blocked:
-                    waiting[job.job_id] = "behind the jobs above it"
-                    continue
-                held = self._held_by_quota(job, running)
-                if held:
-                    waiting[job.job_id] = held  # its owner's limit; others may go ahead
-                    continue
-                delay = self.supervisor.start_delay(job, now)
-                if delay:
-                    waiting[job.job_id] = delay  # a moment; it keeps its place at the head
-                    blocked = True
-                    continue
-                if self._start(job, now):
-                    running.append(job)
-                    continue
-                # The head of the queue waits for devices; nobody jumps it.
-                waiting[job.job_id] = f"waiting for {self._needed(job)}"
-                if job.config.preempt:
-                    self._preempt_for(job, running, now)
+            claims, victims = self._plan(now)
+        for victim in victims:
+            self.supervisor.request_stop(victim, "pause", now)
+        self.launcher.start(claims, now)
+        for claim in claims:
+            self.waiting.pop(claim.job_id, None)  # running now, or withdrawn
+
+    def _plan(self, now: float) -> tuple[list[Claim], list[str]]:
+        """Under the store lock: the queued jobs that start now, each with its devices taken,
+        and the running jobs to pause for a preempting one. Every other queued job gets the
+        reason it waits."""
+        jobs = self.store.all((JobStatus.QUEUED.value, JobStatus.RUNNING.value))
+        running = [j for j in jobs if j.status == JobStatus.RUNNING]
+        waiting: dict[str, str] = {}
+        claims: list[Claim] = []
+        victims: list[str] = []
+        blocked = False
+        for job in queue_order(jobs):
+            if job.damaged:
+                waiting[job.job_id] = (f"never started: its stored record is damaged "
+                                       f"({job.damaged}); cancel or delete it")
+                continue
+            if blocked:
+                waiting[job.job_id] = "behind the jobs above it"
+                continue
+            held = self._held_by_quota(job, running)
+            if held:
+                waiting[job.job_id] = held  # its owner's limit; others may go ahead
+                continue
+            delay = self.supervisor.start_delay(job, now)
+            if delay:
+                waiting[job.job_id] = delay  # a moment; it keeps its place at the head
                 blocked = True
-            self.waiting = waiting
+                continue
+            slots = self.devices.take(job.job_id, job.config.gpus * job.config.nodes)
+            if slots is not None:
+                waiting[job.job_id] = "starting"  # shown while its trainer starts
+                claims.append(Claim(job, slots))
+                running.append(job)
+                continue
+            # The head of the queue waits for devices; nobody jumps it.
+            waiting[job.job_id] = f"waiting for {self._needed(job)}"
+            if job.config.preempt:
+                victims += self._preempt_for(job, running)
+            blocked = True
+        self.waiting = waiting
+        return claims, victims
 
     def _needed(self, job: Job) -> str:
         if not self.devices.gpu_indices:
@@ -108,50 +129,17 @@ class Scheduler:
     def _held_by_quota(self, job: Job, running: list[Job]) -> str | None:
         return held_by_quota(job, running, self.quotas_of(job.owner), self.devices)
 
-    def _preempt_for(self, job: Job, running: list[Job], now: float) -> None:
-        """Pause (exactly, through the pause path) the jobs that make room for this one; each
+    def _preempt_for(self, job: Job, running: list[Job]) -> list[str]:
+        """Mark the jobs that make room for this one as paused for it, and name them: the caller
+        pauses them (exactly, through the pause path) once the store lock is released. Each
         resumes by itself once it is back at the head of the queue with room."""
         if any(j.requested == "pause" and j.preempted_by == job.job_id for j in running):
-            return  # already making room
-        for victim in preemption_victims(job, running, self.devices, self.supervisor.running):
-            self.supervisor.request_stop(victim.job_id, "pause", now)
+            return []  # already making room
+        victims = preemption_victims(job, running, self.devices, self.supervisor.running)
+        for victim in victims:
             self.store.update(victim.job_id, requested="pause", preempted_by=job.job_id)
             log.info("job %s paused to make room for %s (preempt)", victim.job_id, job.job_id)
-
-    def _start(self, job: Job, now: float) -> bool:
-        slots = self.devices.take(job.job_id, job.config.gpus * job.config.nodes)
-        if slots is None:
-            return False
-        try:
-            return self._launch(job, slots, now)
-        except BaseException:
-            if job.job_id not in self.supervisor.running:
-                self.devices.release(job.job_id)  # nothing runs: the devices are free again
-            raise
-
-    def _launch(self, job: Job, slots: list, now: float) -> bool:
-        env = {}
-        if self.devices.gpu_indices:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in slots)
-        attempt = job.attempt + 1
-        job = self.store.update(job.job_id, attempt=attempt)
-        paths = self.workspace.job_paths(job.job_id)
-        try:
-            trainer = self.supervisor.launch(job, paths, env)
-        except OSError as exc:
-            self.devices.release(job.job_id)
-            change_status(self.store, job.job_id, JobStatus.RUNNING, self.listeners, now)
-            change_status(self.store, job.job_id, JobStatus.FAILED, self.listeners, now,
-                          error=f"could not start the trainer: {exc}")
-            return True
-        record = {"attempt": attempt, "status": JobStatus.RUNNING.value, "started_at": now,
-                  "resume_from": job.resume_from, "pid": trainer.pid, "devices": slots,
-                  **trainer.job_fields()}
-        change_status(self.store, job.job_id, JobStatus.RUNNING, self.listeners, now,
-                      pid=trainer.pid or None, attempts=job.attempts + [record],
-                      **trainer.job_fields())
-        log.info("started job %s (attempt %d, pid %d)", job.job_id, attempt, trainer.pid)
-        return True
+        return [victim.job_id for victim in victims]
 
     def _finish(self, finished: TrainerExit, now: float) -> None:
         job = self.store.get(finished.job_id)

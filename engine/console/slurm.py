@@ -24,7 +24,7 @@ from engine.console.cluster import ClusterSettings
 from engine.console.job import Job
 from engine.console.supervisor import Supervisor
 from engine.console.trainers import Trainer
-from engine.jobfiles import CANCEL, EXIT_PAUSED, JobPaths
+from engine.jobfiles import CANCEL, EXIT_PAUSED, JobPaths, read_json
 
 log = logging.getLogger("traindeck.slurm")
 FIELD = "|"
@@ -106,7 +106,9 @@ class SlurmClient:
         except SlurmError:
             return None  # Slurm no longer knows it
         fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-        return SlurmState(fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""),
+        if "JobState" not in fields:
+            return None  # no answer to read: concluded from nothing, an ending would be a guess
+        return SlurmState(fields["JobState"], fields.get("Reason", ""),
                           fields.get("NodeList", ""), fields.get("ExitCode", ""))
 
     def cancel(self, job_id: str) -> None:
@@ -137,6 +139,8 @@ def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
         'resume=""',
         'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then',
         '    resume="--resume-from latest"',
+        # The run Slurm stopped left its exit record: it must not speak for this run.
+        f"    rm -f {shlex.quote(str(paths.exit_record))}",
         f'    echo "requeued by Slurm (restart $SLURM_RESTART_COUNT): resuming from the latest '
         f'checkpoint" >> {log_file}',
         "fi",
@@ -203,12 +207,12 @@ class SlurmTrainer(Trainer):
             return -int(sig)
         return int(number) if number.isdigit() and int(number) else -signal.SIGKILL
 
-    def recorded_exit(self) -> int | None:
-        # The trainer ran on a node: its pid there means nothing here, and the record was
-        # removed before this attempt was submitted, so any record is this attempt's.
-        from engine.jobfiles import read_json
-        recorded = read_json(self.paths.exit_record) or {}
-        return recorded["code"] if isinstance(recorded.get("code"), int) else None
+    def exit_record(self) -> dict[str, Any]:
+        # The trainer ran on a node: its pid there means nothing here. The record was removed
+        # before this attempt was submitted, and by the batch script before each run Slurm
+        # restarts, so any record is this run's.
+        recorded = read_json(self.paths.exit_record)
+        return recorded if isinstance(recorded, dict) else {}
 
     def has_exit_record(self) -> bool:
         return self.recorded_exit() is not None
@@ -284,7 +288,9 @@ class SlurmSupervisor(Supervisor):
 
     def request_stop(self, job_id: str, action: str, now: float | None = None) -> None:
         super().request_stop(job_id, action, now)
-        trainer = self.running[job_id]
+        trainer = self.running.get(job_id)
+        if trainer is None:
+            return
         if action == CANCEL or trainer.slurm.state == "PENDING":
             # Nothing runs yet to honour a request file: take it out of Slurm's queue.
             trainer.kill()

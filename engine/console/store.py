@@ -14,7 +14,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -39,6 +39,34 @@ class UnsafeValue(ValueError):
     """A value no JSON client could read back was about to be stored."""
 
 
+class StoreLock:
+    """The store's reentrant lock. Work handed to `after_release` (a status change's listeners:
+    files, notifications) runs once the outermost holder lets go: a slow listener never stalls
+    the other users' submits and lists, however deeply the change was nested."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # how often the holding thread entered; only the holder touches it
+        self._deferred: list[Callable[[], None]] = []
+
+    def __enter__(self) -> StoreLock:
+        self._lock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._depth -= 1
+        deferred: list[Callable[[], None]] = []
+        if self._depth == 0:
+            deferred, self._deferred = self._deferred, []
+        self._lock.release()
+        for work in deferred:
+            work()
+
+    def after_release(self, work: Callable[[], None]) -> None:
+        """Run `work` as soon as this thread no longer holds the lock (now, if it does not)."""
+        with self:
+            self._deferred.append(work)
 
 
 def clone(data: Any) -> Any:
@@ -69,7 +97,7 @@ class JobStore(ABC):
     """Jobs by id. Methods return copies: changing a returned Job changes nothing stored."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = StoreLock()
 
     def lookup(self, job_id: Any) -> Job:
         """A job by an id a caller typed, checked before it is looked up."""

@@ -202,11 +202,22 @@ class Supervisor:
     # ---- control --------------------------------------------------------------------------------
 
     def request_stop(self, job_id: str, action: str, now: float | None = None) -> None:
-        trainer = self.running[job_id]
+        """Ask a running trainer to pause or cancel (nothing to ask once it has ended)."""
+        trainer = self.running.get(job_id)
+        if trainer is None:
+            return
         request(trainer.paths, action)
         if trainer.stop_action != CANCEL:  # a cancel is never downgraded to a pause
             trainer.stop_action = action
             trainer.stop_requested_at = time.time() if now is None else now
+
+    def withdraw(self, job_id: str) -> None:
+        """Stop following and kill a trainer just started for a job that no longer wants it
+        (cancelled or paused while it started): it has trained nothing yet."""
+        trainer = self.running.pop(job_id, None)
+        if trainer is not None:
+            trainer.kill()
+            trainer.reap_after_kill()
 
     def kill_all(self) -> None:
         for trainer in self.running.values():
@@ -301,7 +312,7 @@ class Supervisor:
         facts = ExitFacts(code=code, killed_for=killed_for, stop_action=trainer.stop_action,
                           recorded=trainer.has_exit_record(), attached=trainer.attached,
                           alive_at_attach=trainer.alive_at_attach,
-                          cluster_reason=trainer.cluster_reason(),
+                          cluster_reason=trainer.cluster_reason(), notice=trainer.notice(),
                           disk_full=any(word in tail for word in DISK_FULL_WORDS)
                           or (free is not None and free < DISK_FULL_FREE_BYTES / 2**20))
         cause = exit_cause(facts)

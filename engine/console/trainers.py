@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from engine.console.metrics import MetricsLog
-from engine.jobfiles import JobPaths, read_json
+from engine.jobfiles import STOPPED_FOR_NOTICE, JobPaths, read_json
 
 
 @dataclass
@@ -53,12 +53,23 @@ class Trainer:
         """The exit code once the process is gone (negative: killed by that signal)."""
         raise NotImplementedError
 
+    def exit_record(self) -> dict[str, Any]:
+        """exit.json, if this trainer wrote it (empty otherwise)."""
+        recorded = read_json(self.paths.exit_record)
+        return recorded if isinstance(recorded, dict) and recorded.get("pid") == self.pid else {}
+
     def recorded_exit(self) -> int | None:
         """The code this trainer wrote to exit.json, if it wrote one."""
-        recorded = read_json(self.paths.exit_record) or {}
-        if recorded.get("pid") == self.pid and isinstance(recorded.get("code"), int):
-            return recorded["code"]
-        return None
+        code = self.exit_record().get("code")
+        return code if isinstance(code, int) else None
+
+    def notice(self) -> str | None:
+        """The cluster's notice (a signal's name) this trainer checkpointed and stopped on, as its
+        exit record says: such a stop is the cluster's doing, never a person's pause."""
+        recorded = self.exit_record()
+        if recorded.get("stopped_for") != STOPPED_FOR_NOTICE:
+            return None
+        return str(recorded.get("notice") or "a signal")[:40]
 
     def has_exit_record(self) -> bool:
         return True

@@ -20,7 +20,8 @@ from engine.trainer.heartbeat import Heartbeat
 from engine.trainer.trackers import remember_mlflow_run
 from engine import nvml
 from engine.atomic import write_json_atomic
-from engine.jobfiles import CANCEL, INCOMPLETE_MARKER, PAUSE, JobPaths, request, requested
+from engine.jobfiles import (CANCEL, INCOMPLETE_MARKER, PAUSE, STOPPED_FOR_NOTICE,
+                             STOPPED_FOR_REQUEST, JobPaths, request, requested)
 
 
 
@@ -182,6 +183,8 @@ def faults() -> dict[str, int]:
     """Fault injection for the resilience tests, e.g. TRAINDECK_FAULTS=pause-at-microstep:10.
 
     pause-at-microstep:N  request a pause (as a user would) right after micro-batch N
+    sigterm-at-step:N     SIGTERM this process as optimizer step N ends, just before the step's
+                          requests are read (a cluster's notice landing on a step boundary)
     kill-in-save:STEP     SIGKILL this process while checkpoint-STEP is half written
     kill-before-model     SIGKILL a run that trained to its end before it saves model/
     kill-in-model-save    SIGKILL it with model/ written but not yet put in place
@@ -216,7 +219,9 @@ class ControlRequests(TrainerCallback):
     def __init__(self, paths: JobPaths):
         self.paths = paths
         self.stopped_for: str | None = None
+        self.notice: str | None = None  # the cluster's signal, when that (no request) stopped it
         self.pause_at_microstep = faults().get("pause-at-microstep")
+        self.sigterm_at_step = faults().get("sigterm-at-step")
         self._noted = False
         self._micro = 0  # micro-batches since this process started training
 
@@ -240,9 +245,13 @@ class ControlRequests(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._count_micro_batch()
+        if self.sigterm_at_step == state.global_step:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line
         asked = requested(self.paths) if state.is_world_process_zero else None
         if asked is None and PREEMPTION.signalled:
-            asked = PAUSE  # the cluster takes the node back: checkpoint now, resume when requeued
+            # The cluster takes the node back: checkpoint now, resume when requeued. Remembered
+            # as the cluster's, so that the console never takes it for a person's pause.
+            asked, self.notice = PAUSE, PREEMPTION.signalled
         action = agreed_action(asked)
         if action == PAUSE:
             control.should_save = True
@@ -253,6 +262,15 @@ class ControlRequests(TrainerCallback):
             control.should_training_stop = True
             self.stopped_for = CANCEL
         return control
+
+
+    def stop_record(self) -> dict[str, str]:
+        """What exit.json says about the stop: a request honoured, or the cluster's notice."""
+        if self.stopped_for is None:
+            return {}
+        if self.notice:
+            return {"stopped_for": STOPPED_FOR_NOTICE, "notice": self.notice}
+        return {"stopped_for": STOPPED_FOR_REQUEST}
 
 
 class EarlyStopping(TrainerCallback):

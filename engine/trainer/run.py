@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_logged(argv if argv is not None else sys.argv[1:], paths)
     code = EXIT_FAILED
     launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    stop: dict[str, str] = {}  # why it stopped early, when it did: a request or a cluster notice
     try:
-        code = train(args, paths)
+        code = train(args, paths, stop)
     except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = EXIT_INVALID
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             write_json_atomic(paths.exit_record, {
                 "pid": os.getppid() if launched_by_torchrun else os.getpid(), "code": code,
-                "time": time.time()})
+                "time": time.time(), **stop})
     if launched_by_torchrun and code in (EXIT_PAUSED, EXIT_CANCELLED):
         return EXIT_COMPLETED  # torchrun takes any other code for a crash; exit.json has the truth
     return code
@@ -158,8 +159,9 @@ def read_job_file(job_file: Path, paths: JobPaths) -> JobFile:
                    resolution.config.name or paths.root.name, tracking_dir=tracking_dir)
 
 
-def train(args: argparse.Namespace, paths: JobPaths) -> int:
-    """config -> model and adapter -> data -> trainer -> train -> save."""
+def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> int:
+    """config -> model and adapter -> data -> trainer -> train -> save. `stop` is filled with why
+    it stopped early, if it did (for exit.json)."""
     rank = int(os.environ.get("RANK", "0"))
     heartbeat = Heartbeat(paths.heartbeat if rank == 0 else None)
     heartbeat.start_background("loading")
@@ -208,15 +210,22 @@ def train(args: argparse.Namespace, paths: JobPaths) -> int:
     phases["train_s"] = time.time() - train_started
     heartbeat.beat(force=True, phase="saving")
     if control.stopped_for:
-        why = f" ({PREEMPTION.signalled} from the cluster)" if PREEMPTION.signalled else ""
-        print(f"{control.stopped_for} honoured at step {trainer.state.global_step}{why}", flush=True)
-        return EXIT_FOR[control.stopped_for]
+        return honoured(control, trainer.state.global_step, stop)
 
     # ---- save -----------------------------------------------------------------------------------
     finish(trainer, config, paths, phases)
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
+
+
+def honoured(control, step: int, stop: dict[str, str]) -> int:
+    """The exit code of a stop at a step's end, and why it stopped into `stop` (for exit.json):
+    a pause or cancel request, or the cluster's notice (never to be taken for a pause)."""
+    why = f" ({control.notice} from the cluster)" if control.notice else ""
+    print(f"{control.stopped_for} honoured at step {step}{why}", flush=True)
+    stop.update(control.stop_record())
+    return EXIT_FOR[control.stopped_for]
 
 
 def finish(trainer, config: JobConfig, paths: JobPaths, phases: dict[str, float]) -> None:
