@@ -30,7 +30,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
     fi
     echo "installing TrainDeck's dependencies into $VENV (the first time takes a few minutes; later runs skip this)"
     if [ "$want" = test ]; then
-        "${pip[@]}" install -e ".[test]"
+        # llama-cpp-python compiles llama.cpp; without this it tunes for the build machine's CPU,
+        # which can fail to build on some and crash on another (pip caches the built wheel)
+        CMAKE_ARGS=${CMAKE_ARGS:--DGGML_NATIVE=OFF} "${pip[@]}" install -e ".[test]"
     else
         "${pip[@]}" install -e .
     fi

@@ -1,6 +1,7 @@
 """Downloads, merged export, checkpoint safety and analytics, through gradio_client against a real
 console."""
 
+import itertools
 import json
 import math
 import os
@@ -114,6 +115,67 @@ def test_gguf_export_loads_with_transformers_and_matches_the_merged_model(consol
     else:
         assert difference <= Q8_0_TOLERANCE
         assert torch.equal(exported.argmax(-1), merged.argmax(-1))
+
+
+def import_llama_cpp():
+    """llama-cpp-python: `make test` installs it, so under CI a missing one fails the test."""
+    try:
+        import llama_cpp
+    except ImportError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("llama-cpp-python is not installed; `make test` installs it")
+        pytest.skip("llama-cpp-python is not installed (make test installs it)")
+    return llama_cpp
+
+
+# A conversation long enough (56 tokens) that a near tie or two tipped by q8_0 stay within 5%
+CHAT = [{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": PROBE},
+        {"role": "assistant", "content": "The capital of Norway is Oslo."},
+        {"role": "user", "content": "And the capital of Peru?"}]
+
+
+def greedy(model, ids: list[int], count: int) -> list[int]:
+    ids = list(ids)
+    for _ in range(count):
+        with torch.no_grad():
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[-count:]
+
+
+@pytest.mark.parametrize("quantization", ["f32", "q8_0"])
+def test_gguf_export_runs_in_llama_cpp_as_the_merged_model(console, tmp_path, request,
+                                                           quantization):
+    llama_cpp = import_llama_cpp()
+    client, workspace, job_id = console
+    zipped = client.predict(job_id, None, quantization, api_name="/export_gguf")
+    gguf_file = unzip(zipped, tmp_path / "gguf") / "model.gguf"
+    llm = llama_cpp.Llama(model_path=str(gguf_file), n_ctx=128, n_threads=1, logits_all=True,
+                          verbose=False)
+    request.addfinalizer(llm.close)  # freed now: its own finaliser fails at interpreter exit
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY_MODEL),
+                                       workspace / "jobs" / job_id / "model").merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    prompt = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt)["input_ids"]
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
+    llm.eval(ids)
+    exported = torch.from_numpy(llm.scores[:len(ids)].copy())
+    with torch.no_grad():
+        expected = merged.eval()(torch.tensor([ids])).logits[0]
+    if quantization == "f32":
+        assert (exported - expected).abs().max().item() <= 1e-3
+    else:  # q8_0 moves logits slightly; the next token may differ only at a near tie
+        agreements = (exported.argmax(-1) == expected.argmax(-1)).tolist()
+        assert sum(agreements) >= 0.95 * len(agreements), agreements
+    generated = list(itertools.islice(llm.generate(ids, temp=0.0, repeat_penalty=1.0), 5))
+    if quantization == "f32":
+        assert generated == greedy(merged, ids, 5)
+    # a chat reply: llama.cpp builds the prompt from the GGUF's chat template as transformers does
+    reply = llm.create_chat_completion(CHAT, max_tokens=5, temperature=0.0, repeat_penalty=1.0)
+    until_eos = list(itertools.takewhile(lambda token: token != llm.token_eos(), generated))
+    assert reply["choices"][0]["message"]["content"] == llm.detokenize(until_eos).decode(
+        errors="ignore")
 
 
 def test_gguf_export_refuses_what_it_cannot_write(console):

@@ -90,9 +90,10 @@ def write_gguf(model, tokenizer, destination: Path, quantization: str,
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(float(rope))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
+    rows = model.get_input_embeddings().weight.shape[0]
+    writer.add_vocab_size(rows)
     writer.add_file_type(file_types[quantization])
-    add_tokenizer(writer, tokenizer, tokenizer_json, config)
+    add_tokenizer(writer, tokenizer, tokenizer_json, config, rows)
 
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     state = {key: value.detach().float().cpu().numpy() for key, value in model.state_dict().items()}
@@ -131,13 +132,19 @@ def add_tensor(writer, name: str, data, quantization: str, np, gguf) -> None:
         writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
 
-def add_tokenizer(writer, tokenizer, tokenizer_json: dict[str, Any], config) -> None:
+def add_tokenizer(writer, tokenizer, tokenizer_json: dict[str, Any], config, size: int) -> None:
+    """The token list, one per embedding row (`size`), with merges and special tokens."""
     import gguf
 
     vocab = tokenizer_json["model"]["vocab"]
     added = {token["id"]: token for token in tokenizer_json.get("added_tokens", [])}
-    size = max(config.vocab_size, len(vocab) + len(added))
     by_id = {index: token for token, index in vocab.items()}
+    # llama.cpp requires one token per embedding row (added tokens usually also sit in the vocab,
+    # so the two are not summed); rows past the tokenizer's ids are padded, as its converter does.
+    largest_id = max([*by_id, *added])
+    if largest_id >= size:
+        raise Unsupported(f"the tokenizer has token id {largest_id} but the model's embedding "
+                          f"has only {size} rows; resize the embedding to the tokenizer")
     tokens, types = [], []
     for index in range(size):
         if index in added:
@@ -169,11 +176,35 @@ def add_tokenizer(writer, tokenizer, tokenizer_json: dict[str, Any], config) -> 
         writer.add_chat_template(template)
 
 
-def modelfile(stop: list[str]) -> str:
-    """An Ollama Modelfile beside model.gguf. Ollama reads the chat template from the GGUF's
-    metadata; the Modelfile adds the stop tokens."""
-    lines = ["FROM ./model.gguf"]
-    lines += [f'PARAMETER stop "{token}"' for token in stop if token]
+# Ollama renders prompts with Go templates; from a GGUF's Jinja template it only recognises the
+# ones it ships, so the Modelfile carries the Go form of the chat formats the supported families
+# use, keyed by the marker that identifies each, with the token that ends a turn.
+OLLAMA_TEMPLATES = {
+    "<|im_start|>": ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+                     "{{ end }}<|im_start|>assistant\n", "<|im_end|>"),
+    "<|start_header_id|>": ("{{- range .Messages }}<|start_header_id|>{{ .Role }}"
+                            "<|end_header_id|>\n\n{{ .Content }}<|eot_id|>\n"
+                            "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
+                            "<|eot_id|>"),
+}
+
+
+def modelfile(chat_template: str | None, eos: str | None, bos: str | None) -> str:
+    """An Ollama Modelfile beside model.gguf: the chat template in Ollama's form and the tokens
+    that stop a reply."""
+    lines, stop = ["FROM ./model.gguf"], [eos] if eos else []
+    marker = next((m for m in OLLAMA_TEMPLATES if m in (chat_template or "")), None)
+    if marker:
+        template, end_of_turn = OLLAMA_TEMPLATES[marker]
+        # the GGUF asks for no automatic BOS, so a template that writes one keeps it here
+        if bos and "bos_token" in chat_template:
+            template = template.replace("{{- range", f"{bos}{{{{- range", 1)
+        lines.append(f'TEMPLATE """{template}"""')
+        stop.append(end_of_turn)
+    else:
+        lines.append("# No TEMPLATE: the chat template in model.gguf is not in a format this "
+                     "export knows;\n# Ollama uses it only if it recognises it.")
+    lines += [f'PARAMETER stop "{token}"' for token in dict.fromkeys(stop)]
     return "\n".join(lines) + "\n"
 
 
@@ -210,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    stop = [tokenizer.eos_token] if tokenizer.eos_token else []
-    (tmp / "Modelfile").write_text(modelfile(stop))
+    (tmp / "Modelfile").write_text(modelfile(getattr(tokenizer, "chat_template", None),
+                                             tokenizer.eos_token, tokenizer.bos_token))
     publish_folder(tmp, destination)
     print(f"wrote {destination / 'model.gguf'} ({args.quantization})", flush=True)
     return EXIT_COMPLETED
