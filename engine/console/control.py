@@ -12,11 +12,10 @@ from typing import Any, Callable
 
 from engine import machine as machines
 from engine.atomic import write_json_atomic
-from engine.config import ConfigError, JobConfig, coerce_field, shorten
+from engine.config import ConfigError, coerce_field, shorten
 from engine.console.access import Access
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
-from engine.console.notify import check_job_url
 from engine.console.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
                                 change_status, new_job_id)
 from engine.console.store import JobNotFound, JobStore, StorageError
@@ -57,9 +56,14 @@ class JobControl:
                        rules=self.access.source_rules(user))
 
     def check(self, config: dict[str, Any] | None, user: User | None = None) -> Resolution:
-        """A validation that reads the whole dataset: it takes a slot for heavy work."""
-        with self.gates.check.slot(self.access.user(user).name):
-            return self.validate(config, user)
+        """Every rule of a submit, without queueing: the config, its whole dataset (in a slot for
+        heavy work), and what `user` may run and hold now."""
+        user = self.access.user(user)
+        with self.gates.check.slot(user.name):
+            resolution = self.validate(config, user)
+        self.access.check_may_run(resolution.config, user, self.devices)
+        self.access.check_holdings(user, self.store.all(copy=False))
+        return resolution
 
     def submit(self, config: dict[str, Any] | None, user: User | None = None) -> dict[str, Any]:
         """Queue a job for `user` (None: the local owner, without quotas)."""
@@ -68,15 +72,13 @@ class JobControl:
 
     def enqueue(self, resolution: Resolution, user: User,
                 sweep: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queue a checked config for `user`, within their quotas (`sweep`: the sweep it is
-        one run of)."""
+        """Queue a config `check` passed for `user`, within their quotas (`sweep`: the sweep it
+        is one run of)."""
         settings = resolution.config
-        self._check_allowed(settings, user)
         now = time.time()
         with self.store.lock:
-            jobs = self.store.all(copy=False)
-            self.access.check_job_count(user, jobs)
-            self.access.check_queue_quota(user, jobs)
+            # Again under the lock: jobs queued since the check count too.
+            self.access.check_holdings(user, self.store.all(copy=False))
             job = Job(job_id=new_job_id(now),
                       name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
                       config=settings, owner=user.name, priority=settings.priority,
@@ -100,12 +102,6 @@ class JobControl:
             shutil.rmtree(paths.root, ignore_errors=True)
             raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing was "
                                f"queued") from None
-
-    def _check_allowed(self, settings: JobConfig, user: User) -> None:
-        """What `user` may run: its size within their quotas, its webhook where they may send."""
-        self.access.check_job_size(settings, user, self.devices.capacity,
-                                   self.devices.describe_capacity, self.devices.spans_nodes)
-        check_job_url(settings.notify_url, self.access.users.enabled, user.is_admin)
 
     def _exists(self, job_id: str) -> bool:
         try:
@@ -170,7 +166,8 @@ class JobControl:
                 resolution = self._changed(job, changes, allow_inexact or name is None)
                 fields.update(config=resolution.config, priority=resolution.config.priority,
                               resolved={**job.resolved, **resolution.resolved})
-                self._check_allowed(resolution.config, self.access.owner_of(job))
+                self.access.check_may_run(resolution.config, self.access.owner_of(job),
+                                          self.devices)
             self.access.check_queue_quota(self.access.owner_of(job),
                                           self.store.all((JobStatus.QUEUED.value,)))
             job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
