@@ -55,7 +55,8 @@ def test_check_counts_the_jobs_already_queued(idle_engine):
 
 def test_a_qlora_check_on_a_machine_without_a_gpu_notes_it_runs_slowly(idle_engine):
     idle_engine.machine = Machine(cpu_count=2)  # what advice reads: this machine, GPU-less
-    resolution = idle_engine.jobs.check({"preset": "efficient-qlora", "max_steps": 2})
+    resolution = idle_engine.jobs.check({"preset": "efficient-qlora", "max_steps": 2},
+                                       idle_engine.users.get("alice"))
     notes = idle_engine.advice(resolution)
     assert any("QLoRA is meant for a GPU" in note for note in notes), notes
 
