@@ -4,6 +4,7 @@ internal error, in the page, in a toast, or as a traceback in the console's log.
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
                                  reason="Debian's chromium is not installed (make test installs it)")]
 
 TOASTS = '[data-testid="toast-body"]'
+# A Markdown's own text, without the progress tracker Gradio draws over it while it waits.
+PROSE = '[data-testid="markdown"]'
 # The job view's buttons in the order they are pressed: what leaves the job as it is first, then
 # what moves it, and Delete last.
 JOB_BUTTONS = ("share", "set-priority", "download_logs", "download_model", "export_merged",
@@ -133,7 +136,7 @@ class Sweep:
 
 
 def message_answered(page, before: str):
-    message = page.locator("#job-message")
+    message = page.locator(f"#job-message {PROSE}")
 
     def answered() -> bool:
         text = message.inner_text().strip()
@@ -145,13 +148,13 @@ def sweep_job_view(sweep: Sweep, name: str, job_id: str) -> None:
     page = sweep.page
     sweep.click(f"{name}: its row in the job table",
                 page.locator("#job-table [role=gridcell]", has_text=f"sweep {name}").first,
-                lambda: f"sweep {name}" in page.locator("#job-header").inner_text())
-    wait_until(lambda: not page.locator("#job-message").inner_text().strip(), 15,
+                lambda: f"sweep {name}" in page.locator(f"#job-header {PROSE}").inner_text())
+    wait_until(lambda: not page.locator(f"#job-message {PROSE}").inner_text().strip(), 15,
                "the previous job's message to go")
     for button in JOB_BUTTONS:
         locator = page.locator(f"#{button}-button")
         if locator.is_enabled():
-            before = page.locator("#job-message").inner_text().strip()
+            before = page.locator(f"#job-message {PROSE}").inner_text().strip()
             sweep.click(f"{name}: {button}", locator, message_answered(page, before), SLOW_S)
     tuned = page.locator("#try-tuned textarea")
     sweep.click(f"{name}: Try it / Generate", page.get_by_role("button", name="Generate"),
@@ -163,7 +166,7 @@ def sweep_job_view(sweep: Sweep, name: str, job_id: str) -> None:
 def sweep_new_job_form(sweep: Sweep, titles: list[str], sample: Path) -> None:
     page = sweep.page
     page.get_by_role("tab", name="New job").click()
-    message = page.locator("#submit-message")
+    message = page.locator(f"#submit-message {PROSE}")
     templates = page.get_by_label("Template")
     for title in titles:  # each template's own Check
         templates.click()
@@ -172,6 +175,9 @@ def sweep_new_job_form(sweep: Sweep, titles: list[str], sample: Path) -> None:
         sweep.click(f"New job: {title}: Check and preview",
                     page.get_by_role("button", name="Check and preview"),
                     lambda: message.inner_text().strip() != "", SLOW_S)
+    templates.click()  # the default template again: the sample uploaded below is a chat
+    page.get_by_role("option", name=titles[0]).click()
+    wait_until(lambda: not message.inner_text().strip(), 15, f"{titles[0]}'s form to load")
     page.locator("#field-max_steps input").fill("2")
     sweep.click("New job: Submit job", page.locator("#submit-job"),
                 lambda: "Queued" in message.inner_text() or "Not" in message.inner_text())
@@ -182,23 +188,25 @@ def sweep_new_job_form(sweep: Sweep, titles: list[str], sample: Path) -> None:
     sweep.look("New job: upload a dataset")
     page.get_by_text("Sweep: several runs of this form").click()
     sweep.click("New job: Submit sweep", page.locator("#submit-sweep"),
-                lambda: page.locator("#sweep-message").inner_text().strip() != "")
+                lambda: page.locator(f"#sweep-message {PROSE}").inner_text().strip() != "")
 
 
 def sweep_sweeps_view(sweep: Sweep) -> None:
     page = sweep.page
-    page.get_by_text("Sweeps", exact=True).click()
-    summary = page.locator("#sweep-summary")
+    page.get_by_role("button", name=re.compile(r"^Sweeps")).click()  # the accordion
+    summary = page.locator(f"#sweep-summary {PROSE}")
     for name, button in (("Refresh", "#refresh-sweep"), ("Cancel sweep", "#cancel-sweep")):
         sweep.click(f"Sweeps: {name} with no sweep chosen", page.locator(button),
                     lambda: summary.inner_text().strip() != "", 30)
-    page.locator("#sweep-choice input").click()
+    choices = page.locator("#sweep-choice input")
+    choices.click()
+    wait_until(lambda: page.get_by_role("option").count(), 30, "the sweep chooser's entries")
     page.get_by_role("option").first.click()
     wait_until(lambda: "sweep-" in summary.inner_text(), 30, "the chosen sweep's summary")
-    for name, button in (("Refresh", "#refresh-sweep"), ("Cancel sweep", "#cancel-sweep")):
-        before = summary.inner_text()
-        sweep.click(f"Sweeps: {name}", page.locator(button),
-                    lambda: summary.inner_text() != before, 30)
+    sweep.click("Sweeps: Cancel sweep", page.locator("#cancel-sweep"),
+                lambda: "Cancelled" in summary.inner_text(), 30)
+    sweep.click("Sweeps: Refresh", page.locator("#refresh-sweep"),
+                lambda: "Cancelled" not in summary.inner_text(), 30)
 
 
 @pytest.mark.timeout(1500)  # some fifty clicks, exports and generations among them
@@ -209,7 +217,7 @@ def test_every_button_on_every_job_answers_without_an_internal_error(console, jo
     for tab in ("System", "Jobs", "New job"):
         sweep.click(f"tab {tab}", page.get_by_role("tab", name=tab),
                     lambda: page.get_by_role("tab", name=tab, selected=True).count() > 0)
-    sweep.look("System tab", page.locator("#system-summary").inner_text())
+    sweep.look("System tab", page.locator(f"#system-summary {PROSE}").inner_text())
     titles = [preset["title"] for preset in
               Client(console[0], verbose=False).predict(api_name="/list_presets")]
     sweep_new_job_form(sweep, titles, REPO / "data" / "samples" / "chat.jsonl")
@@ -220,6 +228,8 @@ def test_every_button_on_every_job_answers_without_an_internal_error(console, jo
     for status in ("completed", "failed", "paused", "cancelled", "queued", "running"):
         sweep_job_view(sweep, status, jobs[status])
     sweep_sweeps_view(sweep)
+    time.sleep(2)  # an answer that came after the wait for it is still looked at
+    sweep.look("the page at the end")
     page.screenshot(path=str(ARTIFACTS / "button-sweep.png"), full_page=True)
 
     logged = console_log.read_bytes()[logged_before:].decode(errors="replace")
