@@ -18,7 +18,8 @@ from test_browser import ARTIFACTS, CHROMIUM, REQUIRED
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM) and not REQUIRED,
-                                 reason="Debian's chromium is not installed (make test installs it)")]
+                                 reason="Debian's chromium is not installed (make test installs "
+                                        "it)")]
 
 TOASTS = '[data-testid="toast-body"]'
 # A Markdown's own text, without the progress tracker Gradio draws over it while it waits.
