@@ -52,7 +52,8 @@ def stop_console(process: subprocess.Popen) -> None:
     """Stop the console and the trainers it started: trainers outlive a console by design,
     but a benchmark or test must not leave one running behind it."""
     try:
-        trainers = psutil.Process(process.pid).children()
+        # Recursive: a warm-started trainer is forked by the spare, the console's grandchild.
+        trainers = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         trainers = []
     process.terminate()

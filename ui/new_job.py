@@ -36,6 +36,9 @@ PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub 
 NO_PREVIEW = "Dataset preview appears here after a check."
 
 
+AUTO_FLAG = ("auto", "true", "false")
+
+
 def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Component:
     """The field's widget: its label from the schema, its name and help text below it."""
     meta = SCHEMA[name].metadata
@@ -45,7 +48,7 @@ def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Co
         return gr.Dropdown(list(meta["choices"]), value=value, **common)
     kind = field_type(name)
     if kind is bool and meta["auto"]:  # a flag that may also be left to TrainDeck
-        return gr.Dropdown(["auto", "true", "false"], value=str(value).lower(), **common)
+        return gr.Dropdown(list(AUTO_FLAG), value=shown_value(name, value), **common)
     if kind is bool:
         return gr.Checkbox(value=value, **common)
     if meta["auto"] or kind is str:
@@ -178,7 +181,7 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
         shown = visibility(config["method"], config["adapter"])
         # What was said of the other template's form goes with it, marks of bad fields too.
         return [preset_details(engine, name), "", NO_PREVIEW, None, ""] + [
-            gr.update(value=_shown(config[n]), visible=shown[n], elem_classes=[])
+            gr.update(value=shown_value(n, config[n]), visible=shown[n], elem_classes=[])
             for n in FIELD_NAMES]
 
     def show_fields(method: str, adapter: str):
@@ -251,8 +254,14 @@ def check_results(resolution) -> tuple[str, Any, str]:
                               f"# chosen automatically: {auto or 'nothing'}\n{document}")
 
 
-def _shown(value: Any) -> Any:
-    return "" if value is None else value
+def shown_value(name: str, value: Any) -> Any:
+    """A config value as its widget holds it: a flag that may be auto as one of its dropdown's
+    words (a bare True is not among them, and Gradio refuses the whole form over it)."""
+    if value is None:
+        return ""
+    if field_type(name) is bool and SCHEMA[name].metadata["auto"]:
+        return str(value).lower()
+    return value
 
 
 def error_text(exc: Exception, title: str = "**Not submitted.**") -> str:

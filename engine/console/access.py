@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import JobConfig
+from engine.console.devices import DevicePool
 from engine.console.job import Job, JobStatus
+from engine.console.notify import check_job_url
 from engine.sources import SourceRules
 from engine.console.uploads import user_folder_name
 from engine.console.users import NotYourJob, QuotaExceeded, User, Users
@@ -67,6 +69,12 @@ class Access:
 
     # ---- quotas ------------------------------------------------------------------------------------
 
+    def check_may_run(self, settings: JobConfig, user: User, devices: DevicePool) -> None:
+        """What `user` may run: its size within their quotas, its webhook where they may send."""
+        self.check_job_size(settings, user, devices.capacity, devices.describe_capacity,
+                            devices.spans_nodes)
+        check_job_url(settings.notify_url, self.users.enabled, user.is_admin)
+
     def check_job_size(self, settings: JobConfig, user: User, gpu_capacity: float,
                        describe_capacity: Callable[[], str], spans_nodes: bool = False) -> None:
         quotas = user.quotas
@@ -111,6 +119,11 @@ class Access:
             more = f" and asks for {adding} more" if adding > 1 else ""
             raise QuotaExceeded(f"quota max_jobs: {user.name} holds {held} jobs{more} (quota "
                                 f"{limit}); delete finished ones (/delete_job) to make room")
+
+    def check_holdings(self, user: User, jobs: list[Job], adding: int = 1) -> None:
+        """Whether `user` may hold and queue `adding` more jobs beside `jobs`."""
+        self.check_job_count(user, jobs, adding)
+        self.check_queue_quota(user, jobs, adding)
 
     # ---- what a person is shown ------------------------------------------------------------------
 

@@ -13,11 +13,10 @@ from typing import Any, Callable
 
 from engine import machine as machines
 from engine.atomic import write_json_atomic
-from engine.config import ConfigError, JobConfig, coerce_field, shorten
+from engine.config import ConfigError, coerce_field, shorten
 from engine.console.access import Access
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
-from engine.console.notify import check_job_url
 from engine.console.job import (IllegalTransition, Job, JobStatus, StatusListener, can_transition,
                                 change_status, new_job_id)
 from engine.console.store import JobNotFound, JobStore, StorageError
@@ -81,9 +80,13 @@ class JobControl:
                        rules=self.access.source_rules(user))
 
     def check(self, user: User, config: dict[str, Any] | None) -> Resolution:
-        """A validation that reads the whole dataset: it takes a slot for heavy work."""
+        """Every rule of a submit, without queueing: the config, its whole dataset (in a slot for
+        heavy work), and what `user` may run and hold now."""
         with self.gates.check.slot(user.name):
-            return self.validate(user, config)
+            resolution = self.validate(user, config)
+        self.access.check_may_run(resolution.config, user, self.devices)
+        self.access.check_holdings(user, self.store.all(copy=False))
+        return resolution
 
     def submit(self, user: User, config: dict[str, Any] | None) -> dict[str, Any]:
         """Queue a job for `user`, within their quotas."""
@@ -91,15 +94,13 @@ class JobControl:
 
     def enqueue(self, user: User, resolution: Resolution,
                 sweep: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queue a checked config for `user`, within their quotas (`sweep`: the sweep it is
-        one run of)."""
+        """Queue a config `check` passed for `user`, within their quotas (`sweep`: the sweep it
+        is one run of)."""
         settings = resolution.config
-        self._check_allowed(settings, user)
         now = time.time()
         with self.store.lock:
-            jobs = self.store.all(copy=False)
-            self.access.check_job_count(user, jobs)
-            self.access.check_queue_quota(user, jobs)
+            # Again under the lock: jobs queued since the check count too.
+            self.access.check_holdings(user, self.store.all(copy=False))
             job = Job(job_id=new_job_id(now),
                       name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
                       config=settings, owner=user.name, priority=settings.priority,
@@ -123,12 +124,6 @@ class JobControl:
             shutil.rmtree(paths.root, ignore_errors=True)
             raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing was "
                                f"queued") from None
-
-    def _check_allowed(self, settings: JobConfig, user: User) -> None:
-        """What `user` may run: its size within their quotas, its webhook where they may send."""
-        self.access.check_job_size(settings, user, self.devices.capacity,
-                                   self.devices.describe_capacity, self.devices.spans_nodes)
-        check_job_url(settings.notify_url, self.access.users.enabled, user.is_admin)
 
     def _exists(self, job_id: str) -> bool:
         try:
@@ -188,7 +183,8 @@ class JobControl:
                 resolution = self._changed(job, changes, allow_inexact or name is None)
                 fields.update(config=resolution.config, priority=resolution.config.priority,
                               resolved={**job.resolved, **resolution.resolved})
-                self._check_allowed(resolution.config, self.access.owner_of(job))
+                self.access.check_may_run(resolution.config, self.access.owner_of(job),
+                                          self.devices)
             check_ends_after(name, fields.get("config", job.config))
             self.access.check_queue_quota(self.access.owner_of(job),
                                           self.store.all((JobStatus.QUEUED.value,)))

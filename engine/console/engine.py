@@ -197,7 +197,7 @@ class Engine:
         config = resolution.config
         notes = [length_note(config, resolution.resolved, self.store.all(copy=False),
                              lambda job_id: self.views.job_analytics(user, job_id)["steps_per_s"])]
-        if config.adapter == "qlora" and not self.machine.has_cuda() and self.cluster is None:
+        if config.adapter == "qlora" and not self.machine.has_cuda and self.cluster is None:
             notes.append("QLoRA is meant for a GPU: on this machine without one it runs, but "
                          "slowly (the 4-bit weights are unpacked on every step). LoRA trains the "
                          "same kind of adapter faster here.")

@@ -46,8 +46,7 @@ class Sweeps:
                                    for problem in exc.problems]) from None
         with self.store.lock:  # all the runs fit the quotas, and none slips in between
             jobs = self.store.all(copy=False)
-            self.access.check_job_count(user, jobs, len(checked))
-            self.access.check_queue_quota(user, jobs, len(checked))
+            self.access.check_holdings(user, jobs, len(checked))
             queued = [self.control.enqueue(user, resolution, {"id": sweep_id, "name": sweep.name,
                                                               "values": values})
                       for resolution, values in checked]
