@@ -9,6 +9,7 @@ real browser; its waits have deadlines and say what they waited for.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.time() > deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}")
         time.sleep(interval)
+
+
+def lock_is_free(lock) -> bool:
+    """Whether another thread (an API call, say) can take `lock` now."""
+    taken = threading.Event()
+
+    def take():
+        with lock:
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return taken.wait(2.0)
 
 
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:

@@ -5,7 +5,10 @@ deleting."""
 import pytest
 
 from engine.config import ConfigError
+from engine.console import control
 from engine.console.job import IllegalTransition, JobStatus
+
+from conftest import lock_is_free
 
 
 @pytest.fixture
@@ -91,3 +94,18 @@ def test_a_log_is_shown_to_its_owner_and_admins_only(idle_engine, team):
     assert "/secret/path" in idle_engine.views.log_tail(alice, job_id)
     hidden = idle_engine.views.log_tail(carol, job_id)
     assert "/secret/path" not in hidden and "visible to its owner and admins" in hidden
+
+
+def test_a_submit_writes_the_job_folder_with_the_store_lock_free(idle_engine, team, monkeypatch):
+    """Every other user's call waits for the store lock: a slow disk under a submit or a sweep
+    must not hold it."""
+    bob, free = team.get("bob"), []
+    write = control.write_job_file
+
+    def noting(*args, **kwargs):
+        free.append(lock_is_free(idle_engine.store.lock))
+        return write(*args, **kwargs)
+    monkeypatch.setattr(control, "write_job_file", noting)
+    idle_engine.jobs.submit(bob, {"max_steps": 5})
+    idle_engine.sweeps.submit(team.get("alice"), {"grid": {"lora_r": [4, 8]}})
+    assert free == [True, True, True]

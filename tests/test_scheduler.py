@@ -1,7 +1,6 @@
 """The scheduler stepped by hand over an in-memory store and a stand-in supervisor (fast unit
 tests of its decisions; test_queue.py covers the same with real trainers)."""
 
-import threading
 
 from engine.config import JobConfig
 from engine.console.job import Job, JobStatus, change_status
@@ -10,7 +9,7 @@ from engine.jobfiles import truncate_after
 from engine.console.scheduler import queue_order
 from engine.console.supervisor import TrainerExit
 
-from conftest import StandInSupervisor, Stepped
+from conftest import StandInSupervisor, Stepped, lock_is_free
 
 
 def make(tmp_path, gpus=()):
@@ -188,18 +187,6 @@ def test_an_end_that_cannot_be_written_is_written_once_it_can(tmp_path):
 
 
 # ---- starting a job never holds the store lock ------------------------------------------------
-
-
-def lock_is_free(lock) -> bool:
-    """Whether another thread (an API call, say) can take `lock` now."""
-    taken = threading.Event()
-
-    def take():
-        with lock:
-            taken.set()
-
-    threading.Thread(target=take, daemon=True).start()
-    return taken.wait(2.0)
 
 
 class ProbingSupervisor(StandInSupervisor):

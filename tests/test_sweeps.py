@@ -58,6 +58,7 @@ def test_a_sweep_is_queued_whole_or_not_at_all(idle_engine):
     with pytest.raises(QuotaExceeded, match="has 0 jobs queued and asks for 3 more"):
         engine.sweeps.submit(bob, {"grid": {"lora_r": [4, 8, 16]}})  # max_queued_jobs 2
     assert engine.store.all() == []
+    assert list(engine.workspace.job_paths("any").root.parent.glob("*")) == []  # no folder left
     sweep = engine.sweeps.submit(bob, {"name": "ranks", "grid": {"lora_r": [4, 8]},
                                        "priority": 7})
     jobs = [engine.store.get(job_id) for job_id in sweep["job_ids"]]

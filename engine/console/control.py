@@ -60,6 +60,45 @@ def ask_once_released(store: JobStore, supervisor: Supervisor, job_id: str, acti
     store.lock.after_release(partial(supervisor.request_stop, job_id, action))
 
 
+def prepare_job(workspace: Workspace, store: JobStore, user: User, resolution: Resolution,
+                sweep: dict[str, Any] | None) -> Job:
+    """A new job and its folder: job.yaml and a copy of its record, what `repair-db` rebuilds it
+    from. Its submit order (seq) is given when it is stored; until its first status change the
+    folder's copy says 0, and repair orders such jobs by their creation time."""
+    settings, now = resolution.config, time.time()
+    job = Job(job_id=new_job_id(now),
+              name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
+              config=settings, owner=user.name, priority=settings.priority, created_at=now,
+              queued_at=now, resolved=resolution.resolved, sweep=sweep)
+    while _stored(store, job.job_id) or not _made_new(workspace.job_paths(job.job_id)):
+        job.job_id = new_job_id(now)
+    paths = workspace.job_paths(job.job_id)
+    try:
+        write_job_file(paths, job, workspace.cache_dir, None)
+        write_json_atomic(paths.record, job.to_dict())
+    except BaseException:
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise
+    return job
+
+
+def _stored(store: JobStore, job_id: str) -> bool:
+    try:
+        store.get(job_id)
+        return True
+    except JobNotFound:
+        return False
+
+
+def _made_new(paths: JobPaths) -> bool:
+    """Whether the job's folder was made now (not there before): two submits never share one."""
+    try:
+        paths.root.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
+
+
 class JobControl:
     def __init__(self, store: JobStore, access: Access, views: JobViews, presets: PresetLibrary,
                  machine: machines.Machine, workspace: Workspace, supervisor: Supervisor,
@@ -92,45 +131,39 @@ class JobControl:
         """Queue a job for `user`, within their quotas."""
         return self.enqueue(user, self.check(user, config))
 
-    def enqueue(self, user: User, resolution: Resolution,
-                sweep: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queue a config `check` passed for `user`, within their quotas (`sweep`: the sweep it
-        is one run of)."""
-        settings = resolution.config
-        now = time.time()
-        with self.store.lock:
-            # Again under the lock: jobs queued since the check count too.
-            self.access.check_holdings(user, self.store.all(copy=False))
-            job = Job(job_id=new_job_id(now),
-                      name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
-                      config=settings, owner=user.name, priority=settings.priority,
-                      seq=self.store.next_seq(), created_at=now, queued_at=now,
-                      resolved=resolution.resolved, sweep=sweep)
-            while self._exists(job.job_id):
-                job.job_id = new_job_id(now)
-            self._store_new(job)
-            position = self.views.position(job.job_id)  # as submitted: it may start next
+    def enqueue(self, user: User, resolution: Resolution) -> dict[str, Any]:
+        """Queue a config `check` passed for `user`, within their quotas."""
+        [queued] = self.enqueue_all(user, [(resolution, None)])
+        return queued
+
+    def enqueue_all(self, user: User, runs: list[tuple[Resolution, dict[str, Any] | None]]
+                    ) -> list[dict[str, Any]]:
+        """Queue configs `check` passed (each with the sweep it is a run of, or None), all or
+        none, within `user`'s quotas. The folders are written first, outside the store lock: a
+        slow disk holds up no other user's call."""
+        jobs: list[Job] = []
+        stored = 0
+        try:
+            for resolution, sweep in runs:
+                jobs.append(prepare_job(self.workspace, self.store, user, resolution, sweep))
+            with self.store.lock:
+                # Under the lock: jobs queued since the check count too, and none slips in.
+                self.access.check_holdings(user, self.store.all(copy=False), len(jobs))
+                for job in jobs:
+                    job.seq = self.store.next_seq()
+                    self.store.add(job)
+                    stored += 1
+                positions = [self.views.position(job.job_id) for job in jobs]
+        except BaseException as exc:
+            for job in jobs[stored:]:  # nothing half-made stays behind: no folder without a job
+                shutil.rmtree(self.workspace.job_paths(job.job_id).root, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing "
+                                   f"was queued") from None
+            raise
         self.wake()
-        return {"job_id": job.job_id, "status": job.status, "position": position}
-
-    def _store_new(self, job: Job) -> None:
-        paths = self.workspace.job_paths(job.job_id)
-        try:
-            write_job_file(paths, job, self.workspace.cache_dir, None)
-            self.store.add(job)
-            write_json_atomic(paths.record, job.to_dict())
-        except OSError as exc:
-            # Nothing half-made stays behind: no folder without a record.
-            shutil.rmtree(paths.root, ignore_errors=True)
-            raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing was "
-                               f"queued") from None
-
-    def _exists(self, job_id: str) -> bool:
-        try:
-            self.store.get(job_id)
-            return True
-        except JobNotFound:
-            return False
+        return [{"job_id": job.job_id, "status": job.status, "position": position}
+                for job, position in zip(jobs, positions)]
 
     def keep_record(self, job: Job, previous: str | None = None) -> None:
         """Each job folder keeps a copy of its record, so `repair-db` can rebuild the database

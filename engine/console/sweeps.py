@@ -44,12 +44,10 @@ class Sweeps:
             except ConfigError as exc:
                 raise ConfigError([f"sweep run {number} ({describe(values)}): {problem}"
                                    for problem in exc.problems]) from None
-        with self.store.lock:  # all the runs fit the quotas, and none slips in between
-            jobs = self.store.all(copy=False)
-            self.access.check_holdings(user, jobs, len(checked))
-            queued = [self.control.enqueue(user, resolution, {"id": sweep_id, "name": sweep.name,
-                                                              "values": values})
-                      for resolution, values in checked]
+        # All the runs fit the quotas, or none is queued.
+        queued = self.control.enqueue_all(user, [
+            (resolution, {"id": sweep_id, "name": sweep.name, "values": values})
+            for resolution, values in checked])
         return {"sweep_id": sweep_id, "name": sweep.name,
                 "job_ids": [job["job_id"] for job in queued]}
 
