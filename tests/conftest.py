@@ -222,6 +222,14 @@ def idle_engine(tmp_path, team):
     engine.close()
 
 
+@pytest.fixture(scope="module")
+def exact_engine(tmp_path_factory):
+    """An engine of the module's own, for runs compared bitwise with a straight run."""
+    engine = open_engine(tmp_path_factory.mktemp("exact") / "workspace")
+    yield engine
+    shutdown(engine)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """One real single-node Slurm (two faked GPUs) for every cluster test of the session."""

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from engine import machine as machines
 from engine.atomic import write_json_atomic
-from engine.config import ConfigError, coerce_field, shorten
+from engine.config import ConfigError, JobConfig, coerce_field, shorten
 from engine.console.access import Access
 from engine.console.devices import DevicePool
 from engine.console.gates import Gates
