@@ -10,12 +10,37 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+# `make test` installs chromium and sets TRAINDECK_REQUIRE_BROWSER, as does CI=true: there a
+# missing browser fails the run. A bare pytest without chromium skips the browser tests.
+BROWSER_REQUIRED = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+                       for v in ("CI", "TRAINDECK_REQUIRE_BROWSER"))
+# Root needs no sandbox; the closed network needs chromium to call nowhere on its own.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+@contextmanager
+def browser_page(url: str, viewport: dict[str, int] | None = None):
+    """A page of Debian's chromium (driven by Playwright) open at `url`, closed afterwards."""
+    from playwright.sync_api import sync_playwright  # only the browser tests need it
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1600})
+            page.set_default_timeout(30000)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

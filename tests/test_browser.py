@@ -7,18 +7,14 @@ import pytest
 from gradio_client import Client
 
 from conftest import REPO, wait_until
+from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, stop_console
 from harness import start_console as launch_console
-from harness import stop_console
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-# `make test` installs chromium and sets TRAINDECK_REQUIRE_BROWSER, as does CI=true: there a
-# missing browser fails the run. A bare pytest without chromium skips these, and says so.
-REQUIRED = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-               for v in ("CI", "TRAINDECK_REQUIRE_BROWSER"))
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not REQUIRED,
-                                 reason="Debian's chromium is not installed (make test installs it)")]
+              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not BROWSER_REQUIRED,
+                                 reason="Debian's chromium is not installed "
+                                        "(make test installs it)")]
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +27,11 @@ def console(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(console):
-    from playwright.sync_api import sync_playwright
-
-    url = console
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing and browser tests are required here (CI or make test)")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(30000)
-        page.goto(url)
+    with browser_page(console) as page:
         yield page
-        browser.close()
 
 
 def field(page, name: str):

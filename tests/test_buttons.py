@@ -13,11 +13,11 @@ from gradio_client import Client
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from conftest import REPO, wait_until
-from harness import start_console, stop_console
-from test_browser import ARTIFACTS, CHROMIUM, REQUIRED
+from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, start_console, stop_console
+from test_browser import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not REQUIRED,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not BROWSER_REQUIRED,
                                  reason="Debian's chromium is not installed (make test installs "
                                         "it)")]
 
@@ -78,21 +78,11 @@ def jobs(console) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def page(console):
-    from playwright.sync_api import sync_playwright
-
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing and browser tests are required here (CI or make test)")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(30000)
-        page.goto(console[0])
+    with browser_page(console[0]) as page:
         yield page
-        browser.close()
 
 
 class Sweep:

@@ -15,12 +15,11 @@ import pytest
 import yaml
 from gradio_client import Client
 
-from harness import start_console, stop_console
+from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, start_console, stop_console
 
 from conftest import processes_of, wait_until
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
 FLOOR_GB = "0.01"  # about 10 MiB: the small disk holds a job's checkpoints above it
 
 
@@ -138,27 +137,21 @@ def test_below_the_floor_jobs_wait_saying_why_and_health_says_so(console_over_it
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not BROWSER_REQUIRED,
+                    reason="Debian's chromium is not installed (make test installs it)")
 def test_a_banner_over_every_tab_says_the_disk_is_low_and_follows_the_queue(
         console_over_its_floor):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     client, url = console_over_its_floor
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            banner = page.locator("#disk-banner")
-            expect(banner).to_contain_text("The workspace's disk is low", timeout=30000)
-            expect(banner).to_contain_text("No job starts until there is room")
-            client.predict({"max_steps": 1}, api_name="/submit_job")
-            # Kept up to date on the console's tick, on the tab shown first (New job)...
-            expect(banner).to_contain_text("1 queued job held back", timeout=15000)
-            for tab in ("Jobs", "System"):  # ...and over every other
-                page.get_by_role("tab", name=tab).click()
-                expect(banner).to_be_visible()
-                expect(banner).to_contain_text("1 queued job held back")
-        finally:
-            browser.close()
+    with browser_page(url) as page:
+        banner = page.locator("#disk-banner")
+        expect(banner).to_contain_text("The workspace's disk is low", timeout=30000)
+        expect(banner).to_contain_text("No job starts until there is room")
+        client.predict({"max_steps": 1}, api_name="/submit_job")
+        # Kept up to date on the console's tick, on the tab shown first (New job)...
+        expect(banner).to_contain_text("1 queued job held back", timeout=15000)
+        for tab in ("Jobs", "System"):  # ...and over every other
+            page.get_by_role("tab", name=tab).click()
+            expect(banner).to_be_visible()
+            expect(banner).to_contain_text("1 queued job held back")
