@@ -7,6 +7,7 @@ import pytest
 from engine.config import ConfigError
 from engine.console import control
 from engine.console.job import IllegalTransition, JobStatus
+from engine.console.store import StorageError
 
 from conftest import lock_is_free
 
@@ -109,3 +110,19 @@ def test_a_submit_writes_the_job_folder_with_the_store_lock_free(idle_engine, te
     idle_engine.jobs.submit(bob, {"max_steps": 5})
     idle_engine.sweeps.submit(team.get("alice"), {"grid": {"lora_r": [4, 8]}})
     assert free == [True, True, True]
+
+
+def test_a_sweep_whose_second_job_cannot_be_stored_queues_none(idle_engine, team, monkeypatch):
+    """"Nothing was queued" holds when the disk fills between two runs of a sweep."""
+    add, calls = idle_engine.store.add, []
+
+    def filling(job):
+        calls.append(job.job_id)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return add(job)
+    monkeypatch.setattr(idle_engine.store, "add", filling)
+    with pytest.raises(StorageError, match="nothing was queued"):
+        idle_engine.sweeps.submit(team.get("alice"), {"grid": {"lora_r": [4, 8]}})
+    assert idle_engine.store.all() == []
+    assert list(idle_engine.workspace.job_paths("any").root.parent.glob("*")) == []

@@ -141,6 +141,24 @@ def test_a_preempting_job_pauses_the_lowest_priority_running_one(tmp_path):
     assert stepped.supervisor.lock_free == [("launch", True), ("stop", True), ("launch", True)]
 
 
+def test_a_pause_to_make_room_that_could_not_be_asked_is_asked_again(tmp_path):
+    stepped = probed(tmp_path)
+    stepped.add("low", priority=-1)
+    stepped.step()
+    stepped.add("urgent", priority=5, preempt=True)
+    asked = stepped.supervisor.request_stop
+
+    def failing(job_id, action, now=None):
+        raise OSError(28, "No space left on device")
+    stepped.supervisor.request_stop = failing
+    stepped.step()  # could not ask: unmarked, so the next round does not wait for it
+    assert stepped.store.get("low").preempted_by is None
+    stepped.supervisor.request_stop = asked
+    stepped.step()
+    assert stepped.supervisor.stops == [("low", "pause")]
+    assert stepped.store.get("low").preempted_by == "urgent"
+
+
 def test_a_damaged_record_is_never_started(tmp_path):
     stepped = Stepped(tmp_path)
     stepped.add("broken")

@@ -12,7 +12,7 @@ import pytest
 from engine.config import JobConfig
 
 from engine.console.job import Job
-from engine.console.store import JobNotFound, MemoryJobStore, TinyDBJobStore
+from engine.console.store import JobNotFound, MemoryJobStore, StoreLock, TinyDBJobStore
 
 from conftest import REPO
 
@@ -97,3 +97,18 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
         assert acknowledged <= set(stored), acknowledged - set(stored)
         assert all(stored[j].status == "running" for j in updated)
     assert len(acknowledged) > 40  # the writers really wrote between the kills
+
+
+def test_work_after_a_change_runs_each_piece_even_when_one_fails():
+    """A listener that fails (a full disk, say) drops neither the next one nor the answer of the
+    call whose change is already saved."""
+    lock, done = StoreLock(), []
+
+    def failing():
+        raise OSError(28, "No space left on device")
+    with lock:
+        with lock:
+            lock.after_release(failing)
+            lock.after_release(lambda: done.append("notified"))
+        assert done == []  # still held: the work waits for the outermost release
+    assert done == ["notified"]

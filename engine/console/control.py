@@ -82,6 +82,24 @@ def prepare_job(workspace: Workspace, store: JobStore, user: User, resolution: R
     return job
 
 
+def remove_unqueued(store: JobStore, workspace: Workspace, jobs: list[Job], stored: int) -> None:
+    """After an enqueue failed part-way: the jobs already stored leave the store again and every
+    folder goes, so that "nothing was queued" holds (best effort: the disk that refused one
+    write may refuse these too; a job that stays keeps its folder)."""
+    kept = set()
+    with store.lock:
+        for job in jobs[:stored]:
+            try:
+                store.delete(job.job_id)
+            except (OSError, JobNotFound) as exc:
+                log.error("job %s: stored by a failed submit, cannot be removed: %s",
+                          job.job_id, exc)
+                kept.add(job.job_id)
+    for job in jobs:
+        if job.job_id not in kept:
+            shutil.rmtree(workspace.job_paths(job.job_id).root, ignore_errors=True)
+
+
 def _stored(store: JobStore, job_id: str) -> bool:
     try:
         store.get(job_id)
@@ -155,8 +173,7 @@ class JobControl:
                     stored += 1
                 positions = [self.views.position(job.job_id) for job in jobs]
         except BaseException as exc:
-            for job in jobs[stored:]:  # nothing half-made stays behind: no folder without a job
-                shutil.rmtree(self.workspace.job_paths(job.job_id).root, ignore_errors=True)
+            remove_unqueued(self.store, self.workspace, jobs, stored)
             if isinstance(exc, OSError):
                 raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing "
                                    f"was queued") from None

@@ -74,11 +74,21 @@ class Scheduler:
         # of a job's files can take seconds, and every submit and list waits for this lock.
         with self.store.lock:
             claims, victims = self._plan(now)
-        for victim in victims:
-            self.supervisor.request_stop(victim, "pause", now)
         self.launcher.start(claims, now)
         for claim in claims:
             self.waiting.pop(claim.job_id, None)  # running now, or withdrawn
+        for victim in victims:
+            self._ask_to_make_room(victim, now)
+
+    def _ask_to_make_room(self, victim: str, now: float) -> None:
+        """Pause a job marked to make room; one that could not be asked is unmarked, so that the
+        next round asks again instead of waiting for a pause nobody requested."""
+        try:
+            self.supervisor.request_stop(victim, "pause", now)
+        except Exception:
+            log.exception("job %s: could not ask it to pause to make room; asking again", victim)
+            with self.store.lock:
+                self.store.update(victim, requested=None, preempted_by=None)
 
     def _plan(self, now: float) -> tuple[list[Claim], list[str]]:
         """Under the store lock: the queued jobs that start now, each with its devices taken,

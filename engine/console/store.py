@@ -61,7 +61,10 @@ class StoreLock:
             deferred, self._deferred = self._deferred, []
         self._lock.release()
         for work in deferred:
-            work()
+            try:  # each on its own: a failing listener must not drop the next, nor the caller's
+                work()  # answer (the change it follows is already saved)
+            except Exception:
+                log.exception("work after a store change failed")
 
     def after_release(self, work: Callable[[], None]) -> None:
         """Run `work` as soon as this thread no longer holds the lock (now, if it does not)."""
