@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from gradio_client import Client
 
 from engine.config import ConfigError
+from engine.console import notify
 from engine.console.engine import Engine
 from engine.console.notify import Notifier, check_job_url
 from engine.console.users import LOCAL_USER
@@ -108,6 +109,22 @@ def test_a_dead_endpoint_is_retried_then_recorded_without_holding_the_caller():
     notifier.stop()
     assert failures[0][0] == JOB["job_id"]
     assert "failed after 3 tries" in failures[0][1] and "127.0.0.1" in failures[0][1]
+
+
+def test_jobs_own_webhooks_filling_every_slot_never_hold_back_the_consoles(receiver,
+                                                                           monkeypatch):
+    monkeypatch.setattr(notify, "MAX_ENDPOINTS", 1)
+    failures = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        notifier = Notifier([receiver.url], timeout_s=5, retries=0,
+                            record_failure=lambda job_id, error: failures.append(error))
+        notifier.start()
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        notifier.notify("completed", JOB, silent_url, restricted=False)  # the one slot
+        notifier.notify("failed", JOB, "http://127.0.0.1:9/other", restricted=False)
+        wait_until(lambda: len(receiver.bodies) == 2, 4, "the console's 2 notifications")
+        assert failures == ["notification not sent: 1 webhook endpoints are busy already"]
+    notifier.stop(wait_s=10)
 
 
 def test_a_jobs_own_webhook_on_a_shared_console_must_be_a_public_address(receiver):

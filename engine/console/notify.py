@@ -30,7 +30,7 @@ FORMATS = ("json", "slack")
 EVENTS = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled",
           "preempted": "was paused to make room for a higher-priority job",
           "micro_batch_lowered": "ran out of memory; its micro-batch was lowered"}
-MAX_ENDPOINTS = 64  # endpoints with deliveries under way at once; a thread each
+MAX_ENDPOINTS = 64  # jobs' own endpoints with deliveries under way at once; a thread each
 QUEUE_PER_ENDPOINT = 200
 IDLE_S = 30.0  # an endpoint's thread ends after this long with nothing to send
 MAX_RETRIES, MAX_BACKOFF_S = 10, 60.0
@@ -71,6 +71,9 @@ class Notifier:
             raise ConfigError(f"notify format must be one of {', '.join(FORMATS)}, got "
                               f"{shorten(fmt)}")
         self.urls = [check_url(url, "--notify-url") for url in urls]
+        # The operator's endpoints are never refused for want of room: jobs' own URLs (a plain
+        # user's among them) can fill MAX_ENDPOINTS, never silence the console's.
+        self._console_endpoints = {endpoint_of(url) for url in self.urls}
         self.fmt, self.public_url = fmt, public_url
         self.timeout_s, self.retries, self.resolve = timeout_s, retries, resolve
         self.backoff_s = backoff_s if backoff_s is not None else _backoff_from_environment()
@@ -122,7 +125,8 @@ class Notifier:
         with self._lock:
             sender = self._senders.get(endpoint)
             if sender is None:
-                if len(self._senders) >= MAX_ENDPOINTS:
+                jobs_own = sum(e not in self._console_endpoints for e in self._senders)
+                if endpoint not in self._console_endpoints and jobs_own >= MAX_ENDPOINTS:
                     return f"{MAX_ENDPOINTS} webhook endpoints are busy already"
                 sender = self._senders[endpoint] = EndpointSender(self, endpoint)
                 if self._running:
