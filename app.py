@@ -17,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from engine.console.engine import Engine
 from engine.config import ConfigError
-from engine.console.logins import LoginThrottle
-from engine.console.notify import Notifier
-from engine.console.repair import repair
-from engine.console.store import DatabaseDamaged
-from engine.console.users import QUOTAS, ROLES, USER, Users, add_user
-from engine.console.workspace import Workspace, WorkspaceBusy
+from engine.console.engine import Engine
+from engine.console.people.logins import LoginThrottle
+from engine.console.people.notify import Notifier
+from engine.console.people.users import QUOTAS, ROLES, USER, Users, add_user
+from engine.console.records.store import DatabaseDamaged
+from engine.console.records.workspace import Workspace, WorkspaceBusy
+from engine.console.running.repair import repair
 
 CONSOLE_NICENESS = 10
 AUTH_ENV = "TRAINDECK_AUTH"  # USER:PASSWORD[:ROLE] logins, one per line (kept out of `ps`)
@@ -82,8 +82,8 @@ def load_cluster(args: argparse.Namespace):
     """The cluster settings for --cluster (None: jobs run on this machine)."""
     if not args.cluster:
         return None
-    from engine.console.cluster import ClusterSettings
-    from engine.console.slurm import slurm_available
+    from engine.console.running.cluster import ClusterSettings
+    from engine.console.running.slurm import slurm_available
 
     missing = slurm_available()
     if missing:

@@ -29,8 +29,8 @@ import psutil
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import start_console, stop_console  # noqa: E402
 from bench.polling import start_running, wait_and_measure  # noqa: E402
+from tests.harness import start_console, stop_console  # noqa: E402
 
 
 def job_view_stream(url: str) -> int:

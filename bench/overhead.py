@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.console.metrics.analytics import steady_state  # noqa: E402
 from tests.harness import REPO, HTTPCaller, start_console, stop_console  # noqa: E402
-from engine.console.analytics import steady_state  # noqa: E402
 
 BATCH = 8
 # bench/plain_trl.py's settings, as the job's resolved config must have them.

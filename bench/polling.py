@@ -25,8 +25,8 @@ from pathlib import Path
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.console.metrics.analytics import steady_state  # noqa: E402
 from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
-from engine.console.analytics import steady_state  # noqa: E402
 
 
 def poller(url: str, job_id: str, stop: threading.Event, calls: list, use_gradio_client: bool) -> None:

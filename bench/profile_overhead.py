@@ -24,11 +24,11 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import REPO  # noqa: E402
 from engine.jobfiles import SUPERVISED_ENV  # noqa: E402
 from engine.machine import detect  # noqa: E402
 from engine.presets import PresetLibrary  # noqa: E402
 from engine.resolve import resolve  # noqa: E402
+from tests.harness import REPO  # noqa: E402
 
 # The first matching part names a sample, most specific first.
 PARTS = [

@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
 from engine.console.engine import Engine  # noqa: E402
-from engine.console.job import Job  # noqa: E402
+from engine.console.records.job import Job  # noqa: E402
+from engine.console.records.workspace import Workspace  # noqa: E402
 from engine.machine import detect  # noqa: E402
 from engine.presets import PresetLibrary  # noqa: E402
 from engine.resolve import resolve  # noqa: E402
-from engine.console.workspace import Workspace  # noqa: E402
+from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
 
 STATUSES = ["completed"] * 6 + ["failed", "cancelled", "paused"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.trainer_run import run_trainer  # noqa: E402
-from engine.console.analytics import steady_state  # noqa: E402
+from engine.console.metrics.analytics import steady_state  # noqa: E402
 from engine.sources import SAMPLES_DIR, TINY_MODEL  # noqa: E402
 from tests.harness import REPO  # noqa: E402
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
-from tests.harness import REPO
-from engine.console.analytics import steady_state
+from engine.console.metrics.analytics import steady_state
 from engine.jobfiles import SUPERVISED_ENV
 from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
+from tests.harness import REPO
 
 
 def steady_rate(records: list[dict[str, Any]], samples_per_step: int) -> float:

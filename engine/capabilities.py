@@ -6,7 +6,7 @@ from a version number."""
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -24,7 +24,7 @@ def _module_text(module: str) -> str:
         return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def packed_sequences_isolated() -> bool:
     """Whether transformers' SDPA/eager attention keeps the examples of a padding-free batch
     apart: it builds a block-diagonal mask from the restarting position_ids when there is no
@@ -34,7 +34,7 @@ def packed_sequences_isolated() -> bool:
     return "def find_packed_sequence_indices" in text and "packed_sequence_mask" in text
 
 
-@lru_cache(maxsize=None)
+@cache
 def trl_padding_free(method: str) -> bool:
     """Whether TRL's trainer for `method` honours padding_free (TRL 1.16's DPOTrainer warns and
     falls back to padding: "temporarily unavailable after a refactor")."""

@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from engine.config import AUTO, METHOD_FORMATS
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import yaml
 
-from engine.config import (FORMATS, ConfigError, check_keys, default_config, shorten,
-                           validate_fields)
+from engine.config import FORMATS, ConfigError, check_keys, default_config, shorten, validate_fields
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "basic-fine-tune"

@@ -14,8 +14,14 @@ from typing import Any
 
 from engine import capabilities
 from engine import machine as machines
-from engine.config import (AUTO, METHOD_FORMATS, ConfigError, JobConfig, check_combinations,
-                           validate_fields)
+from engine.config import (
+    AUTO,
+    METHOD_FORMATS,
+    ConfigError,
+    JobConfig,
+    check_combinations,
+    validate_fields,
+)
 from engine.data import DatasetError, DatasetSummary, held_out_count, validate_local
 from engine.memory import needs_checkpointing
 from engine.presets import PresetLibrary

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from huggingface_hub import HfApi, try_to_load_from_cache
 from huggingface_hub.utils import HfHubHTTPError
 
+from engine import REPO_DIR
 from engine.config import ConfigError, shorten
 
-from engine import REPO_DIR
 DATA_DIR = REPO_DIR / "data"
 TINY_MODEL = DATA_DIR / "tiny-model"
 SAMPLES_DIR = DATA_DIR / "samples"

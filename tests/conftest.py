@@ -17,13 +17,13 @@ import psutil
 import pytest
 
 from engine.config import JobConfig
-from engine.console.devices import DevicePool
 from engine.console.engine import Engine
-from engine.console.job import Job, JobStatus
-from engine.console.scheduler import Scheduler
-from engine.console.store import MemoryJobStore
-from engine.console.users import LOCAL_USER, Users, add_user
-from engine.console.workspace import Workspace
+from engine.console.people.users import LOCAL_USER, Users, add_user
+from engine.console.records.job import Job, JobStatus
+from engine.console.records.store import MemoryJobStore
+from engine.console.records.workspace import Workspace
+from engine.console.running.devices import DevicePool
+from engine.console.scheduling.scheduler import Scheduler
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}

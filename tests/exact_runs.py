@@ -1,11 +1,10 @@
 """Runs the exactness tests compare: one straight (undisturbed) run per config and engine, and
 a job's final weights."""
 
+from conftest import wait_for_status
 from safetensors.torch import load_file
 
-from engine.console.users import LOCAL_USER
-
-from conftest import wait_for_status
+from engine.console.people.users import LOCAL_USER
 
 # 85 rows in batches of 4: 22 micro-batches, 6 optimizer steps per epoch with accumulation 4.
 # Micro-batch 10 is the 2nd of step 3's 4: mid-cycle and mid-epoch. Dropout makes RNG matter.

@@ -7,14 +7,14 @@ import os
 import pytest
 
 from engine.config import ConfigError, JobConfig
-from engine.console.access import Access
-from engine.console.artifacts import Artifacts
-from engine.console.control import JobControl
 from engine.console.engine import Engine
-from engine.console.job import Job, JobStatus
-from engine.console.sweeps import Sweeps
-from engine.console.users import LOCAL_USER, NotYourJob, QuotaExceeded, User, Users
-from engine.console.views import JobViews
+from engine.console.jobs.control import JobControl
+from engine.console.jobs.sweeps import Sweeps
+from engine.console.jobs.views import JobViews
+from engine.console.people.access import Access
+from engine.console.people.users import LOCAL_USER, NotYourJob, QuotaExceeded, User, Users
+from engine.console.records.job import Job, JobStatus
+from engine.console.results.artifacts import Artifacts
 from engine.sources import TINY_MODEL, resolve_dataset_location, resolve_model, sample_dataset
 
 ALICE, BOB, CAROL = User("alice", "admin"), User("bob", "user"), User("carol", "user")

@@ -5,8 +5,8 @@ import math
 import random
 import statistics
 
-from engine.console.analytics import RunningStats, analyze, steady_state
-from engine.console.metrics import MetricsLog
+from engine.console.metrics.analytics import RunningStats, analyze, steady_state
+from engine.console.metrics.log import MetricsLog
 from ui.charts import MAX_POINTS, job_charts
 
 

@@ -5,12 +5,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from gradio_client import Client
-
 from harness import start_console as launch_console
 from harness import stop_console
-
-from conftest import wait_until
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

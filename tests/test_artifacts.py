@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import losses, wait_until
 from gradio_client import Client
+from harness import start_console, stop_console
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness import start_console, stop_console
-from engine.console.users import LOCAL_USER
+from engine.console.people.users import LOCAL_USER
 from engine.sources import TINY_MODEL
-
-from conftest import losses, wait_until
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

@@ -4,9 +4,8 @@ import os
 import time
 
 import pytest
-from gradio_client import Client
-
 from conftest import REPO, wait_until
+from gradio_client import Client
 from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, stop_console
 from harness import start_console as launch_console
 

@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
 from conftest import REPO, wait_until
+from gradio_client import Client
 from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, start_console, stop_console
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_browser import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,

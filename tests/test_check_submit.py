@@ -10,11 +10,11 @@ import time
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-
 from harness import start_console, stop_console
+
 from engine.config import ConfigError
+from engine.console.people.users import add_user
 from engine.machine import Machine
-from engine.console.users import add_user
 
 SHORT = {"max_steps": 2}  # a preset's own settings, cut to two optimizer steps
 FINISHED = {"completed", "failed", "cancelled", "paused"}

@@ -8,11 +8,17 @@ import subprocess
 import pytest
 
 from engine.config import ConfigError, JobConfig
-from engine.console.cluster import ClusterSettings
-from engine.console.exits import ExitCause, ExitFacts, exit_cause, exit_message
-from engine.console.job import Job
-from engine.console.slurm import (SlurmClient, SlurmState, SlurmSupervisor, SlurmTrainer,
-                                  batch_script, sbatch_options)
+from engine.console.records.job import Job
+from engine.console.running.cluster import ClusterSettings
+from engine.console.running.exits import ExitCause, ExitFacts, exit_cause, exit_message
+from engine.console.running.slurm import (
+    SlurmClient,
+    SlurmState,
+    SlurmSupervisor,
+    SlurmTrainer,
+    batch_script,
+    sbatch_options,
+)
 from engine.jobfiles import STOPPED_FOR_NOTICE, STOPPED_FOR_REQUEST, JobPaths
 
 

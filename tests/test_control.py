@@ -3,13 +3,12 @@ changes goes through the same resolution as a submit; what resume may not change
 deleting."""
 
 import pytest
+from conftest import lock_is_free
 
 from engine.config import ConfigError
-from engine.console import control
-from engine.console.job import IllegalTransition, JobStatus
-from engine.console.store import StorageError
-
-from conftest import lock_is_free
+from engine.console.jobs import control
+from engine.console.records.job import IllegalTransition, JobStatus
+from engine.console.records.store import StorageError
 
 
 @pytest.fixture

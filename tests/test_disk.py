@@ -10,18 +10,17 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from conftest import Stepped
 
-from engine.console.disk import FULL_BYTES, GIB, DiskWatch
-from engine.console.engine import Engine
-from engine.console.job import Job, JobStatus, change_status
-from engine.console.store import MemoryJobStore
-from engine.console.supervisor import TrainerExit
-from engine.console.users import LOCAL_USER
 from engine.config import JobConfig
+from engine.console.engine import Engine
+from engine.console.people.users import LOCAL_USER
+from engine.console.records.job import Job, JobStatus, change_status
+from engine.console.records.store import MemoryJobStore
+from engine.console.running.supervisor import TrainerExit
+from engine.console.scheduling.disk import FULL_BYTES, GIB, DiskWatch
 from ui.errors import as_gradio_errors
 from ui.job_format import enabled_actions, header
-
-from conftest import Stepped
 
 MIB = 2**20
 

@@ -2,8 +2,8 @@
 of the newest finished run that did the same work per step."""
 
 from engine.config import JobConfig
-from engine.console.estimate import describe_length, pace_of, planned_steps
-from engine.console.job import Job, JobStatus
+from engine.console.records.job import Job, JobStatus
+from engine.console.scheduling.estimate import describe_length, pace_of, planned_steps
 
 
 def finished(job_id, finished_at, status=JobStatus.COMPLETED, **config):

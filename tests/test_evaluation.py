@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import QUICK, open_engine, shutdown, wait_for_status
 from safetensors.torch import load_file
 
-from engine.console.users import LOCAL_USER
-
-from conftest import QUICK, open_engine, shutdown, wait_for_status
+from engine.console.people.users import LOCAL_USER
 
 pytestmark = pytest.mark.slow  # real trainers
 

@@ -4,8 +4,8 @@ import signal
 
 import pytest
 
-from engine.console.exits import STATUS, ExitCause, ExitFacts, exit_cause, exit_message
-from engine.console.job import JobStatus
+from engine.console.records.job import JobStatus
+from engine.console.running.exits import STATUS, ExitCause, ExitFacts, exit_cause, exit_message
 
 KILL = -signal.SIGKILL
 

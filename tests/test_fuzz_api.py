@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from engine.config import SCHEMA, ConfigError, JobConfig
 from engine.console.engine import Engine
-from engine.console.job import Job, JobStatus
-from engine.console.store import MemoryJobStore
-from engine.console.users import Users, add_user
+from engine.console.people.users import Users, add_user
+from engine.console.records.job import Job, JobStatus
+from engine.console.records.store import MemoryJobStore
 from engine.sources import TINY_MODEL, sample_dataset
 from ui.app import build_console
 

@@ -6,11 +6,17 @@ import re
 
 import pytest
 
-from engine.console.artifacts import _model_type
+from engine.console.results.artifacts import _model_type
 from engine.jobfiles import GGUF_ARCHITECTURES
 from engine.sources import TINY_MODEL
-from engine.trainer.gguf_export import (ARCHITECTURES, Unsupported, check_supported, modelfile,
-                                        permute, write_gguf)
+from engine.trainer.gguf_export import (
+    ARCHITECTURES,
+    Unsupported,
+    check_supported,
+    modelfile,
+    permute,
+    write_gguf,
+)
 
 
 def test_the_console_and_the_exporter_agree_on_the_architectures():

@@ -9,17 +9,16 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, wait_for_status
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from engine import capabilities
-from engine.console.users import LOCAL_USER
+from engine.console.people.users import LOCAL_USER
 from engine.machine import auto_attention, detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from engine.sources import TINY_MODEL
-
-from conftest import REPO, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

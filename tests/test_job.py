@@ -5,9 +5,15 @@ import itertools
 import pytest
 
 from engine.config import JobConfig
-from engine.console.job import (TRANSITIONS, IllegalTransition, Job, JobStatus, change_status,
-                        can_transition)
-from engine.console.store import MemoryJobStore
+from engine.console.records.job import (
+    TRANSITIONS,
+    IllegalTransition,
+    Job,
+    JobStatus,
+    can_transition,
+    change_status,
+)
+from engine.console.records.store import MemoryJobStore
 
 ALL = list(JobStatus)
 

@@ -8,18 +8,17 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, losses, wait_for_status
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from engine import capabilities
 from engine.config import ConfigError
+from engine.console.people.users import LOCAL_USER
 from engine.machine import GPU, Machine
-from engine.console.users import LOCAL_USER
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from engine.sources import TINY_MODEL, sample_dataset
-
-from conftest import REPO, losses, wait_for_status
 
 pytestmark = pytest.mark.slow
 CPU = Machine(cpu_count=2)

@@ -5,7 +5,7 @@ import asyncio
 import threading
 import time
 
-from engine.console.changes import Changes
+from engine.console.records.changes import Changes
 from ui.live import LiveStreams
 
 

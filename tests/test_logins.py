@@ -3,8 +3,8 @@ names as for known ones."""
 
 import time
 
-from engine.console.logins import MAX_WAIT_S, LoginThrottle
-from engine.console.users import Users
+from engine.console.people.logins import MAX_WAIT_S, LoginThrottle
+from engine.console.people.users import Users
 
 
 def test_a_name_waits_twice_as_long_after_each_failure_past_five():

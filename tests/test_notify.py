@@ -13,25 +13,23 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import QUICK, shutdown, wait_for_status, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 from gradio_client import Client
+from harness import free_port, stop_console
+from harness import start_console as launch_console
 
 from engine.config import ConfigError
-from engine.console import notify
+from engine.console.people import notify
 from engine.console.engine import Engine
-from engine.console.notify import Notifier, check_job_url
-from engine.console.users import LOCAL_USER
-from engine.console.webhook import WebhookClient
+from engine.console.people.notify import Notifier, check_job_url
+from engine.console.people.users import LOCAL_USER
+from engine.console.people.webhook import WebhookClient
 from engine.sources import sample_dataset
-
-from conftest import QUICK, shutdown, wait_for_status, wait_until
-from harness import free_port
-from harness import start_console as launch_console
-from harness import stop_console
 
 FIELDS = {"event", "job_id", "name", "owner", "status", "error", "final_loss", "best_loss",
           "best_eval_loss", "duration_s", "url"}

@@ -3,12 +3,12 @@ and cancel: tests/test_teams.py)."""
 
 import pytest
 
-from engine.console.engine import Engine
 from engine.config import ConfigError
-from engine.console.job import IllegalTransition
-from engine.console.store import JobNotFound
-from engine.console.users import LOCAL_USER
-from engine.console.workspace import WorkspaceBusy
+from engine.console.engine import Engine
+from engine.console.people.users import LOCAL_USER
+from engine.console.records.job import IllegalTransition
+from engine.console.records.store import JobNotFound
+from engine.console.records.workspace import WorkspaceBusy
 
 BAD_SUBMISSIONS = [
     ({"learning_rate": 0}, "learning_rate must be > 0"),

@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from engine.console.repair import repair
-from engine.console.store import TinyDBJobStore
-from engine.console.workspace import Workspace
+from engine.console.records.store import TinyDBJobStore
+from engine.console.records.workspace import Workspace
+from engine.console.running.repair import repair
 from engine.jobfiles import PAUSE, JobPaths, request
 
 CREATED, STARTED, ENDED = 1_700_000_000.0, 1_700_000_100.0, 1_700_000_200.0

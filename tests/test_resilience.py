@@ -7,15 +7,14 @@ import time
 
 import pytest
 import torch
-
-from engine.config import ConfigError
-from engine.console.users import LOCAL_USER
-from engine.jobfiles import INCOMPLETE_MARKER
-
 from conftest import losses, processes_of, wait_for_status, wait_for_step, wait_until
 from exact_runs import EXACT, final_tensors, straight_run
 from harness import start_console as launch_console
 from harness import stop_console
+
+from engine.config import ConfigError
+from engine.console.people.users import LOCAL_USER
+from engine.jobfiles import INCOMPLETE_MARKER
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-
-from engine.console.users import LOCAL_USER
-from engine.jobfiles import read_json
-
 from conftest import losses, wait_for_status
 from exact_runs import EXACT, final_tensors, straight_run
+
+from engine.console.people.users import LOCAL_USER
+from engine.jobfiles import read_json
 
 pytestmark = pytest.mark.slow  # real trainers
 

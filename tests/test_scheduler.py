@@ -2,14 +2,14 @@
 tests of its decisions; test_queue.py covers the same with real trainers)."""
 
 
-from engine.config import JobConfig
-from engine.console.job import Job, JobStatus, change_status
-from engine.console.metrics import MetricsLog
-from engine.jobfiles import truncate_after
-from engine.console.scheduler import queue_order
-from engine.console.supervisor import TrainerExit
-
 from conftest import StandInSupervisor, Stepped, lock_is_free
+
+from engine.config import JobConfig
+from engine.console.metrics.log import MetricsLog
+from engine.console.records.job import Job, JobStatus, change_status
+from engine.console.running.supervisor import TrainerExit
+from engine.console.scheduling.scheduler import queue_order
+from engine.jobfiles import truncate_after
 
 
 def make(tmp_path, gpus=()):

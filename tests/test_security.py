@@ -15,13 +15,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from gradio_client import Client, handle_file
-
-from harness import REPO, start_console, stop_console
-from engine.console.engine import Engine
-from engine.console.users import LOCAL_USER, add_user
-
 from conftest import shutdown, wait_for_status, wait_until
+from gradio_client import Client, handle_file
+from harness import REPO, start_console, stop_console
+
+from engine.console.engine import Engine
+from engine.console.people.users import LOCAL_USER, add_user
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

@@ -9,10 +9,8 @@ import shutil
 import time
 
 import pytest
-
 from conftest import wait_until
-from slurm_jobs import (EXACT, close_cluster_console, job_of, open_cluster_console, settled,
-                        squeue)
+from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
 
 pytestmark = pytest.mark.slow
 

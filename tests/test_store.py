@@ -8,13 +8,11 @@ import sys
 import time
 
 import pytest
+from conftest import REPO
 
 from engine.config import JobConfig
-
-from engine.console.job import Job
-from engine.console.store import JobNotFound, MemoryJobStore, StoreLock, TinyDBJobStore
-
-from conftest import REPO
+from engine.console.records.job import Job
+from engine.console.records.store import JobNotFound, MemoryJobStore, StoreLock, TinyDBJobStore
 
 
 @pytest.fixture(params=["memory", "tinydb"])
@@ -63,8 +61,8 @@ def test_tinydb_store_persists_and_leaves_no_temp_files(tmp_path):
 WRITER = """
 import sys
 from engine.config import JobConfig
-from engine.console.job import Job
-from engine.console.store import TinyDBJobStore
+from engine.console.records.job import Job
+from engine.console.records.store import TinyDBJobStore
 store = TinyDBJobStore(sys.argv[1])
 n = 0
 while True:

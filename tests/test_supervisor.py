@@ -3,9 +3,9 @@ past the job's timeout, and a cancel not honoured within the grace period."""
 
 import json
 
-from engine.console.job import JobStatus
-from engine.console.supervisor import CANCEL_GRACE_S, Supervisor
-from engine.console.trainers import Trainer
+from engine.console.records.job import JobStatus
+from engine.console.running.supervisor import CANCEL_GRACE_S, Supervisor
+from engine.console.running.trainers import Trainer
 from engine.jobfiles import JobPaths
 
 

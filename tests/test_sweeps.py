@@ -2,15 +2,14 @@
 whose scheduler does not run), and a real 2x2 sweep through gradio_client against the console."""
 
 import pytest
-from gradio_client import Client
-
-from engine.config import ConfigError
-from engine.console.sweep_spec import MAX_RUNS, parse_sweep
-from engine.console.users import NotYourJob, QuotaExceeded
-
 from conftest import wait_until
+from gradio_client import Client
 from harness import start_console as launch_console
 from harness import stop_console
+
+from engine.config import ConfigError
+from engine.console.jobs.sweep_spec import MAX_RUNS, parse_sweep
+from engine.console.people.users import NotYourJob, QuotaExceeded
 
 
 def test_a_grid_is_every_combination_in_order():

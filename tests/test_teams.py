@@ -8,15 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step, wait_until
 from gradio_client import Client
-
 from harness import REPO, start_console, stop_console
-from engine.console.engine import Engine
-from engine.console.supervisor import CANCEL_GRACE_S
-from engine.console.users import LOCAL_USER, add_user
 
-from conftest import (losses, processes_of, shutdown, wait_for_status, wait_for_step,
-                      wait_until)
+from engine.console.engine import Engine
+from engine.console.people.users import LOCAL_USER, add_user
+from engine.console.running.supervisor import CANCEL_GRACE_S
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

@@ -9,13 +9,12 @@ import sys
 import zipfile
 
 import pytest
+from conftest import QUICK, REPO, open_engine, shutdown, wait_for_status
+from tracker_readers import mlflow_losses, mlflow_run, tensorboard_losses, wandb_losses
 
 from engine import capabilities
 from engine.config import ConfigError
-from engine.console.users import LOCAL_USER
-
-from conftest import QUICK, REPO, open_engine, shutdown, wait_for_status
-from tracker_readers import mlflow_losses, mlflow_run, tensorboard_losses, wandb_losses
+from engine.console.people.users import LOCAL_USER
 
 pytestmark = pytest.mark.slow  # a real trainer
 

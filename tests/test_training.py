@@ -6,14 +6,13 @@ import sys
 
 import pytest
 import torch
+from conftest import QUICK, REPO, losses, open_engine, shutdown, wait_for_status
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine.console.users import LOCAL_USER
+from engine.console.people.users import LOCAL_USER
 from engine.jobfiles import EXIT_INVALID, JobPaths
 from engine.sources import TINY_MODEL
-
-from conftest import QUICK, REPO, losses, open_engine, shutdown, wait_for_status
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

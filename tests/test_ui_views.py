@@ -4,14 +4,27 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 import pytest
 
 from engine.config import SCHEMA, ConfigError, JobConfig
-from engine.console.job import Job, JobStatus
-from engine.console.views import mark_best, run_seconds
-from engine.console.users import User
+from engine.console.jobs.views import mark_best, run_seconds
+from engine.console.people.users import User
+from engine.console.records.job import Job, JobStatus
 from ui.charts import compare_chart, job_charts, run_events, system_chart
-from ui.job_format import (checkpoints_frame, enabled_actions, format_duration, header, job_table,
-                           progress_bar)
-from ui.new_job import (ADVANCED_FIELDS, COMMON_FIELDS, FIELD_NAMES, SOURCE_FIELDS, bad_fields,
-                        field_marks, visibility)
+from ui.job_format import (
+    checkpoints_frame,
+    enabled_actions,
+    format_duration,
+    header,
+    job_table,
+    progress_bar,
+)
+from ui.new_job import (
+    ADVANCED_FIELDS,
+    COMMON_FIELDS,
+    FIELD_NAMES,
+    SOURCE_FIELDS,
+    bad_fields,
+    field_marks,
+    visibility,
+)
 from ui.safe_text import as_text
 
 BOB, CAROL, ALICE = User("bob", "user"), User("carol", "user"), User("alice", "admin")

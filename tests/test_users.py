@@ -7,15 +7,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from engine.config import JobConfig
-from engine.config import ConfigError
-from engine.console.job import JobStatus
-from engine.console.scheduler import DevicePool, Scheduler
-from engine.console.users import (LOCAL_USER, NotYourJob, QuotaExceeded, Users, add_user,
-                          hash_password, verify_password)
-
 from conftest import StandInSupervisor
+
+from engine.config import ConfigError, JobConfig
+from engine.console.people.users import (
+    LOCAL_USER,
+    NotYourJob,
+    QuotaExceeded,
+    Users,
+    add_user,
+    hash_password,
+    verify_password,
+)
+from engine.console.records.job import JobStatus
+from engine.console.scheduling.scheduler import DevicePool, Scheduler
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,8 +123,8 @@ def test_engine_enforces_owners_and_quotas(idle_engine, team):
 
 
 def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
-    from engine.console.job import Job
-    from engine.console.store import MemoryJobStore
+    from engine.console.records.job import Job
+    from engine.console.records.store import MemoryJobStore
 
     store = MemoryJobStore()
     quotas = {"bob": {"max_running_jobs": 1, "max_gpus": None}, "carol": {}}

@@ -10,17 +10,23 @@ import sys
 
 import psutil
 import torch
+from conftest import (
+    REPO,
+    losses,
+    processes_of,
+    shutdown,
+    wait_for_status,
+    wait_for_step,
+    wait_until,
+)
 from safetensors.torch import load_file
 
 from engine.console.engine import Engine
-from engine.console.spares import PER_JOB_ENV, SparePool, Spares
-from engine.console.supervisor import trainer_env
-from engine.console.trainers import ForkedTrainer
-from engine.console.users import LOCAL_USER
+from engine.console.people.users import LOCAL_USER
+from engine.console.running.spares import PER_JOB_ENV, SparePool, Spares
+from engine.console.running.supervisor import trainer_env
+from engine.console.running.trainers import ForkedTrainer
 from engine.jobfiles import EXIT_INVALID, JobPaths
-
-from conftest import REPO, losses, processes_of, shutdown, wait_for_status, wait_for_step, \
-    wait_until
 
 pytestmark = __import__("pytest").mark.slow
 

@@ -3,17 +3,16 @@ downloads and uploads. Every endpoint calls the same engine methods as the UI; e
 docstring is its description on the API page."""
 
 from pathlib import Path
-from typing import Optional
 
 import gradio as gr
 
 from engine.console.engine import Engine
-from engine.console.users import User
+from engine.console.people.users import User
 from ui.arguments import checked_arguments
 from ui.errors import as_gradio_errors
 
 
-def user_of(engine: Engine, request: Optional[gr.Request]) -> User:
+def user_of(engine: Engine, request: gr.Request | None) -> User:
     """The acting user: the logged-in one (Gradio has checked the password), or "local", an
     admin, only when the console has no logins. The one place a request names its caller."""
     return engine.users.get(getattr(request, "username", None) if request else None)
@@ -42,7 +41,7 @@ def _console_endpoints(engine: Engine) -> list:
         """The training templates: name, title, description, method."""
         return engine.list_presets()
 
-    def get_preset(name: Optional[str]) -> dict:
+    def get_preset(name: str | None) -> dict:
         """A preset's full config (schema defaults with the preset's values); null: the default
         preset's."""
         return engine.get_preset(name)
@@ -73,7 +72,7 @@ def _queue_endpoints(engine: Engine) -> list:
         """Queue a job. config: optional `preset` (default basic-fine-tune) plus overrides."""
         return engine.jobs.submit(user_of(engine, request), config)
 
-    def list_jobs(status: Optional[str] = None, request: gr.Request = None) -> list:
+    def list_jobs(status: str | None = None, request: gr.Request = None) -> list:
         """Job summaries, newest first; status filters (queued, running, paused, completed,
         failed, cancelled) or null for all. Other users' jobs show no paths or error details."""
         return engine.views.list_jobs(user_of(engine, request), status or None)
@@ -96,7 +95,7 @@ def _control_endpoints(engine: Engine) -> list:
         leaves the queue."""
         return engine.jobs.pause(user_of(engine, request), job_id)
 
-    def resume_job(job_id: str, checkpoint: Optional[str] = None, changes: Optional[dict] = None,
+    def resume_job(job_id: str, checkpoint: str | None = None, changes: dict | None = None,
                    allow_inexact: bool = False, request: gr.Request = None) -> dict:
         """Queue a paused, failed or cancelled job again, from `checkpoint` or the latest.
         Optional `changes` edit its config; ones that break exact continuation (batch size,
@@ -135,7 +134,7 @@ def _result_endpoints(engine: Engine) -> list:
         """Elapsed, ETA, steady-state rates, best loss and step, loss trend, phases."""
         return engine.views.job_analytics(user_of(engine, request), job_id)
 
-    def try_model(job_id: str, prompt: str, checkpoint: Optional[str] = None,
+    def try_model(job_id: str, prompt: str, checkpoint: str | None = None,
                   max_new_tokens: int = 64, request: gr.Request = None) -> dict:
         """Answers of the base model and the trained one (final or a checkpoint) to a prompt
         (owner, admin, or anyone for a shared job; one generation at a time per user)."""
@@ -181,7 +180,7 @@ def _file_endpoints(engine: Engine) -> None:
         results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in names}
 
     @endpoint
-    def download_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
+    def download_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         return str(artifacts.download_model(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
@@ -189,12 +188,12 @@ def _file_endpoints(engine: Engine) -> None:
         return str(artifacts.download_logs(user_of(engine, request), job_id))
 
     @endpoint
-    def export_model(job_id: str, checkpoint: Optional[str], request: gr.Request = None) -> str:
+    def export_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
         return str(artifacts.export_merged(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
-    def export_gguf(job_id: str, checkpoint: Optional[str], quantization: Optional[str],
+    def export_gguf(job_id: str, checkpoint: str | None, quantization: str | None,
                     request: gr.Request = None) -> str:
         """The model (an adapter merged first) as GGUF for llama.cpp and Ollama, quantization
         f32, f16, bf16 or q8_0; a zip with model.gguf and an Ollama Modelfile."""
@@ -202,7 +201,7 @@ def _file_endpoints(engine: Engine) -> None:
                                          quantization or "q8_0"))
 
     @endpoint
-    def upload_dataset(file: Optional[str], request: gr.Request = None) -> dict:
+    def upload_dataset(file: str | None, request: gr.Request = None) -> dict:
         """Store a dataset file for the caller (within their upload quota); returns
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
         if not file:

@@ -9,9 +9,9 @@ import logging
 import gradio as gr
 
 from engine.config import ConfigError
-from engine.console.job import IllegalTransition
-from engine.console.store import JobNotFound
-from engine.console.users import NotYourJob
+from engine.console.people.users import NotYourJob
+from engine.console.records.job import IllegalTransition
+from engine.console.records.store import JobNotFound
 
 log = logging.getLogger("traindeck.ui")
 USER_ERRORS = (ConfigError, IllegalTransition, JobNotFound, NotYourJob, ValueError, KeyError)

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from engine.console.job import JobStatus, available_actions
-from engine.console.users import User
+from engine.console.people.users import User
+from engine.console.records.job import JobStatus, available_actions
 from ui.safe_text import as_text
 
 TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "model", "progress",

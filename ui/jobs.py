@@ -17,17 +17,25 @@ import gradio as gr
 import pandas as pd
 from gradio.components.plot import PlotData
 
-from engine.console.changes import job_key
 from engine.console.engine import Engine
-from engine.console.job import JobStatus
+from engine.console.people.users import User
+from engine.console.records.changes import job_key
+from engine.console.records.job import JobStatus
 from engine.jobfiles import GGUF_QUANTIZATIONS
-from engine.console.users import User
 from ui.api import user_of
 from ui.charts import compare_chart, job_charts, run_events
 from ui.errors import as_gradio_errors
+from ui.job_format import (
+    ACTION_BUTTONS,
+    analytics_text,
+    checkpoints_frame,
+    config_text,
+    enabled_actions,
+    header,
+    job_table,
+    progress_bar,
+)
 from ui.live import ENDED_FOR_OTHERS, LiveStreams, event_number, numbered, session_of
-from ui.job_format import (ACTION_BUTTONS, analytics_text, checkpoints_frame, config_text,
-                           enabled_actions, header, job_table, progress_bar)
 from ui.safe_text import as_text
 from ui.sweeps import create_sweeps_view, sweep_choices
 

@@ -17,12 +17,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import gradio as gr
 
-from engine.console.changes import Changes
+from engine.console.records.changes import Changes
 
 MAX_STREAMS_PER_USER = int(os.environ.get("TRAINDECK_LIVE_VIEWS_PER_USER", "8"))
 MIN_INTERVAL_S = 1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs
 
-from engine.console.logins import LoginThrottle
+from engine.console.people.logins import LoginThrottle
 
 MAX_FORM_BYTES = 16 << 10  # a user name and a password
 

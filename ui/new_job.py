@@ -11,9 +11,9 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from engine.console.engine import Engine
 from engine.config import FORM_FIELDS, SCHEMA, ConfigError, field_applies, field_type
-from engine.console.job import IllegalTransition
+from engine.console.engine import Engine
+from engine.console.records.job import IllegalTransition
 from engine.sources import DATASET_SUFFIXES
 from ui.api import user_of
 from ui.safe_text import as_text

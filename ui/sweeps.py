@@ -12,8 +12,8 @@ import yaml
 
 from engine.config import ConfigError
 from engine.console.engine import Engine
-from engine.console.sweep_spec import MAX_RUNS, describe
-from engine.console.users import NotYourJob, User
+from engine.console.jobs.sweep_spec import MAX_RUNS, describe
+from engine.console.people.users import NotYourJob, User
 from ui.api import user_of
 from ui.charts import compare_chart
 from ui.new_job import FIELD_NAMES, error_text, submission_from

@@ -24,28 +24,32 @@ from typing import Any
 
 import engine
 from engine import machine as machines
-from engine.console.access import Access
-from engine.console.artifacts import Artifacts
-from engine.console.changes import Changes, job_key
-from engine.console.control import JobControl
-from engine.console.estimate import length_note
-from engine.resolve import Resolution
-from engine.console.cluster import ClusterDevices, ClusterSettings
-from engine.console.devices import DevicePool
-from engine.console.disk import (DiskWatch, disk_report, recorded_checkpoints,
-                                 running_checkpoints)
-from engine.console.gates import Gates
-from engine.console.job import Job, JobStatus, StatusListener
-from engine.console.notify import JobNotifications, Notifier
-from engine.console.scheduler import Scheduler
-from engine.console.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJobStore
-from engine.console.supervisor import Supervisor
-from engine.console.sweeps import Sweeps
-from engine.console.telemetry import SystemHistory
-from engine.console.users import User, Users
-from engine.console.views import JobViews
-from engine.console.workspace import Workspace
+from engine.console.jobs.control import JobControl
+from engine.console.jobs.sweeps import Sweeps
+from engine.console.jobs.views import JobViews
+from engine.console.metrics.telemetry import SystemHistory
+from engine.console.people.access import Access
+from engine.console.people.notify import JobNotifications, Notifier
+from engine.console.people.users import User, Users
+from engine.console.records.changes import Changes, job_key
+from engine.console.records.job import Job, JobStatus, StatusListener
+from engine.console.records.store import DatabaseDamaged, JobNotFound, JobStore, TinyDBJobStore
+from engine.console.records.workspace import Workspace
+from engine.console.results.artifacts import Artifacts
+from engine.console.results.gates import Gates
+from engine.console.running.cluster import ClusterSettings
+from engine.console.running.devices import ClusterDevices, DevicePool
+from engine.console.running.supervisor import Supervisor
+from engine.console.scheduling.disk import (
+    DiskWatch,
+    disk_report,
+    recorded_checkpoints,
+    running_checkpoints,
+)
+from engine.console.scheduling.estimate import length_note
+from engine.console.scheduling.scheduler import Scheduler
 from engine.presets import PresetLibrary
+from engine.resolve import Resolution
 
 log = logging.getLogger("traindeck.engine")
 
@@ -67,7 +71,7 @@ class Engine:
         self.max_upload_bytes = max_upload_bytes
         self.cluster = cluster
         if cluster is not None:  # Slurm places the jobs; the console follows them
-            from engine.console.slurm import SlurmSupervisor
+            from engine.console.running.slurm import SlurmSupervisor
             self.devices = ClusterDevices()
             self.supervisor = SlurmSupervisor(self.workspace.cache_dir, cluster)
         else:

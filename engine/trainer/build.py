@@ -24,9 +24,15 @@ from engine.config import JobConfig
 from engine.data import DatasetError, load_local, load_rows, split_rows
 from engine.jobfiles import JobPaths
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.hooks import (
+    ControlRequests,
+    EarlyStopping,
+    MetricsWriter,
+    TrainDeckTrainerMixin,
+    faults,
+    injected_faults,
+)
 from engine.trainer.trackers import PROJECT
-from engine.trainer.hooks import (ControlRequests, EarlyStopping, MetricsWriter,
-                                  TrainDeckTrainerMixin, faults, injected_faults)
 
 transformers.logging.set_verbosity_warning()
 transformers.logging.disable_progress_bar()

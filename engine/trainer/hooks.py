@@ -16,14 +16,20 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import TrainerCallback
 
-from engine.trainer.heartbeat import Heartbeat
-from engine.trainer.trackers import remember_mlflow_run
 from engine import nvml
 from engine.atomic import write_json_atomic
-from engine.jobfiles import (CANCEL, INCOMPLETE_MARKER, PAUSE, STOPPED_FOR_NOTICE,
-                             STOPPED_FOR_REQUEST, JobPaths, request, requested)
-
-
+from engine.jobfiles import (
+    CANCEL,
+    INCOMPLETE_MARKER,
+    PAUSE,
+    STOPPED_FOR_NOTICE,
+    STOPPED_FOR_REQUEST,
+    JobPaths,
+    request,
+    requested,
+)
+from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.trackers import remember_mlflow_run
 
 _process: dict[int, psutil.Process] = {}
 

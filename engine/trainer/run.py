@@ -26,9 +26,20 @@ import yaml
 from engine.atomic import write_json_atomic
 from engine.config import ConfigError, JobConfig
 from engine.data import DatasetError
-from engine.jobfiles import (CANCEL, EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED, EXIT_INVALID,
-                             EXIT_PAUSED, PAUSE, SUPERVISED_ENV, JobPaths, read_json, requested,
-                             truncate_after)
+from engine.jobfiles import (
+    CANCEL,
+    EXIT_CANCELLED,
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_PAUSED,
+    PAUSE,
+    SUPERVISED_ENV,
+    JobPaths,
+    read_json,
+    requested,
+    truncate_after,
+)
 from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve

@@ -1,0 +1,1 @@
+"""A job's metric records read as they grow, the analytics drawn from them, machine telemetry."""

@@ -1,0 +1,1 @@
+"""What jobs leave behind and take in: zips, merged models, generations, uploaded datasets."""

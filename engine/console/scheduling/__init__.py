@@ -1,0 +1,1 @@
+"""Which queued job starts next, when it may, and what holds it back (devices, quotas, disk)."""
