@@ -24,8 +24,8 @@ from harness import free_port, stop_console
 from harness import start_console as launch_console
 
 from engine.config import ConfigError
-from engine.console.people import notify
 from engine.console.engine import Engine
+from engine.console.people import notify
 from engine.console.people.notify import Notifier, check_job_url
 from engine.console.people.users import LOCAL_USER
 from engine.console.people.webhook import WebhookClient
