@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-from engine.config import FORMATS, ConfigError, check_keys, default_config, shorten, validate_fields
+from engine.config import (
+    FORMATS,
+    ConfigError,
+    check_keys,
+    default_config,
+    shorten,
+    validate_fields,
+)
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = "basic-fine-tune"
@@ -58,7 +65,7 @@ def load_preset(path: Path) -> Preset:
     try:
         overrides = validate_fields(data)
     except ConfigError as exc:
-        raise ConfigError([f"preset {path.name}: {p}" for p in exc.problems]) from None
+        raise ConfigError([f"preset {path.name}: {p}" for p in exc.problems], exc.fields) from None
     return Preset(name=path.stem, title=str(meta.get("title", path.stem)),
                   description=str(meta.get("description", "")), sample=meta["sample"],
                   order=int(meta.get("order", 100)), overrides=overrides)

@@ -48,7 +48,8 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
     if submission is None:
         submission = {}
     if not isinstance(submission, dict):
-        raise ConfigError(f"config must be an object of field: value, got {type(submission).__name__}")
+        raise ConfigError(f"config must be an object of field: value, got "
+                          f"{type(submission).__name__}")
     base_dir = base_dir or Path.cwd()
     overrides = validate_fields({k: v for k, v in submission.items() if k != "preset"})
     if base is None:
@@ -66,7 +67,8 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
         fmt = config.dataset_format
         if fmt == AUTO:
             sample = preset.sample if preset else None
-            fmt = sample if sample in METHOD_FORMATS[config.method] else METHOD_FORMATS[config.method][0]
+            suited = METHOD_FORMATS[config.method]
+            fmt = sample if sample in suited else suited[0]
         changes["dataset"] = str(sample_dataset(fmt))
     location, is_local = resolve_dataset_location(changes.get("dataset", config.dataset), base_dir,
                                                   rules)
@@ -76,7 +78,7 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
         try:
             summary = validate_local(location, config.dataset_format, config.method)
         except DatasetError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(str(exc), ("dataset",)) from None
         if config.dataset_format == AUTO:
             resolved["dataset_format"] = summary.format
         changes["dataset_format"] = summary.format
@@ -94,7 +96,7 @@ def _check_trackers_installed(config: JobConfig) -> None:
     if missing:
         raise ConfigError(f"report_to {', '.join(missing)}: the package is not installed on this "
                           f"console; pip install -e '.[tracking]' (or pip install "
-                          f"{' '.join(missing)})")
+                          f"{' '.join(missing)})", ("report_to",))
 
 
 def _resolve_evaluation(config: JobConfig, summary: DatasetSummary | None, base_dir: Path,
@@ -111,13 +113,13 @@ def _resolve_evaluation(config: JobConfig, summary: DatasetSummary | None, base_
             try:
                 found = validate_local(location, config.dataset_format, config.method)
             except DatasetError as exc:
-                raise ConfigError(f"eval_dataset: {exc}") from None
+                raise ConfigError(f"eval_dataset: {exc}", ("eval_dataset",)) from None
             resolved["eval_rows"] = found.rows
     if config.eval_split and summary is not None:
         try:
             resolved["eval_rows"] = held_out_count(summary.rows, config.eval_split)
         except DatasetError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(str(exc), ("eval_split",)) from None
     if config.eval_steps == AUTO:
         changes["eval_steps"] = config.save_steps
         if config.evaluates:
@@ -134,7 +136,7 @@ def _resolve_auto(config: JobConfig, resolved: dict[str, Any],
         precision = chosen["precision"] = machines.auto_precision(machine)
     if precision == "fp16" and not machine.has_cuda:
         raise ConfigError("precision fp16 needs a CUDA GPU, and this machine has none "
-                          "(use auto, fp32 or bf16)")
+                          "(use auto, fp32 or bf16)", ("precision",))
     if config.optim == AUTO:
         chosen["optim"] = machines.auto_optimizer(machine)
     workers = config.dataloader_num_workers
@@ -145,7 +147,8 @@ def _resolve_auto(config: JobConfig, resolved: dict[str, Any],
         prefetch = chosen["dataloader_prefetch_factor"] = machines.auto_prefetch_factor(workers)
     if workers == 0 and prefetch is not None:
         raise ConfigError("dataloader_prefetch_factor needs dataloader_num_workers > 0 "
-                          "(set it to null or auto)")
+                          "(set it to null or auto)",
+                          ("dataloader_prefetch_factor", "dataloader_num_workers"))
     chosen.update(_resolve_kernels(config.replace(**chosen), machine))
     resolved.update(chosen)
     return chosen
@@ -161,22 +164,24 @@ def _resolve_kernels(config: JobConfig, machine: machines.Machine) -> dict[str, 
         attention = chosen["attn_implementation"] = machines.auto_attention(machine)
     elif attention.startswith("flash_attention") and not machine.has_cuda:
         raise ConfigError(f"attn_implementation {attention} needs a CUDA GPU, and this machine has "
-                          f"none (use auto, sdpa or eager)")
+                          f"none (use auto, sdpa or eager)", ("attn_implementation",))
     if config.use_liger_kernel == AUTO:
         chosen["use_liger_kernel"] = machine.has_cuda and capabilities.installed("liger_kernel")
     elif config.use_liger_kernel and not capabilities.installed("liger_kernel"):
         raise ConfigError("use_liger_kernel needs the liger-kernel package: pip install -e "
-                          "'.[gpu]' (or set it to auto)")
+                          "'.[gpu]' (or set it to auto)", ("use_liger_kernel",))
     isolated = attention.startswith("flash_attention") or capabilities.packed_sequences_isolated()
     supported = capabilities.trl_padding_free(config.method)
     if config.padding_free == AUTO:
         chosen["padding_free"] = isolated and supported
     elif config.padding_free and not supported:
-        raise ConfigError(f"padding_free: the installed TRL does not support it for {config.method} "
-                          f"(it falls back to padding); set it to auto or false")
+        raise ConfigError(f"padding_free: the installed TRL does not support it for "
+                          f"{config.method} (it falls back to padding); set it to auto or false",
+                          ("padding_free",))
     elif config.padding_free and not isolated:
         raise ConfigError(f"padding_free with {attention} attention would let examples attend to "
-                          f"each other in this transformers version; use FlashAttention, or auto")
+                          f"each other in this transformers version; use FlashAttention, or auto",
+                          ("padding_free",))
     if config.gradient_checkpointing == AUTO:
         gpu_mb = min((g.memory_total_mb for g in machine.gpus), default=None)
         chosen["gradient_checkpointing"] = needs_checkpointing(config.replace(**chosen), gpu_mb)

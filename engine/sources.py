@@ -96,7 +96,7 @@ def _under(path: Path, folder: Path) -> bool:
 
 def _refused(kind: str, value: str, rules: SourceRules) -> ConfigError:
     return ConfigError(f"{kind} {shorten(value, 120)}: not a place this console reads from; use "
-                       f"{rules.describe()}, or a Hugging Face Hub id")
+                       f"{rules.describe()}, or a Hugging Face Hub id", (kind,))
 
 
 def resolve_model(value: str, base: Path, rules: SourceRules | None = None) -> str:
@@ -107,16 +107,16 @@ def resolve_model(value: str, base: Path, rules: SourceRules | None = None) -> s
     local = rules.candidate(value, base)
     if rules.allows(local) and local.exists():
         if not local.is_dir():
-            raise ConfigError(f"model {value}: is a file; name the model's folder")
+            raise ConfigError(f"model {value}: is a file; name the model's folder", ("model",))
         if not (local / "config.json").exists() and not (local / "adapter_config.json").exists():
             raise ConfigError(f"model {value}: the folder has no config.json, so it is not a "
-                              f"transformers model")
+                              f"transformers model", ("model",))
         return str(local)
     if looks_like_path(value) or not HUB_ID.match(value):
         if not rules.allows(local):
             raise _refused("model", value, rules)
         raise ConfigError(f"model {value}: no such folder, and not a Hugging Face Hub id "
-                          f"(organisation/name)")
+                          f"(organisation/name)", ("model",))
     check_hub(value, "model")
     return value
 
@@ -134,8 +134,9 @@ def resolve_dataset_location(value: str, base: Path, rules: SourceRules | None =
         if not rules.allows(local):
             raise _refused(field_name, value, rules)
         if looks_local:
-            raise ConfigError(f"{field_name} {value}: no such file")
-        raise ConfigError(f"{field_name} {value}: no such file, and not a Hugging Face Hub id")
+            raise ConfigError(f"{field_name} {value}: no such file", (field_name,))
+        raise ConfigError(f"{field_name} {value}: no such file, and not a Hugging Face Hub id",
+                          (field_name,))
     check_hub(value, "dataset", field_name)
     return value, False
 
@@ -147,9 +148,10 @@ def check_hub(repo_id: str, kind: str, field_name: str | None = None) -> None:
                                     repo_type=kind)
     if isinstance(cached, str):
         return
+    field = field_name or kind
     if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
-        raise ConfigError(f"{field_name or kind} {repo_id}: not in the local Hugging Face cache, and "
-                          f"HF_HUB_OFFLINE is set; use a local path")
+        raise ConfigError(f"{field} {repo_id}: not in the local Hugging Face cache, and "
+                          f"HF_HUB_OFFLINE is set; use a local path", (field,))
     api = HfApi()
     try:
         if kind == "model":
@@ -159,11 +161,12 @@ def check_hub(repo_id: str, kind: str, field_name: str | None = None) -> None:
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         if status in (401, 403, 404):
-            raise ConfigError(f"{field_name or kind} {repo_id}: not found on the Hugging Face Hub (or it is "
-                              f"gated/private and no token is set)") from None
-        raise ConfigError(f"{field_name or kind} {repo_id}: the Hugging Face Hub answered {status}: {exc}") from None
+            raise ConfigError(f"{field} {repo_id}: not found on the Hugging Face Hub (or it is "
+                              f"gated/private and no token is set)", (field,)) from None
+        raise ConfigError(f"{field} {repo_id}: the Hugging Face Hub answered {status}: {exc}",
+                          (field,)) from None
     except Exception as exc:  # DNS, connection refused, timeout: this machine is offline
         raise ConfigError(
-            f"{field_name or kind} {repo_id}: not a local path, and the Hugging Face Hub cannot be reached from "
-            f"this machine ({type(exc).__name__}: {exc}). Download it where there is network and "
-            f"give its local path.") from None
+            f"{field} {repo_id}: not a local path, and the Hugging Face Hub cannot be reached "
+            f"from this machine ({type(exc).__name__}: {exc}). Download it where there is "
+            f"network and give its local path.", (field,)) from None

@@ -24,8 +24,8 @@ def presets():
 
 def test_every_field_has_help_and_a_group():
     for name, f in SCHEMA.items():
-        assert f.metadata["help"].strip(), name
-        assert f.metadata["group"] in {"job", "data", "adapter", "training", "performance",
+        assert f.help.strip(), name
+        assert f.group in {"job", "data", "adapter", "training", "performance",
                                        "evaluation", "checkpoints"}, name
 
 

@@ -4,6 +4,7 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 import pytest
 
 from engine.config import SCHEMA, ConfigError, JobConfig
+from engine.schema import Problem
 from engine.console.jobs.views import mark_best, run_seconds
 from engine.console.people.users import User
 from engine.console.records.job import Job, JobStatus
@@ -126,12 +127,12 @@ def test_the_best_checkpoint_is_chosen_by_eval_loss_where_the_job_evaluates():
 
 
 def test_the_form_comes_from_the_schema():
-    assert set(FIELD_NAMES) == {n for n, f in SCHEMA.items() if f.metadata["form"]}
+    assert set(FIELD_NAMES) == {n for n, f in SCHEMA.items() if f.form}
     assert len(FIELD_NAMES) == len(set(FIELD_NAMES))
     assert SOURCE_FIELDS == ["method", "model", "dataset", "dataset_format"]
     assert "learning_rate" in COMMON_FIELDS and "beta" in ADVANCED_FIELDS
     assert "preset" not in FIELD_NAMES  # set by TrainDeck, not typed
-    assert all(SCHEMA[n].metadata["label"] for n in FIELD_NAMES)
+    assert all(SCHEMA[n].label for n in FIELD_NAMES)
 
 
 def test_the_form_shows_only_the_fields_that_apply():
@@ -190,10 +191,13 @@ def test_the_machine_chart_breaks_where_nobody_watched():
     assert cpu == [50.0, 50.0, 50.0, None, 50.0, 50.0]  # no line across the minute unwatched
 
 
-def test_a_failed_check_marks_the_fields_it_names_and_only_those():
-    problems = ConfigError(["learning_rate must be > 0, got -1", "unknown field 'lr'",
-                            "eval_dataset held.jsonl: no such file"])
+def test_a_failed_check_marks_the_fields_the_error_carries_and_only_those():
+    problems = ConfigError([Problem("learning_rate must be > 0, got -1", ("learning_rate",)),
+                            Problem("unknown field 'lr'", ("lr",)),
+                            Problem("eval_dataset held.jsonl: no such file", ("eval_dataset",))])
     assert bad_fields(problems) == {"learning_rate", "eval_dataset"}
+    # The words are not read: only the fields the error carries are marked.
+    assert bad_fields(ConfigError("learning_rate must be > 0, got -1")) == set()
     marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"})))
     assert marks["learning_rate"]["elem_classes"] == ["td-bad-field"]
     assert all(update["elem_classes"] == [] for name, update in marks.items()

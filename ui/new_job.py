@@ -20,11 +20,11 @@ from ui.safe_text import as_text
 
 # The form's sections, from the schema: what to train on (text fields of the data group), the
 # common settings (every other field not marked advanced), and the advanced ones by group.
-SOURCE_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].metadata["group"] == "data"
-                 and not SCHEMA[n].metadata["advanced"] and field_type(n) is str]
-COMMON_FIELDS = [n for n in FORM_FIELDS if not SCHEMA[n].metadata["advanced"]
+SOURCE_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].group == "data"
+                 and not SCHEMA[n].advanced and field_type(n) is str]
+COMMON_FIELDS = [n for n in FORM_FIELDS if not SCHEMA[n].advanced
                  and n not in SOURCE_FIELDS]
-ADVANCED_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].metadata["advanced"]]
+ADVANCED_FIELDS = [n for n in FORM_FIELDS if SCHEMA[n].advanced]
 FIELD_NAMES = SOURCE_FIELDS + COMMON_FIELDS + ADVANCED_FIELDS
 PLACEHOLDERS = {"model": "empty: the embedded tiny model; or a folder, or a Hub id like "
                          "Qwen/Qwen2.5-0.5B-Instruct",
@@ -41,17 +41,17 @@ AUTO_FLAG = ("auto", "true", "false")
 
 def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Component:
     """The field's widget: its label from the schema, its name and help text below it."""
-    meta = SCHEMA[name].metadata
-    common = dict(label=meta["label"], info=f"{name} · {meta['help']}", visible=visible,
+    field = SCHEMA[name]
+    common = dict(label=field.label, info=f"{name} · {field.help}", visible=visible,
                   elem_id=f"field-{name}")
-    if meta["choices"]:
-        return gr.Dropdown(list(meta["choices"]), value=value, **common)
+    if field.choices:
+        return gr.Dropdown(list(field.choices), value=value, **common)
     kind = field_type(name)
-    if kind is bool and meta["auto"]:  # a flag that may also be left to TrainDeck
+    if kind is bool and field.auto:  # a flag that may also be left to TrainDeck
         return gr.Dropdown(list(AUTO_FLAG), value=shown_value(name, value), **common)
     if kind is bool:
         return gr.Checkbox(value=value, **common)
-    if meta["auto"] or kind is str:
+    if field.auto or kind is str:
         return gr.Textbox("" if value is None else str(value),
                           placeholder=PLACEHOLDERS.get(name, ""), **common)
     return gr.Number(value, precision=0 if kind is int else None, **common)
@@ -59,14 +59,13 @@ def make_widget(name: str, value: Any, visible: bool = True) -> gr.components.Co
 
 def widget_value(name: str, value: Any) -> Any:
     """A widget's value as the schema expects it (the schema coerces the rest)."""
-    meta = SCHEMA[name].metadata
-    if isinstance(value, str) and meta["none"] and value.strip() in ("", "none", "null"):
+    if isinstance(value, str) and SCHEMA[name].none and value.strip() in ("", "none", "null"):
         return None
     return value
 
 
 def submission_from(preset: str, names: list[str], values: list[Any]) -> dict[str, Any]:
-    return {"preset": preset, **{n: widget_value(n, v) for n, v in zip(names, values)}}
+    return {"preset": preset, **{n: widget_value(n, v) for n, v in zip(names, values, strict=True)}}
 
 
 def preset_details(engine: Engine, name: str) -> str:
@@ -90,10 +89,9 @@ def preview_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def bad_fields(exc: Exception) -> set[str]:
-    """The form fields a failed check names: each problem starts with the field it is about."""
-    problems = getattr(exc, "problems", None) or str(exc).splitlines()
-    named = (problem.split(maxsplit=1)[0].rstrip(":") for problem in problems if problem.strip())
-    return {name for name in named if name in FIELD_NAMES}
+    """The form fields a failed check is about, as the error carries them (ConfigError.fields);
+    fields the form does not show, and errors about no field, mark nothing."""
+    return set(getattr(exc, "fields", ())) & set(FIELD_NAMES)
 
 
 def field_marks(bad: set[str]) -> list[Any]:
@@ -162,7 +160,7 @@ def _build_fields(start: dict[str, Any]) -> tuple[dict[str, gr.components.Compon
     with gr.Accordion("Advanced", open=False):
         groups: dict[str, list[str]] = {}
         for name in ADVANCED_FIELDS:
-            groups.setdefault(SCHEMA[name].metadata["group"], []).append(name)
+            groups.setdefault(SCHEMA[name].group, []).append(name)
         for group, names in groups.items():
             gr.Markdown(f"**{group.capitalize()}**")
             for offset in range(0, len(names), 4):
@@ -174,6 +172,17 @@ def _build_fields(start: dict[str, Any]) -> tuple[dict[str, gr.components.Compon
 
 def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, message,
                results) -> None:
+    inputs = [widgets[n] for n in FIELD_NAMES]
+    _bind_template(engine, preset, details, widgets, message, results)
+    _bind_upload(engine, upload, widgets["dataset"], message)
+    _bind_check_and_submit(engine, preset, inputs, check, submit, message, results)
+
+
+PRIVATE = dict(api_visibility="private")  # the form's events are not API endpoints
+
+
+def _bind_template(engine: Engine, preset, details, widgets, message, results) -> None:
+    """A template fills the form; the method and adapter decide which fields it shows."""
     inputs = [widgets[n] for n in FIELD_NAMES]
 
     def load_preset(name: str):
@@ -188,6 +197,14 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
         shown = visibility(method, adapter)
         return [gr.update(visible=shown[n]) for n in FIELD_NAMES]
 
+    preset.change(load_preset, preset, [details, message, *results] + inputs, **PRIVATE)
+    gr.on([widgets["method"].change, widgets["adapter"].change], show_fields,
+          [widgets["method"], widgets["adapter"]], inputs, **PRIVATE)
+
+
+def _bind_upload(engine: Engine, upload, dataset, message) -> None:
+    """An uploaded file moves into the user's uploads and its path fills the dataset field."""
+
     def save_upload(file: str | None, request: gr.Request = None):
         if not file:
             return gr.skip(), gr.skip(), gr.skip()
@@ -200,6 +217,13 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
         return (stored["dataset"], None,
                 f"**Uploaded** `{Path(stored['dataset']).name}` ({stored['bytes'] / 2**20:.1f} "
                 f"MiB; your uploads hold {stored['stored_mb']} MiB).")
+
+    upload.upload(save_upload, upload, [dataset, upload, message], **PRIVATE)
+
+
+def _bind_check_and_submit(engine: Engine, preset, inputs, check, submit, message,
+                           results) -> None:
+    """Check and submit say what is wrong and outline the fields the error is about."""
 
     def check_config(preset_name: str, *values, request: gr.Request = None):
         try:
@@ -223,14 +247,9 @@ def _bind_form(engine: Engine, preset, details, widgets, upload, check, submit, 
         return (f"**Queued** job **{result['job_id']}** ({where}). Follow it in the **Jobs** "
                 "tab.", *field_marks(set()))
 
-    private = dict(api_visibility="private")
-    preset.change(load_preset, preset, [details, message, *results] + inputs, **private)
-    gr.on([widgets["method"].change, widgets["adapter"].change], show_fields,
-          [widgets["method"], widgets["adapter"]], inputs, **private)
-    upload.upload(save_upload, upload, [widgets["dataset"], upload, message], **private)
-    check.click(check_config, [preset] + inputs, [message, *results, *inputs], **private)
+    check.click(check_config, [preset] + inputs, [message, *results, *inputs], **PRIVATE)
     submit.click(submit_from_form, [preset] + inputs, [message, *inputs], concurrency_limit=None,
-                 **private)
+                 **PRIVATE)
 
 
 def check_results(resolution) -> tuple[str, Any, str]:
@@ -259,7 +278,7 @@ def shown_value(name: str, value: Any) -> Any:
     words (a bare True is not among them, and Gradio refuses the whole form over it)."""
     if value is None:
         return ""
-    if field_type(name) is bool and SCHEMA[name].metadata["auto"]:
+    if field_type(name) is bool and SCHEMA[name].auto:
         return str(value).lower()
     return value
 
