@@ -4,10 +4,10 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 import pytest
 
 from engine.config import SCHEMA, ConfigError, JobConfig
-from engine.schema import Problem
 from engine.console.jobs.views import mark_best, run_seconds
 from engine.console.people.users import User
 from engine.console.records.job import Job, JobStatus
+from engine.schema import Problem
 from ui.charts import compare_chart, job_charts, run_events, system_chart
 from ui.job_format import (
     checkpoints_frame,
@@ -157,8 +157,9 @@ def test_charts_wait_for_the_first_step_instead_of_drawing_empty_axes():
 
 
 def test_a_preference_run_gets_reward_charts_and_an_sft_run_does_not():
-    dpo = [{"step": s, "loss": 0.69 - s / 100, "rewards/chosen": s / 10, "rewards/rejected": -s / 10,
-            "rewards/margins": s / 5, "rewards/accuracies": 0.5 + s / 20} for s in range(1, 6)]
+    dpo = [{"step": s, "loss": 0.69 - s / 100, "rewards/chosen": s / 10,
+            "rewards/rejected": -s / 10, "rewards/margins": s / 5,
+            "rewards/accuracies": 0.5 + s / 20} for s in range(1, 6)]
     rewards, accuracy = job_charts(dpo)[4:]
     assert {t.name for t in rewards.data} >= {"chosen", "rejected", "margin"}
     assert list(accuracy.data[-1].x) == [1, 2, 3, 4, 5]
@@ -198,7 +199,7 @@ def test_a_failed_check_marks_the_fields_the_error_carries_and_only_those():
     assert bad_fields(problems) == {"learning_rate", "eval_dataset"}
     # The words are not read: only the fields the error carries are marked.
     assert bad_fields(ConfigError("learning_rate must be > 0, got -1")) == set()
-    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"})))
+    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"}), strict=True))
     assert marks["learning_rate"]["elem_classes"] == ["td-bad-field"]
     assert all(update["elem_classes"] == [] for name, update in marks.items()
                if name != "learning_rate")
