@@ -113,7 +113,8 @@ MAX_PATH_CHARS = 1024
 MAX_KEYS = 100  # a config has about 50 fields; more keys than this is not a config
 
 # Unknown keys refused; numbers finite; text without surrounding spaces.
-SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True,
+                      defer_build=True)
 
 
 def spec(default: Any, label: str, help: str, group: str, *, advanced: bool = False,
