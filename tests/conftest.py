@@ -9,6 +9,7 @@ real browser; its waits have deadlines and say what they waited for.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,33 @@ SETTLED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus
 QUICK = {"max_steps": 12, "learning_rate": 5e-3, "warmup_steps": 0}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub: fail fast, not slow
+# The class itself: a test may replace the module's name `subprocess.Popen` with a stand-in.
+POPEN = subprocess.Popen
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """The unit tier starts no process: in a test not marked slow or browser, starting one (from
+    the test or a thread it started) fails, naming the command. Threads that were already running
+    (a shared engine of an earlier slow test) are not the test's doing and are left alone."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("browser"):
+        yield
+        return
+    earlier = set(threading.enumerate()) - {threading.main_thread()}
+    started = []
+    execute_child = POPEN._execute_child
+
+    def refuse(popen, args, *rest, **kwargs):
+        if threading.current_thread() in earlier:
+            return execute_child(popen, args, *rest, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            started.append(args)  # a thread may swallow the error: the test fails all the same
+        raise AssertionError(f"a unit test started a process: {args!r} "
+                             "(mark the test slow, or give it a stand-in)")
+
+    monkeypatch.setattr(POPEN, "_execute_child", refuse)
+    yield
+    assert not started, f"a thread of a unit test started processes: {started!r}"
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -212,6 +240,15 @@ def team(tmp_path) -> Users:
                                                   "max_gpus": 2})
     add_user(path, "carol", "carol-secret", "user")
     return Users.from_file(path)
+
+
+@pytest.fixture
+def local_engine(tmp_path):
+    """An engine without logins (the caller is the local admin) whose scheduler does not run and
+    which keeps no spare trainer: nothing it is asked starts a process."""
+    engine = Engine(tmp_path / "workspace", warm_start=False).open()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture
