@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from harness import wait_until
 
 from engine.config import JobConfig
 from engine.console.engine import Engine
@@ -74,19 +75,6 @@ def pytest_terminal_summary(terminalreporter):
             f"{n} {outcome}" for outcome, n in counts.items()))
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll until `predicate()` returns something true (and return it); past the deadline, fail
-    saying what was awaited."""
-    deadline = time.time() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        time.sleep(interval)
-
-
 def lock_is_free(lock) -> bool:
     """Whether another thread (an API call, say) can take `lock` now."""
     taken = threading.Event()
@@ -100,24 +88,19 @@ def lock_is_free(lock) -> bool:
 
 
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = engine.views.get_job(LOCAL_USER, job_id)
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {engine.views.get_job(LOCAL_USER, job_id)['status']} after {timeout}s")
+    return wait_until(
+        lambda: (job := engine.views.get_job(LOCAL_USER, job_id))["status"] in statuses and job,
+        timeout, lambda: f"job {job_id} to become one of {sorted(statuses)} (still "
+                         f"{engine.views.get_job(LOCAL_USER, job_id)['status']})")
 
 
 def wait_for_step(engine: Engine, job_id: str, step: int = 1, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def reached():
         job = engine.views.get_job(LOCAL_USER, job_id)
-        if job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step:
-            return job
         assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), (job["status"], job["error"])
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached step {step}")
+        return job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step and job
+
+    return wait_until(reached, timeout, f"job {job_id} to reach step {step}", interval=0.1)
 
 
 def processes_of(job_file: Path) -> list[psutil.Process]:
@@ -278,7 +261,7 @@ def slurm_cluster(tmp_path_factory):
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # a daemon ended, or a wait ran out
         cluster.stop()
         pytest.fail(f"the Slurm test cluster did not start: {exc}")
     yield cluster

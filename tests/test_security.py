@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import shutdown, wait_for_status, wait_until
+from conftest import shutdown, wait_for_status
 from gradio_client import Client, handle_file
-from harness import REPO, start_console, stop_console
+import harness
+from harness import REPO, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
@@ -29,16 +30,11 @@ SUBMITTED: list[str] = []  # every job this module made: all must still be liste
 
 
 def call(client: Client, api_name: str, *args):
-    result = client.predict(*args, api_name=api_name)
+    """An endpoint's answer; a job it submits is remembered (all must be listed at the end)."""
+    result = harness.call(client, api_name, *args)
     if api_name == "/submit_job":
         SUBMITTED.append(result["job_id"])
     return result
-
-
-def refused(client: Client, api_name: str, *args) -> str:
-    with pytest.raises(Exception) as error:
-        call(client, api_name, *args)
-    return str(error.value)
 
 
 def settle(client: Client, job_id: str, statuses=("completed", "failed", "cancelled", "paused"),

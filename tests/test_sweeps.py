@@ -2,9 +2,8 @@
 whose scheduler does not run), and a real 2x2 sweep through gradio_client against the console."""
 
 import pytest
-from conftest import wait_until
 from gradio_client import Client
-from harness import start_console as launch_console
+from harness import start_console as launch_console, wait_until
 from harness import stop_console
 
 from engine.config import ConfigError
