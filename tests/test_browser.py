@@ -1,7 +1,6 @@
 """The console in a real browser: Playwright driving Debian's chromium."""
 
 import os
-import time
 
 import pytest
 from conftest import REPO

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from gradio_client import Client
-from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, start_console, stop_console, wait_until
+from harness import (
+    BROWSER_REQUIRED,
+    CHROMIUM,
+    browser_page,
+    start_console,
+    stop_console,
+    wait_until,
+)
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_browser import ARTIFACTS
 

@@ -5,7 +5,6 @@ lacks; and a plain user's check runs the rules of their submit (webhook addresse
 The unit tier checks the same agreement on an engine that schedules nothing."""
 
 import re
-import time
 
 import pytest
 from gradio_client import Client
@@ -84,10 +83,12 @@ def wait_finished(client, job_ids: dict[str, str], timeout: float) -> dict[str, 
     def jobs():
         return {key: call(client, "/get_job", job_id) for key, job_id in job_ids.items()}
 
-    return wait_until(lambda: all(job["status"] in FINISHED for job in (now := jobs()).values())
-                      and now, timeout,
-                      lambda: "the presets' jobs to finish: " + ", ".join(
-                          f"{key} {job['status']}" for key, job in jobs().items()), interval=0.5)
+    def all_finished():
+        now = jobs()
+        return all(job["status"] in FINISHED for job in now.values()) and now
+
+    return wait_until(all_finished, timeout, lambda: "the presets' jobs to finish: " + ", ".join(
+        f"{key} {job['status']}" for key, job in jobs().items()), interval=0.5)
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import losses, processes_of, wait_for_status, wait_for_step
 from exact_runs import EXACT, final_tensors, straight_run
-from harness import start_console as launch_console, wait_until
-from harness import stop_console
+from harness import start_console as launch_console
+from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import LOCAL_USER

@@ -12,12 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import harness
 import httpx
 import psutil
 import pytest
 from conftest import shutdown, wait_for_status
 from gradio_client import Client, handle_file
-import harness
 from harness import REPO, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine

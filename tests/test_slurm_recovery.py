@@ -7,9 +7,9 @@ import signal
 import subprocess
 
 import psutil
-from harness import wait_until
 import pytest
 from conftest import losses
+from harness import wait_until
 from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
 
 pytestmark = pytest.mark.slow

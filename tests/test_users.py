@@ -3,7 +3,6 @@
 import io
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +20,6 @@ from engine.console.people.users import (
 )
 from engine.console.records.job import JobStatus
 from engine.console.scheduling.scheduler import DevicePool, Scheduler
-
 
 
 def test_passwords_are_salted_hashes():
