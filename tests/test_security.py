@@ -298,7 +298,7 @@ def test_unknown_and_known_names_take_as_long_to_refuse(shared):
 
     # Alternated, and the fastest of each: a busy machine only ever adds time, to either.
     times = [(refusal_time("alice"), refusal_time(f"nobody{n}")) for n in range(4)]
-    known, unknown = (min(column) for column in zip(*times))
+    known, unknown = (min(column) for column in zip(*times, strict=True))
     # Before: a known name took ~200 ms (scrypt), an unknown one ~30 ms.
     assert unknown > 0.6 * known, times
 

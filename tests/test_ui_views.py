@@ -194,7 +194,7 @@ def test_a_failed_check_marks_the_fields_it_names_and_only_those():
     problems = ConfigError(["learning_rate must be > 0, got -1", "unknown field 'lr'",
                             "eval_dataset held.jsonl: no such file"])
     assert bad_fields(problems) == {"learning_rate", "eval_dataset"}
-    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"})))
+    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"}), strict=True))
     assert marks["learning_rate"]["elem_classes"] == ["td-bad-field"]
     assert all(update["elem_classes"] == [] for name, update in marks.items()
                if name != "learning_rate")
