@@ -78,6 +78,11 @@ class JobPaths:
         return self.root / "exit.json"
 
     @property
+    def hold_release(self) -> Path:
+        """The go-ahead for a trainer held by the hold-at-step fault (engine/trainer/hooks.py)."""
+        return self.root / "release-hold"
+
+    @property
     def final_model(self) -> Path:
         return self.root / "model"
 

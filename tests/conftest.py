@@ -9,12 +9,14 @@ real browser; its waits have deadlines and say what they waited for.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from harness import wait_until
 
 from engine.config import JobConfig
 from engine.console.engine import Engine
@@ -31,6 +33,33 @@ SETTLED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus
 QUICK = {"max_steps": 12, "learning_rate": 5e-3, "warmup_steps": 0}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub: fail fast, not slow
+# The class itself: a test may replace the module's name `subprocess.Popen` with a stand-in.
+POPEN = subprocess.Popen
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """The unit tier starts no process: in a test not marked slow or browser, starting one (from
+    the test or a thread it started) fails, naming the command. Threads that were already running
+    (a shared engine of an earlier slow test) are not the test's doing and are left alone."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("browser"):
+        yield
+        return
+    earlier = set(threading.enumerate()) - {threading.main_thread()}
+    started = []
+    execute_child = POPEN._execute_child
+
+    def refuse(popen, args, *rest, **kwargs):
+        if threading.current_thread() in earlier:
+            return execute_child(popen, args, *rest, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            started.append(args)  # a thread may swallow the error: the test fails all the same
+        raise AssertionError(f"a unit test started a process: {args!r} "
+                             "(mark the test slow, or give it a stand-in)")
+
+    monkeypatch.setattr(POPEN, "_execute_child", refuse)
+    yield
+    assert not started, f"a thread of a unit test started processes: {started!r}"
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -46,19 +75,6 @@ def pytest_terminal_summary(terminalreporter):
             f"{n} {outcome}" for outcome, n in counts.items()))
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll until `predicate()` returns something true (and return it); past the deadline, fail
-    saying what was awaited."""
-    deadline = time.time() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        time.sleep(interval)
-
-
 def lock_is_free(lock) -> bool:
     """Whether another thread (an API call, say) can take `lock` now."""
     taken = threading.Event()
@@ -72,24 +88,19 @@ def lock_is_free(lock) -> bool:
 
 
 def wait_for_status(engine: Engine, job_id: str, statuses=SETTLED, timeout: float = 180) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = engine.views.get_job(LOCAL_USER, job_id)
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {engine.views.get_job(LOCAL_USER, job_id)['status']} after {timeout}s")
+    return wait_until(
+        lambda: (job := engine.views.get_job(LOCAL_USER, job_id))["status"] in statuses and job,
+        timeout, lambda: f"job {job_id} to become one of {sorted(statuses)} (still "
+                         f"{engine.views.get_job(LOCAL_USER, job_id)['status']})")
 
 
 def wait_for_step(engine: Engine, job_id: str, step: int = 1, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def reached():
         job = engine.views.get_job(LOCAL_USER, job_id)
-        if job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step:
-            return job
         assert job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING), (job["status"], job["error"])
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached step {step}")
+        return job["status"] == JobStatus.RUNNING and job["progress"]["step"] >= step and job
+
+    return wait_until(reached, timeout, f"job {job_id} to reach step {step}", interval=0.1)
 
 
 def processes_of(job_file: Path) -> list[psutil.Process]:
@@ -215,6 +226,15 @@ def team(tmp_path) -> Users:
 
 
 @pytest.fixture
+def local_engine(tmp_path):
+    """An engine without logins (the caller is the local admin) whose scheduler does not run and
+    which keeps no spare trainer: nothing it is asked starts a process."""
+    engine = Engine(tmp_path / "workspace", warm_start=False).open()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
 def idle_engine(tmp_path, team):
     """An engine with logins whose scheduler does not run: jobs stay where the calls put them."""
     engine = Engine(tmp_path / "workspace", users=team).open()
@@ -241,7 +261,7 @@ def slurm_cluster(tmp_path_factory):
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # a daemon ended, or a wait ran out
         cluster.stop()
         pytest.fail(f"the Slurm test cluster did not start: {exc}")
     yield cluster

@@ -1,4 +1,5 @@
-"""Start and stop a real console (the same `python app.py` a user runs) for benchmarks and tests."""
+"""What tests and benchmarks share: waits with deadlines, calls to a console's API (accepted or
+refused), and starting and stopping a real console (the same `python app.py` a user runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +27,40 @@ BROWSER_REQUIRED = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
 # Root needs no sandbox; the closed network needs chromium to call nowhere on its own.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]
+
+
+def wait_until(predicate, timeout: float, what: str | Callable[[], str],
+               interval: float = 0.2):
+    """Poll until `predicate()` returns something true (and return it); past the deadline, fail
+    saying what was awaited (`what`, or what it returns then: the state it ended in)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            awaited = what() if callable(what) else what
+            raise AssertionError(f"waited {timeout:g} s for {awaited}")
+        time.sleep(interval)
+
+
+def call(client, api_name: str, *args, **kwargs):
+    """An endpoint of a console, called as a script would (gradio_client)."""
+    return client.predict(*args, api_name=api_name, **kwargs)
+
+
+def refused(client, api_name: str, *args) -> str:
+    """The message of the refusal that calling `api_name` must get; never an internal error."""
+    from gradio_client.exceptions import AppError
+
+    try:
+        answer = call(client, api_name, *args)
+    except AppError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"{api_name} {args!r} was accepted ({answer!r}); a refusal expected")
+    assert "internal error" not in message, (api_name, args, message)
+    return message
 
 
 @contextmanager
@@ -49,58 +85,109 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What marks the processes a test's console started (spares, trainers, their children, Slurm jobs
+# it submits): its workspace. Each names it in its command line, has a file open in it (a log),
+# or carries it in its environment (TRAINDECK_TEST_CONSOLE), whether its parent died or a later
+# console on the workspace re-attached it. (A warm trainer's title is written over its
+# environment: the first two find it.)
+CONSOLE_TAG = "TRAINDECK_TEST_CONSOLE"
+STOP_DEADLINE_S = 30.0
+
+
 def start_console(workspace: Path, *extra: str, env: dict[str, str] | None = None,
                   log_dir: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     workspace.mkdir(parents=True, exist_ok=True)
+    workspace = workspace.resolve()
+    tag = str(workspace)
     log = open((log_dir or workspace.parent) / f"console-{port}.log", "wb")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace",
                                 str(workspace), *extra], cwd=REPO, stdout=log,
-                               stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                               stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {}), CONSOLE_TAG: tag})
     process.log_path = log.name
+    process.tag = tag
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"console exited with code {process.returncode}: "
-                               f"{Path(log.name).read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("console did not start in 120 s")
-
-
-def stop_console(process: subprocess.Popen) -> None:
-    """Stop the console and the trainers it started: trainers outlive a console by design,
-    but a benchmark or test must not leave one running behind it."""
     try:
-        # Recursive: a warm-started trainer is forked by the spare, the console's grandchild.
-        trainers = psutil.Process(process.pid).children(recursive=True)
+        wait_until(lambda: console_answers(process, url), 120, f"the console at {url} to answer")
+    except BaseException:
+        stop_console(process)
+        raise
+    return process, url
+
+
+def console_answers(process: subprocess.Popen, url: str) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"console exited with code {process.returncode}: "
+                           f"{Path(process.log_path).read_text()[-2000:]}")
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def started_by(tag: str) -> list[psutil.Process]:
+    """The live processes that a console on the workspace `tag` started (the console included)."""
+    return [process for process in psutil.process_iter() if carries(process, tag)]
+
+
+def carries(process: psutil.Process, tag: str) -> bool:
+    try:
+        if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return (process.environ().get(CONSOLE_TAG) == tag
+                or any(tag in part for part in process.cmdline())
+                or any(f.path.startswith(tag + os.sep) for f in process.open_files()))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def stop_console(process: subprocess.Popen, deadline_s: float = STOP_DEADLINE_S) -> None:
+    """Stop the console, then every process it started: spare trainers, trainers (which outlive
+    a console by design, but not a test) and their children. Fails, naming them, when some are
+    still alive past the deadline."""
+    try:
+        known = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        trainers = []
+        known = []
     process.terminate()
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
-    for trainer in trainers:
-        try:
-            if os.getpgid(trainer.pid) == trainer.pid:  # a trainer leads its own process group
-                os.killpg(trainer.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        process.wait()
+
+    def left() -> list[psutil.Process]:
+        alive = [p for p in known if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        return list({p.pid: p for p in alive + started_by(process.tag)}.values())
+
+    def stopped() -> bool:
+        leftovers = left()
+        for leftover in leftovers:
+            kill_with_group(leftover.pid)
+        psutil.wait_procs(leftovers, timeout=2)
+        return not leftovers
+
+    wait_until(stopped, deadline_s, lambda: f"the processes of the console on {process.tag} to "
+               f"end: {[(p.pid, p.cmdline()) for p in left()]}", interval=0.1)
+
+
+def kill_with_group(pid: int) -> None:
+    """SIGKILL a process and, when it leads its own process group (a trainer, a spare), the
+    group: a trainer's helpers go with it."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_warm(client, timeout: float = 180) -> None:
     """Until the console's spare trainer has imported its libraries (/health says ready)."""
-    deadline = time.time() + timeout
-    while client.predict(api_name="/health")["warm_start"]["state"] != "ready":
-        if time.time() > deadline:
-            raise RuntimeError(f"the spare trainer was not ready within {timeout:.0f} s")
-        time.sleep(1)
+    wait_until(lambda: client.predict(api_name="/health")["warm_start"]["state"] == "ready",
+               timeout, "the spare trainer to import its libraries (/health: ready)", interval=1)
 
 
 class HTTPCaller:

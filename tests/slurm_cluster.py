@@ -1,17 +1,30 @@
 """A real single-node Slurm for the cluster tests: Debian's munged, slurmctld and slurmd, run
 from a generated configuration in a temporary folder (own ports, own state, own munge socket and
-key), with two GPUs faked as gres file devices. Nothing outside the folder is touched."""
+key), with two GPUs faked as gres file devices. Nothing outside the folder is touched but a pid
+file in REGISTRY, so that daemons a killed test run left are stopped by the next one: every
+process of a cluster (daemons, job steps, the jobs themselves) carries its SLURM_CONF and is found
+by it. The cluster also stops itself at exit and on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
-import time
+import tempfile
+import threading
 from pathlib import Path
 
+import psutil
+from harness import kill_with_group, wait_until
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
+# One pid file per running cluster: its configuration, and the pytest process that owns it.
+REGISTRY = Path(tempfile.gettempdir()) / "traindeck-test-slurm"
+STOP_DEADLINE_S = 30.0
 
 
 def missing() -> str | None:
@@ -39,13 +52,67 @@ def sbin(program: str) -> str:
     return shutil.which(program) or f"/usr/sbin/{program}"
 
 
+def processes_of(conf: str) -> list[psutil.Process]:
+    """The live processes of the cluster configured by `conf` (not this one)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE and \
+                    process.environ().get("SLURM_CONF") == conf:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop_processes_of(conf: str, deadline_s: float = STOP_DEADLINE_S) -> None:
+    """SIGKILL every process of a cluster, and fail, naming them, if some outlive the deadline."""
+    wait_until(lambda: not killed_some(processes_of(conf)), deadline_s,
+               lambda: f"the processes of {conf} to end: {processes_of(conf)}", interval=0.1)
+
+
+def killed_some(processes: list[psutil.Process]) -> bool:
+    for process in processes:
+        kill_with_group(process.pid)
+    psutil.wait_procs(processes, timeout=2)
+    return bool(processes)
+
+
+def owner_alive(record: dict) -> bool:
+    try:
+        return psutil.Process(record["owner"]).create_time() == record["owner_started"]
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_stale_clusters(registry: Path = REGISTRY) -> list[str]:
+    """Stop the clusters whose owner is gone (a test run killed before it could stop them); the
+    configurations stopped. Clusters of a run still going (another xdist worker) are left."""
+    stopped = []
+    for pid_file in sorted(registry.glob("*.json")):
+        try:
+            record = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            continue  # being written by its owner at this moment
+        if owner_alive(record):
+            continue
+        stop_processes_of(record["conf"])
+        pid_file.unlink(missing_ok=True)
+        stopped.append(record["conf"])
+    return stopped
+
+
 class SlurmCluster:
-    def __init__(self, folder: Path, gpus: int = 2, cpus: int | None = None):
+    def __init__(self, folder: Path, gpus: int = 2, cpus: int | None = None,
+                 registry: Path = REGISTRY):
         self.folder = folder
         self.gpus = gpus
         self.cpus = cpus or os.cpu_count() or 2
         self.node = socket.gethostname()
         self.processes: list[subprocess.Popen] = []
+        self.registry = registry
+        self.pid_file = registry / f"{os.getpid()}-{folder.name}.json"
+        self._stop_lock = threading.RLock()  # a signal may come while it stops
 
     @property
     def env(self) -> dict[str, str]:
@@ -53,6 +120,8 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.folder / "slurm.conf")}
 
     def start(self, timeout: float = 60) -> SlurmCluster:
+        stop_stale_clusters(self.registry)
+        self._register()
         f = self.folder
         for sub in ("state", "spool", "munge"):
             (f / sub).mkdir(parents=True, exist_ok=True)
@@ -90,7 +159,8 @@ class SlurmCluster:
             f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd.pid",
             f"SlurmctldLogFile={f}/slurmctld.log", f"SlurmdLogFile={f}/slurmd.log",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/none", "MpiDefault=none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill", "SchedulerParameters=sched_interval=1",
@@ -126,21 +196,45 @@ class SlurmCluster:
 
     @staticmethod
     def _wait(predicate, timeout: float, what: str) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"Slurm test cluster: timed out after {timeout:.0f} s waiting for "
-                           f"{what}")
+        wait_until(predicate, timeout, f"the Slurm test cluster: {what}", interval=0.3)
+
+    def _register(self) -> None:
+        """Before any daemon starts: a pid file for the next run, and stops at exit and on
+        SIGTERM or SIGINT for this one."""
+        self.registry.mkdir(parents=True, exist_ok=True)
+        owner = psutil.Process()
+        self.pid_file.write_text(json.dumps({"conf": self.env["SLURM_CONF"], "owner": owner.pid,
+                                             "owner_started": owner.create_time()}))
+        atexit.register(self.stop)
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(number, self._stop_then(signal.getsignal(number)))
+
+    def _stop_then(self, previous):
+        def on_signal(number, frame):
+            self.stop()
+            signal.signal(number, previous)
+            if callable(previous):
+                previous(number, frame)  # SIGINT: KeyboardInterrupt, as pytest expects
+            else:
+                os.kill(os.getpid(), number)  # the default: end as the signal ends a process
+        return on_signal
 
     def stop(self) -> None:
-        subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True,
-                       env={**os.environ, **self.env})
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Cancel the jobs, end the daemons, then end whatever of the cluster is left (job
+        steps, trainers); idempotent, as it runs from the fixture, atexit and signals."""
+        with self._stop_lock:
+            if not self.pid_file.exists():
+                return
+            subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True,
+                           env={**os.environ, **self.env}, timeout=30)
+            for process in reversed(self.processes):
+                process.terminate()
+            for process in reversed(self.processes):
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            stop_processes_of(self.env["SLURM_CONF"])
+            self.pid_file.unlink(missing_ok=True)
+            atexit.unregister(self.stop)

@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from conftest import wait_until
-from harness import start_console, stop_console
+from harness import start_console, stop_console, wait_until
 
 EXACT = {"max_steps": 60, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4,
          "learning_rate": 5e-3, "warmup_steps": 0, "lora_dropout": 0.1, "save_steps": 100}

@@ -5,10 +5,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
 from gradio_client import Client
+from harness import call, stop_console, wait_until
 from harness import start_console as launch_console
-from harness import stop_console
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
@@ -23,10 +22,6 @@ def console(tmp_path_factory):
     process, url = launch_console(workspace)
     yield Client(url, verbose=False), workspace
     stop_console(process)
-
-
-def call(client, api_name, *args, **kwargs):
-    return client.predict(*args, api_name=api_name, **kwargs)
 
 
 def test_the_api_page_shows_exactly_the_contract(console):
@@ -101,13 +96,20 @@ def test_a_job_through_the_whole_contract(console, tmp_path):
 def test_pause_resume_and_cancel_of_a_queued_job(console):
     client, _ = console
     blocker = call(client, "/submit_job", {"max_steps": 100000, "save_steps": 100000})["job_id"]
+    wait_until(lambda: call(client, "/get_job", blocker)["progress"]["step"] >= 1, 120,
+               "the blocking job to train")
     waiting = call(client, "/submit_job", {"max_steps": 3, "name": "waiting"})["job_id"]
+    assert call(client, "/get_job", waiting)["status"] == "queued"  # behind the blocker
     assert call(client, "/pause_job", waiting)["status"] == "paused"
     assert call(client, "/resume_job", waiting, None)["status"] == "queued"
     assert call(client, "/cancel_job", waiting)["status"] == "cancelled"
-    assert call(client, "/cancel_job", blocker)["status"] in ("cancelled", "running")
-    wait_until(lambda: call(client, "/get_job", blocker)["status"] == "cancelled", 30,
-               "the blocking job to be cancelled")
+    assert call(client, "/get_job", waiting)["started_at"] is None  # all of it while queued
+    # A running job is asked to stop: it is cancelled once its trainer has ended.
+    answer = call(client, "/cancel_job", blocker)
+    assert (answer["status"], answer["requested"]) == ("running", "cancel"), answer
+    job = wait_until(lambda: (j := call(client, "/get_job", blocker))["status"] != "running"
+                     and j, 30, "the blocking job to stop")
+    assert job["status"] == "cancelled", job["error"]
 
 
 @pytest.mark.parametrize("args,message", [

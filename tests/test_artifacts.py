@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import losses, wait_until
+from conftest import losses
 from gradio_client import Client
-from harness import start_console, stop_console
+from harness import start_console, stop_console, wait_until
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,12 +1,11 @@
 """The console in a real browser: Playwright driving Debian's chromium."""
 
 import os
-import time
 
 import pytest
-from conftest import REPO, wait_until
+from conftest import REPO
 from gradio_client import Client
-from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, stop_console
+from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, stop_console, wait_until
 from harness import start_console as launch_console
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -58,15 +57,6 @@ def last_charted_step(page) -> int:
     }""")
 
 
-def wait_for_page(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"waited {timeout:.0f} s for {what}")
-
-
 def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
     """A run far longer than the test (it can never finish before it is looked at): the chart
     gains steps while it trains, Pause stops it at a checkpoint, Cancel ends it."""
@@ -92,7 +82,7 @@ def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
     header = page.locator("#job-header")
     header.get_by_text("browser job").wait_for()
 
-    wait_for_page(lambda: last_charted_step(page) > 0, 90, "the loss chart's first point")
+    wait_until(lambda: last_charted_step(page) > 0, 90, "the loss chart's first point")
     job_id = page.locator("#selected-job textarea, #selected-job input").first.input_value()
     # Selecting the row asked for the job's view once; from here on the view is one stream: the
     # chart must gain points while the page asks nothing more about this job (a timer-driven
@@ -103,19 +93,19 @@ def test_pick_a_template_submit_watch_it_train_pause_and_cancel(page):
     assert page.locator("#pause-button").is_enabled()
     assert not page.locator("#resume-button").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "running-job.png"), full_page=True)
-    wait_for_page(lambda: last_charted_step(page) > first + 5, 60,
+    wait_until(lambda: last_charted_step(page) > first + 5, 60,
                   f"the loss chart to go past step {first + 5} while the job trains")
     asked = [line[:200] for line in sent[asked_before:] if job_id in line]
     assert asked == [], f"the job view asked the console for job {job_id} again: {asked}"
 
     page.locator("#pause-button").click()
     header.get_by_text("paused").wait_for(timeout=60000)
-    wait_for_page(lambda: page.locator("#resume-button").is_enabled(), 15,
+    wait_until(lambda: page.locator("#resume-button").is_enabled(), 15,
                   "Resume to be offered on the paused job")
     assert not page.locator("#pause-button").is_enabled()
     page.locator("#cancel-button").click()
     header.get_by_text("cancelled").wait_for(timeout=30000)
-    wait_for_page(lambda: not page.locator("#cancel-button").is_enabled(), 15,
+    wait_until(lambda: not page.locator("#cancel-button").is_enabled(), 15,
                   "Cancel to be withdrawn once the job is cancelled")
     assert page.locator("#resume-button").is_enabled()  # from its checkpoint, by design
 
@@ -154,7 +144,7 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     assert '<a href="http://evil.example">link</a>' in header.inner_text()
     assert "Bob's [click]" in header.inner_text()  # an apostrophe is not an entity
     header.get_by_text("completed").wait_for()
-    wait_for_page(lambda: loss_points(page) == 2, 30, "both steps of the completed job charted")
+    wait_until(lambda: loss_points(page) == 2, 30, "both steps of the completed job charted")
     assert not page.locator("#pause-button").is_enabled()  # not legal once completed
     assert not page.locator("#cancel-button").is_enabled()
     page.screenshot(path=str(ARTIFACTS / "completed-job.png"), full_page=True)
@@ -186,7 +176,8 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     final_only = client.predict({"max_steps": 2, "save_steps": 1000, "name": "final only"},
                                 api_name="/submit_job")["job_id"]
     for job_id in (with_checkpoints, final_only):
-        wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
+        wait_until(lambda job_id=job_id: client.predict(job_id, api_name="/get_job")["status"]
+                   == "completed",
                    120, f"job {job_id} to complete")
 
     page.get_by_role("tab", name="Jobs").click()
@@ -203,17 +194,17 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     page.get_by_role("button", name="Generate").click()
     tuned = page.locator("#try-tuned textarea")
     # The slow action shows that it is working (generation imports its libraries: seconds).
-    wait_for_page(lambda: tuned.input_value() == "generating…", 10, "Try it's busy state")
-    wait_for_page(lambda: tuned.input_value() not in ("", "generating…"), 120,
+    wait_until(lambda: tuned.input_value() == "generating…", 10, "Try it's busy state")
+    wait_until(lambda: tuned.input_value() not in ("", "generating…"), 120,
                   "the trained model's answer")
     # A log longer than its box (a line a step) shows its newest line, the final "saved ...".
-    wait_for_page(lambda: log_scrolled_to_end(page), 15, "the log box to show its newest line")
+    wait_until(lambda: log_scrolled_to_end(page), 15, "the log box to show its newest line")
     assert "saved" in page.locator("#log-tail textarea").input_value().splitlines()[-1]
     page.screenshot(path=str(ARTIFACTS / "job-view-before-switch.png"), full_page=True)
 
     page.locator("#selected-job textarea").fill(final_only)
     header.get_by_text("final only").wait_for()
-    wait_for_page(lambda: message.inner_text().strip() == "", 10,
+    wait_until(lambda: message.inner_text().strip() == "", 10,
                   "the other job's message to go")
     assert tuned.input_value() == "" and page.locator("#try-base textarea").input_value() == ""
     assert page.locator("#checkpoint-choice input").input_value() == "final model"
@@ -242,12 +233,13 @@ def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, cons
                           "eval_split": 0.2, "save_steps": 2}, api_name="/submit_job")["job_id"]
     sft = client.predict({"max_steps": 4, "name": "sft run"}, api_name="/submit_job")["job_id"]
     for job_id in (dpo, sft):
-        wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
+        wait_until(lambda job_id=job_id: client.predict(job_id, api_name="/get_job")["status"]
+                   == "completed",
                    120, f"job {job_id} to complete")
     page.get_by_role("tab", name="Jobs").click()
     page.locator("#selected-job textarea").fill(dpo)
     page.locator("#job-header").get_by_text("dpo run").wait_for()
-    wait_for_page(lambda: drawn(page, "rewards-chart", "points") == [4] * 6, 30,
+    wait_until(lambda: drawn(page, "rewards-chart", "points") == [4] * 6, 30,
                   "the rewards chart to draw chosen, rejected and margin (raw and smoothed)")
     assert drawn(page, "loss-chart", "names") == ["loss (raw)", "loss", "eval loss"]
     assert drawn(page, "loss-chart", "points") == [4, 4, 2]  # evaluated at steps 2 and 4
@@ -261,7 +253,7 @@ def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, cons
 
     page.locator("#selected-job textarea").fill(sft)
     page.locator("#job-header").get_by_text("sft run").wait_for()
-    wait_for_page(lambda: not page.locator("#rewards-chart").is_visible(), 15,
+    wait_until(lambda: not page.locator("#rewards-chart").is_visible(), 15,
                   "the reward charts to hide for an SFT job")
 
     chooser = page.get_by_label("Jobs to overlay (loss, smoothed)")
@@ -270,6 +262,6 @@ def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, cons
     for job_id in (dpo, sft):
         chooser.click()
         page.get_by_role("option", name=job_id).click()
-    wait_for_page(lambda: set(drawn(page, "compare-chart", "axis")) == {"y", "y2"}, 30,
+    wait_until(lambda: set(drawn(page, "compare-chart", "axis")) == {"y", "y2"}, 30,
                   "an SFT and a DPO run on two loss axes")
     page.screenshot(path=str(ARTIFACTS / "compare-sft-dpo.png"), full_page=True)

@@ -5,12 +5,11 @@ lacks; and a plain user's check runs the rules of their submit (webhook addresse
 The unit tier checks the same agreement on an engine that schedules nothing."""
 
 import re
-import time
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from harness import start_console, stop_console
+from harness import call, refused, start_console, stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import add_user
@@ -79,29 +78,17 @@ def clients(tmp_path_factory):
         stop_console(process)
 
 
-def call(client, api_name, *args):
-    return client.predict(*args, api_name=api_name)
-
-
-def refusal(client, api_name, *args) -> str:
-    with pytest.raises(AppError) as error:
-        call(client, api_name, *args)
-    message = str(error.value)
-    assert "internal error" not in message, (api_name, args, message)
-    return message
-
-
 def wait_finished(client, job_ids: dict[str, str], timeout: float) -> dict[str, dict]:
     """Each job's dict once every one has finished, keyed as `job_ids`."""
-    deadline = time.time() + timeout
-    while True:
-        jobs = {key: call(client, "/get_job", job_id) for key, job_id in job_ids.items()}
-        if all(job["status"] in FINISHED for job in jobs.values()):
-            return jobs
-        if time.time() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for the presets' jobs to finish: " +
-                                 ", ".join(f"{k} {j['status']}" for k, j in jobs.items()))
-        time.sleep(0.5)
+    def jobs():
+        return {key: call(client, "/get_job", job_id) for key, job_id in job_ids.items()}
+
+    def all_finished():
+        now = jobs()
+        return all(job["status"] in FINISHED for job in now.values()) and now
+
+    return wait_until(all_finished, timeout, lambda: "the presets' jobs to finish: " + ", ".join(
+        f"{key} {job['status']}" for key, job in jobs().items()), interval=0.5)
 
 
 @pytest.mark.slow
@@ -109,7 +96,7 @@ def test_every_preset_checks_and_trains_or_both_calls_name_what_this_machine_lac
     alice = clients["alice"]
     presets = [preset["name"] for preset in call(alice, "/list_presets")]
     assert "efficient-qlora" in presets and "basic-fine-tune" in presets
-    job_ids, refused = {}, {}
+    job_ids, refusals = {}, {}
     for name in presets:
         config = {"preset": name, **SHORT, "name": f"preset {name}"}
         try:
@@ -118,14 +105,14 @@ def test_every_preset_checks_and_trains_or_both_calls_name_what_this_machine_lac
             message = str(error)
             assert "internal error" not in message, (name, message)
             assert NAMES_WHAT_IS_MISSING.search(message), (name, message)
-            assert refusal(alice, "/submit_job", config) == message  # submit says the same
-            refused[name] = message
+            assert refused(alice, "/submit_job", config) == message  # submit says the same
+            refusals[name] = message
             continue
         assert checked["valid"] and checked["config"]["preset"] == name, checked
         assert checked["dataset"]["rows"] > 0 and checked["notes"], checked
         job_ids[name] = call(alice, "/submit_job", config)["job_id"]
     # A CPU trains every shipped preset, QLoRA's 4-bit load included (bitsandbytes' CPU backend).
-    assert "efficient-qlora" in job_ids, refused
+    assert "efficient-qlora" in job_ids, refusals
     for name, job in wait_finished(alice, job_ids, timeout=60 * len(job_ids)).items():
         assert job["status"] == "completed", (name, job["error"])
         assert job["progress"]["step"] == SHORT["max_steps"], (name, job["progress"])
@@ -144,9 +131,9 @@ def test_a_plain_users_check_refuses_the_webhook_their_submit_refuses(clients, i
     bob, alice = clients["bob"], clients["alice"]
     config = {**SHORT, "notify_url": inside}
     jobs_before = len(call(alice, "/list_jobs", None))
-    at_check = refusal(bob, "/check_job", config)
+    at_check = refused(bob, "/check_job", config)
     assert f"notify_url {inside!r}: the address is on this machine or a private network" in at_check
-    assert refusal(bob, "/submit_job", config) == at_check
+    assert refused(bob, "/submit_job", config) == at_check
     assert len(call(alice, "/list_jobs", None)) == jobs_before  # nothing was queued
     assert call(alice, "/check_job", config)["valid"]  # an admin may notify the inside
 
@@ -155,15 +142,15 @@ def test_a_plain_users_check_refuses_the_webhook_their_submit_refuses(clients, i
 def test_a_plain_users_check_refuses_what_their_quotas_refuse(clients):
     bob, dave = clients["bob"], clients["dave"]
     over = {"max_steps": 500}
-    at_check = refusal(bob, "/check_job", over)
+    at_check = refused(bob, "/check_job", over)
     assert "quota max_steps: bob may use at most 50; the job asks for max_steps 500" in at_check
-    assert refusal(bob, "/submit_job", over) == at_check
+    assert refused(bob, "/submit_job", over) == at_check
 
     assert call(dave, "/check_job", SHORT)["valid"]
     held = call(dave, "/submit_job", {**SHORT, "name": "dave's one job"})["job_id"]
-    at_check = refusal(dave, "/check_job", SHORT)
+    at_check = refused(dave, "/check_job", SHORT)
     assert "quota max_jobs: dave holds 1 jobs (quota 1)" in at_check
-    assert refusal(dave, "/submit_job", SHORT) == at_check
+    assert refused(dave, "/submit_job", SHORT) == at_check
     assert [job["job_id"] for job in call(dave, "/list_jobs", None)
             if job["owner"] == "dave"] == [held]
 

@@ -172,6 +172,7 @@ def test_an_answer_without_a_job_state_concludes_nothing(tmp_path):
     assert supervisor.running["20261130-000000-abcd"].missing_rounds == 1
 
 
+@pytest.mark.slow  # runs bash
 def test_a_run_slurm_restarts_drops_the_stopped_runs_exit_record(tmp_path):
     """The batch script itself, run by bash as Slurm runs it on a restart (the trainer replaced
     by `true`): the record of the run Slurm stopped must not speak for the new one."""

@@ -13,9 +13,16 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import processes_of, wait_until
+from conftest import processes_of
 from gradio_client import Client
-from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, start_console, stop_console
+from harness import (
+    BROWSER_REQUIRED,
+    CHROMIUM,
+    browser_page,
+    start_console,
+    stop_console,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 FLOOR_GB = "0.01"  # about 10 MiB: the small disk holds a job's checkpoints above it

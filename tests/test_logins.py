@@ -40,6 +40,6 @@ def test_an_unknown_name_takes_as_long_to_refuse_as_a_known_one():
 
     # Alternated, and the fastest of each: a busy machine only ever adds time, to either.
     times = [(seconds("alice"), seconds("nobody")) for _ in range(4)]
-    known, unknown = (min(column) for column in zip(*times))
+    known, unknown = (min(column) for column in zip(*times, strict=True))
     assert unknown > 0.5 * known  # both run scrypt (before, an unknown name returned at once)
     assert users.authenticate("alice", "alice-secret")

@@ -13,14 +13,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import QUICK, shutdown, wait_for_status, wait_until
+from conftest import QUICK, shutdown, wait_for_status
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 from gradio_client import Client
-from harness import free_port, stop_console
+from harness import free_port, stop_console, wait_until
 from harness import start_console as launch_console
 
 from engine.config import ConfigError

@@ -1,5 +1,7 @@
-"""The queue with real trainers: bad submissions, refused actions, the workspace lock (start order
+"""The queue: bad submissions, refused actions, the workspace lock (start order
 and cancel: tests/test_teams.py)."""
+
+import os
 
 import pytest
 
@@ -19,7 +21,8 @@ BAD_SUBMISSIONS = [
 ]
 
 
-def test_bad_submissions_are_refused_and_queue_nothing(engine, tmp_path):
+def test_bad_submissions_are_refused_and_queue_nothing(local_engine, tmp_path):
+    engine = local_engine
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": oops}\n')
     missing = tmp_path / "missing.jsonl"
@@ -58,10 +61,8 @@ def test_actions_on_unknown_or_finished_jobs_are_refused(default_run):
     assert engine.views.get_job(LOCAL_USER, job["job_id"])["status"] == "completed"
 
 
-def test_a_second_console_on_the_same_workspace_is_refused(engine):
-    import os
-
-    second = Engine(engine.workspace.root)
+def test_a_second_console_on_the_same_workspace_is_refused(local_engine):
+    second = Engine(local_engine.workspace.root, warm_start=False)
     with pytest.raises(WorkspaceBusy) as err:
         second.open()
     assert f"process {os.getpid()}" in str(err.value)

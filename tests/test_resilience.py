@@ -7,10 +7,10 @@ import time
 
 import pytest
 import torch
-from conftest import losses, processes_of, wait_for_status, wait_for_step, wait_until
+from conftest import losses, processes_of, wait_for_status, wait_for_step
 from exact_runs import EXACT, final_tensors, straight_run
 from harness import start_console as launch_console
-from harness import stop_console
+from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import LOCAL_USER
@@ -155,6 +155,8 @@ def test_resume_refuses_changes_that_break_exactness(engine):
     engine.jobs.pause(LOCAL_USER, job_id)
     paused = wait_for_status(engine, job_id)
     assert paused["status"] == "paused"
+    at = paused["progress"]["step"]  # wherever the pause landed: the machine decides
+    assert paused["last_checkpoint"] == f"checkpoint-{at}"
     with pytest.raises(ConfigError, match="changing per_device_train_batch_size, seed on resume "
                                           "breaks exact continuation"):
         engine.jobs.resume(LOCAL_USER, job_id,
@@ -164,11 +166,18 @@ def test_resume_refuses_changes_that_break_exactness(engine):
     # refused: nothing changed
     assert engine.views.get_job(LOCAL_USER, job_id)["status"] == "paused"
     queued = engine.jobs.resume(LOCAL_USER, job_id,
-                                changes={"gradient_accumulation_steps": 2, "max_steps": 8},
+                                changes={"gradient_accumulation_steps": 2, "max_steps": at + 3},
                                 allow_inexact=True)
     assert queued["status"] == "queued"
-    assert engine.views.get_job(LOCAL_USER, job_id)["config"]["gradient_accumulation_steps"] == 2
-    assert wait_for_status(engine, job_id)["status"] == "completed"
+    job = wait_for_status(engine, job_id)
+    assert job["status"] == "completed", job["error"]
+    # Went on from its checkpoint (not from scratch) under the changed config, to the new end.
+    assert job["progress"]["step"] == at + 3
+    log = engine.workspace.job_paths(job_id).log.read_text()
+    assert f"resuming from checkpoint-{at}" in log
+    assert [m["step"] for m in engine.views.get_metrics(LOCAL_USER, job_id, at)
+            if "loss" in m] == [at + 1, at + 2, at + 3]
+    assert job["config"]["gradient_accumulation_steps"] == 2  # the run's config, as changed
 
 
 @pytest.mark.slow

@@ -12,12 +12,13 @@ import threading
 import time
 from pathlib import Path
 
+import harness
 import httpx
 import psutil
 import pytest
-from conftest import shutdown, wait_for_status, wait_until
+from conftest import shutdown, wait_for_status
 from gradio_client import Client, handle_file
-from harness import REPO, start_console, stop_console
+from harness import REPO, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
@@ -29,16 +30,11 @@ SUBMITTED: list[str] = []  # every job this module made: all must still be liste
 
 
 def call(client: Client, api_name: str, *args):
-    result = client.predict(*args, api_name=api_name)
+    """An endpoint's answer; a job it submits is remembered (all must be listed at the end)."""
+    result = harness.call(client, api_name, *args)
     if api_name == "/submit_job":
         SUBMITTED.append(result["job_id"])
     return result
-
-
-def refused(client: Client, api_name: str, *args) -> str:
-    with pytest.raises(Exception) as error:
-        call(client, api_name, *args)
-    return str(error.value)
 
 
 def settle(client: Client, job_id: str, statuses=("completed", "failed", "cancelled", "paused"),
@@ -302,7 +298,7 @@ def test_unknown_and_known_names_take_as_long_to_refuse(shared):
 
     # Alternated, and the fastest of each: a busy machine only ever adds time, to either.
     times = [(refusal_time("alice"), refusal_time(f"nobody{n}")) for n in range(4)]
-    known, unknown = (min(column) for column in zip(*times))
+    known, unknown = (min(column) for column in zip(*times, strict=True))
     # Before: a known name took ~200 ms (scrypt), an unknown one ~30 ms.
     assert unknown > 0.6 * known, times
 

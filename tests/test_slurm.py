@@ -9,26 +9,37 @@ import shutil
 import time
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
+
+from engine.jobfiles import JobPaths
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_default_job_runs_as_a_slurm_job_and_streams_its_metrics(cluster_console):
-    client, cluster = cluster_console
-    job_id = client.predict({"max_steps": 30, "save_steps": 100}, api_name="/submit_job")["job_id"]
-    running = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 1 and j, 120,
-                         "the Slurm job's first step to reach the console")
-    slurm_id = running["cluster_job"]["id"]
-    assert running["progress"]["cluster"]["state"] == "RUNNING"
-    assert f"traindeck-{job_id}" in squeue(cluster, "-j", slurm_id, "-o", "%j")
-    live = client.predict(job_id, 0, api_name="/get_metrics")
-    job = settled(client, job_id)
-    assert job["status"] == "completed", job["error"]
-    metrics = client.predict(job_id, 0, api_name="/get_metrics")
-    assert len(live) < 30 and [m["step"] for m in metrics] == list(range(1, 31))
-    assert job["cluster_job"]["id"] == slurm_id
+def test_a_default_job_runs_as_a_slurm_job_and_streams_its_metrics(slurm_cluster, tmp_path):
+    """Looked at while it runs: its trainer holds after step 2 until the test lets it go on."""
+    process, client = open_cluster_console(slurm_cluster, tmp_path / "workspace",
+                                           env={"TRAINDECK_FAULTS": "hold-at-step:2"})
+    try:
+        job_id = client.predict({"max_steps": 30, "save_steps": 100},
+                                api_name="/submit_job")["job_id"]
+        running = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2
+                             and j, 120, "the Slurm job's second step to reach the console")
+        slurm_id = running["cluster_job"]["id"]
+        assert running["status"] == "running"
+        assert running["progress"]["cluster"]["state"] == "RUNNING"
+        assert f"traindeck-{job_id}" in squeue(slurm_cluster, "-j", slurm_id, "-o", "%j")
+        live = client.predict(job_id, 0, api_name="/get_metrics")
+        assert [m["step"] for m in live] == [1, 2]  # streamed while the job runs
+        JobPaths(client.workspace / "jobs" / job_id).hold_release.touch()
+        job = settled(client, job_id)
+        assert job["status"] == "completed", job["error"]
+        metrics = client.predict(job_id, 0, api_name="/get_metrics")
+        assert [m["step"] for m in metrics] == list(range(1, 31))
+        assert job["cluster_job"]["id"] == slurm_id
+    finally:
+        close_cluster_console(process)
 
 
 def test_two_jobs_wanting_both_gpus_run_one_after_the_other(cluster_console):

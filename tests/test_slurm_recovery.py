@@ -8,7 +8,8 @@ import subprocess
 
 import psutil
 import pytest
-from conftest import losses, wait_until
+from conftest import losses
+from harness import wait_until
 from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
 
 pytestmark = pytest.mark.slow

@@ -75,6 +75,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
     path = tmp_path / "jobs.json"
     rng = random.Random(7)
@@ -82,9 +83,14 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
     for round_number in range(20):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"r{round_number}"],
                                   cwd=REPO, stdout=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.3, 0.9))
+        # Killed at a random moment of its writing, never before it has begun: its imports take
+        # as long as the machine makes them.
+        first = writer.stdout.readline()
+        assert first.startswith("ack "), f"the writer stopped before writing: {first!r}"
+        time.sleep(rng.uniform(0.0, 0.5))
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate()
+        out = first + out
         complete = out[:out.rfind("\n") + 1]  # a line cut by the kill acknowledges nothing
         for line in complete.splitlines():
             kind, job_id = line.split()
@@ -94,7 +100,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
         store.close()
         assert acknowledged <= set(stored), acknowledged - set(stored)
         assert all(stored[j].status == "running" for j in updated)
-    assert len(acknowledged) > 40  # the writers really wrote between the kills
+    assert len(acknowledged) >= 20  # every writer really wrote before its kill
 
 
 def test_work_after_a_change_runs_each_piece_even_when_one_fails():

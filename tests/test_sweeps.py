@@ -2,10 +2,9 @@
 whose scheduler does not run), and a real 2x2 sweep through gradio_client against the console."""
 
 import pytest
-from conftest import wait_until
 from gradio_client import Client
 from harness import start_console as launch_console
-from harness import stop_console
+from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.jobs.sweep_spec import MAX_RUNS, parse_sweep

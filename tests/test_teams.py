@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step, wait_until
+from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step
 from gradio_client import Client
-from harness import REPO, start_console, stop_console
+from harness import REPO, call, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
@@ -19,16 +19,6 @@ from engine.console.running.supervisor import CANCEL_GRACE_S
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
 LONG = {"max_steps": 100000, "save_steps": 5, "learning_rate": 1e-3}
-
-
-def call(client, api_name, *args):
-    return client.predict(*args, api_name=api_name)
-
-
-def refused(client, api_name, *args) -> str:
-    with pytest.raises(Exception) as error:
-        call(client, api_name, *args)
-    return str(error.value)
 
 
 @pytest.fixture(scope="module")

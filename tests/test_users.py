@@ -1,9 +1,8 @@
 """Logins, roles and quotas: the users file, and the engine's checks (no training needed)."""
 
+import io
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,8 +20,6 @@ from engine.console.people.users import (
 )
 from engine.console.records.job import JobStatus
 from engine.console.scheduling.scheduler import DevicePool, Scheduler
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_passwords_are_salted_hashes():
@@ -51,19 +48,22 @@ def test_add_user_writes_only_hashes_and_keeps_others(tmp_path):
     assert path.stat().st_mode & 0o077 == 0
 
 
-def test_add_user_command_reads_password_from_stdin(tmp_path):
+def test_add_user_command_reads_password_from_stdin(tmp_path, monkeypatch, capsys):
+    """`python app.py add-user`, run in this process (app.main is what the command runs)."""
+    import app
+
     path = tmp_path / "users.yaml"
-    run = subprocess.run([sys.executable, "app.py", "add-user", "dana", "--role", "admin",
-                          "--file", str(path), "--password-stdin", "--quota", "max_running_jobs=3"],
-                         cwd=REPO, input="dana-password\n", capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    monkeypatch.setattr(sys, "stdin", io.StringIO("dana-password\n"))
+    assert app.main(["add-user", "dana", "--role", "admin", "--file", str(path),
+                     "--password-stdin", "--quota", "max_running_jobs=3"]) == 0, \
+        capsys.readouterr().err
     users = Users.from_file(path)
     assert users.authenticate("dana", "dana-password")
     assert users.get("dana").quotas["max_running_jobs"] == 3
-    short = subprocess.run([sys.executable, "app.py", "add-user", "eve", "--file", str(path),
-                            "--password-stdin"], cwd=REPO, input="short\n", capture_output=True,
-                           text=True)
-    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert app.main(["add-user", "eve", "--file", str(path), "--password-stdin"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    assert not Users.from_file(path).authenticate("eve", "short")  # refused: nothing saved
 
 
 @pytest.mark.parametrize("content, message", [

@@ -199,12 +199,28 @@ def faults() -> dict[str, int]:
                           (the negative control of the exactness tests)
     oom-at-step:N         run out of GPU memory in step N, once (as a too-big micro-batch does)
     oom-always            run out of GPU memory in every first step, at any micro-batch
+    hold-at-step:N        once step N is done and its metrics written, wait until the job
+                          folder's release-hold file appears (or a pause or cancel is asked), at
+                          most HOLD_LIMIT_S: a test looks at a running job without racing it
     """
     found = {}
     for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
         name, _, value = item.partition(":")
         found[name.strip()] = int(value) if value.strip() else 1
     return found
+
+
+HOLD_LIMIT_S = 600.0
+
+
+def hold(paths: JobPaths, step: int) -> None:
+    """Fault injection: the hold-at-step wait (see faults)."""
+    print(f"held at step {step} (injected by {FAULTS_ENV}) until {paths.hold_release.name} "
+          "appears", flush=True)
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not paths.hold_release.exists() and requested(paths) is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def die_if_injected(point: str) -> None:
@@ -228,11 +244,16 @@ class ControlRequests(TrainerCallback):
         self.notice: str | None = None  # the cluster's signal, when that (no request) stopped it
         self.pause_at_microstep = faults().get("pause-at-microstep")
         self.sigterm_at_step = faults().get("sigterm-at-step")
+        self.hold_at_step = faults().get("hold-at-step")
         self._noted = False
         self._micro = 0  # micro-batches since this process started training
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._micro = state.global_step * args.gradient_accumulation_steps
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.hold_at_step == state.global_step:
+            hold(self.paths, state.global_step)
 
     def on_substep_end(self, args, state, control, **kwargs):
         self._count_micro_batch()
