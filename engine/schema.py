@@ -9,13 +9,25 @@ what is wrong and what is allowed. What a field accepts is read off the field it
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 _CONTAINERS = (dict, list, tuple)
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], data: Any, where: str,
+              refusal: Callable[[list[str]], Exception]) -> Model:
+    """`data` read into `model`, or `refusal` raised with every problem in plain words (the
+    caller's error type, such as engine.config.ConfigError, which takes a list of problems)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise refusal(describe_errors(exc, where, model)) from None
 
 
 def describe_errors(error: ValidationError, where: str | None,
@@ -35,7 +47,8 @@ def dotted(loc: tuple[int | str, ...]) -> str:
     """`("users", "bob", "quotas")` -> `users.bob.quotas`; list positions as `[1]`."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if part != "[key]":  # pydantic's mark for an error in a mapping's key, not its value
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
 
@@ -79,12 +92,14 @@ def _problem(item: dict[str, Any], field: FieldInfo | None, holder: type[BaseMod
     if kind == "extra_forbidden":
         noun = holder.model_config.get("title") or "field"
         return f"unknown {noun}; allowed: {', '.join(holder.model_fields)}"
+    if kind == "value_error":  # the validator's own words (the value may be a secret: not shown)
+        return str(item["ctx"]["error"])
     accepted = expected(field)
     if kind == "missing":
-        return f"is required ({accepted})" if accepted else "is required"
+        return f"is required: {accepted}" if accepted else "is required"
     got = f", got {_short(item.get('input'))}"
-    if kind == "value_error":
-        return f"{item['ctx']['error']}{got}"
+    if item["loc"][-1:] == ("[key]",):
+        return f"names must be text{got}"
     if accepted:
         return f"must be {accepted}{got}"
     if kind in ("model_type", "dict_type"):

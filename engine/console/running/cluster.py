@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import ConfigError
-from engine.schema import describe_errors
+from engine.schema import validated
 
 MAX_EXTRA_LINES = 20
 # A Slurm name (partition, account, QOS): letters, digits and a few marks; nothing a shell or
@@ -57,7 +57,4 @@ class ClusterSettings(BaseModel):
 
     @classmethod
     def checked(cls, data: dict[str, Any], where: str) -> ClusterSettings:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(describe_errors(exc, where, cls)) from None
+        return validated(cls, data, where, ConfigError)
