@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -110,6 +111,8 @@ def _problem(item: dict[str, Any], field: FieldInfo | None, holder: type[BaseMod
 def _kind_words(kind: Any, metadata: list[Any]) -> str | None:
     if get_origin(kind) is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "one of " + ", ".join(str(member.value) for member in kind)
     if kind is bool:
         return "true or false"
     if kind in (int, float):

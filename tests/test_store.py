@@ -82,9 +82,13 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_job(tmp_path):
     for round_number in range(20):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"r{round_number}"],
                                   cwd=REPO, stdout=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.3, 0.9))
+        # The kill lands at a random moment of the writing, however long the start took.
+        first = writer.stdout.readline()
+        assert first.startswith("ack "), f"the writer stopped before its first write: {first!r}"
+        time.sleep(rng.uniform(0.05, 0.6))
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate()
+        out = first + out
         complete = out[:out.rfind("\n") + 1]  # a line cut by the kill acknowledges nothing
         for line in complete.splitlines():
             kind, job_id = line.split()
