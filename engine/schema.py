@@ -37,9 +37,9 @@ def describe_errors(error: ValidationError, where: str | None,
     lines = []
     for item in error.errors(include_url=False):
         loc = item["loc"]
-        field, holder = field_at(model, loc)
+        field, holder, inside = field_at(model, loc)
         path = dotted(loc) or "(the whole document)"
-        line = f"{path}: {_problem(item, field, holder)}"
+        line = f"{path}: {_problem(item, field, holder, inside)}"
         lines.append(f"{where}: {line}" if where else line)
     return lines
 
@@ -54,25 +54,26 @@ def dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def field_at(model: type[BaseModel], loc: tuple[int | str, ...]
-             ) -> tuple[FieldInfo | None, type[BaseModel]]:
-    """The field a location names (None: no field, or a whole model inside a list or mapping)
-    and the model whose fields its last step chose among."""
-    holder, field, kind = model, None, model
+             ) -> tuple[FieldInfo | None, type[BaseModel], Any]:
+    """The field a location names (None: no field, or a whole model inside a list or mapping),
+    the model whose fields its last step chose among, and the type of the item it names inside
+    the field's list or mapping (None: the location is the field itself)."""
+    holder, field, kind, item = model, None, model, None
     for part in loc:
         kind = _bare(kind)
         if _is_model(kind):
-            holder, field = kind, kind.model_fields.get(str(part))
+            holder, field, item = kind, kind.model_fields.get(str(part)), None
             if field is None:
-                return None, holder
+                return None, holder, None
             kind = field.annotation
         elif get_origin(kind) in _CONTAINERS and get_args(kind):
             arguments = get_args(kind)
-            kind = arguments[-1] if get_origin(kind) is dict else arguments[0]
+            kind = item = arguments[-1] if get_origin(kind) is dict else arguments[0]
             if _is_model(_bare(kind)):
                 field = None  # the error is about the whole item, not the field holding it
         else:
             break
-    return field, holder
+    return field, holder, item
 
 
 def expected(field: FieldInfo | None) -> str | None:
@@ -88,7 +89,8 @@ def expected(field: FieldInfo | None) -> str | None:
     return f"{words} or null" if words and _nullable(field.annotation) else words
 
 
-def _problem(item: dict[str, Any], field: FieldInfo | None, holder: type[BaseModel]) -> str:
+def _problem(item: dict[str, Any], field: FieldInfo | None, holder: type[BaseModel],
+             inside: Any) -> str:
     kind = item["type"]
     if kind == "extra_forbidden":
         noun = holder.model_config.get("title") or "field"
@@ -96,6 +98,8 @@ def _problem(item: dict[str, Any], field: FieldInfo | None, holder: type[BaseMod
     if kind == "value_error":  # the validator's own words (the value may be a secret: not shown)
         return str(item["ctx"]["error"])
     accepted = expected(field)
+    if inside is not None and not (field and field.description):  # one item of a list field
+        accepted = _kind_words(_bare(inside), _metadata(inside))
     if kind == "missing":
         return f"is required: {accepted}" if accepted else "is required"
     got = f", got {_short(item.get('input'))}"
