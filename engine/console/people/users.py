@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from engine.atomic import write_atomic
 from engine.config import ConfigError
-from engine.schema import validated
+from engine.plain_errors import validated
 
 Role = Literal["admin", "user"]
 ROLES = get_args(Role)

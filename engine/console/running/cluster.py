@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import ConfigError
-from engine.schema import validated
+from engine.plain_errors import validated
 
 MAX_EXTRA_LINES = 20
 # A Slurm name (partition, account, QOS): letters, digits and a few marks; nothing a shell or

@@ -1,12 +1,12 @@
-"""engine.schema: validation errors in plain words, each naming the place, the field as a dotted
-path, the problem and what is allowed (read off the field's type, choices and bounds)."""
+"""engine.plain_errors: validation errors in plain words, each naming the place, the field as
+a dotted path, the problem and what is allowed (read off the field's type, choices and bounds)."""
 
 from typing import Annotated, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.schema import validated
+from engine.plain_errors import validated
 
 
 class Limits(BaseModel):
