@@ -28,12 +28,12 @@ def job(priority=0, **config) -> Job:
 
 
 @pytest.mark.parametrize("data, words", [
-    ({"partiton": "gpu"}, "unknown field(s) partiton; allowed:"),
-    ({"partition": "gpu --uid=0"}, "partition must be a Slurm name"),
-    ({"time_limit": "forever"}, "time_limit must be minutes, H:MM:SS or D-HH:MM:SS"),
+    ({"partiton": "gpu"}, "cluster.yaml: partiton: unknown field; allowed: partition, account"),
+    ({"partition": "gpu --uid=0"}, "partition: must be a Slurm name"),
+    ({"time_limit": "forever"}, "time_limit: must be minutes, H:MM:SS or D-HH:MM:SS"),
     ({"sbatch_extra": ["--constraint=a100", "rm -rf /"]}, "each starting with --"),
     ({"sbatch_extra": ["--x\n#SBATCH --uid=0"]}, "each starting with --"),
-    ({"notice_seconds": 1}, "notice_seconds must be a whole number from 10 to 86400"),
+    ({"notice_seconds": 1}, "notice_seconds: must be a whole number from 10 to 86400, got 1"),
 ])
 def test_cluster_settings_refuse_what_sbatch_should_not_see(tmp_path, data, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):

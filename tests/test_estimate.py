@@ -22,7 +22,7 @@ def test_steps_come_from_max_steps_or_from_rows_batch_and_epochs():
 def test_the_pace_is_the_newest_finished_run_with_the_same_work_per_step():
     jobs = [finished("old", 100.0), finished("new", 200.0),
             finished("failed", 300.0, status=JobStatus.FAILED),
-            finished("other batch", 400.0, per_device_train_batch_size=2)]
+            finished("other-batch", 400.0, per_device_train_batch_size=2)]
     pace = pace_of(JobConfig(max_steps=500), jobs, {"old": 1.0, "new": 4.0}.get)
     assert pace == ("new", 4.0)
     said = describe_length(JobConfig(max_steps=500), 85, pace)

@@ -97,3 +97,20 @@ def test_a_kept_record_that_says_running_ends_through_the_state_machine(tmp_path
     gone = jobs["20261201-101010-bbbb"]  # not back to queued: running may not become queued
     assert gone["status"] == "failed" and gone["error"].startswith("interrupted")
     assert gone["pid"] is None and gone["finished_at"] is not None
+
+
+def test_a_job_file_with_odd_values_is_still_rebuilt(tmp_path):
+    """job.yaml values the record does not allow never stop repair-db: implausible ones take
+    their defaults (it renumbers submit order anyway), wrong types mark the job damaged."""
+    workspace = Workspace(tmp_path / "ws")
+    workspace.create()
+    job_folder(workspace, "20261130-000000-aaaa")
+    odd = job_folder(workspace, "20261130-000000-bbbb")
+    odd.job_file.write_text(yaml.safe_dump({
+        "name": "odd", "config": {"max_steps": 10}, "owner": "bob", "priority": 2**40, "seq": -3,
+        "created_at": float("nan")}))
+    jobs = repaired(workspace)
+    assert jobs["20261130-000000-bbbb"]["priority"] == 0
+    assert sorted(job["seq"] for job in jobs.values()) == [1, 2]
+    assert "created_at" in jobs["20261130-000000-bbbb"]["damaged"]
+    assert not jobs["20261130-000000-aaaa"]["damaged"]

@@ -40,7 +40,8 @@ def test_add_user_writes_only_hashes_and_keeps_others(tmp_path):
     assert "alice-secret" not in text and "bob-secret" not in text
     users = Users.from_file(path)
     assert users.authenticate("alice", "alice-secret")
-    assert users.authenticate("bob", "bob-secret-2") and not users.authenticate("bob", "bob-secret-1")
+    assert users.authenticate("bob", "bob-secret-2")
+    assert not users.authenticate("bob", "bob-secret-1")
     assert not users.authenticate("carol", "anything")
     assert users.get("alice").is_admin and not users.get("bob").is_admin
     assert users.get("bob").quotas["max_gpus"] == 1
@@ -67,17 +68,44 @@ def test_add_user_command_reads_password_from_stdin(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"users": {"x": {"password": "hunter22"}}}, "not a scrypt hash"),
-    ({"users": {"x": {"password": hash_password("p" * 8), "role": "root"}}}, "role: must be one of admin, user"),
-    ({"defaults": {"max_job": 3}}, "max_job: unknown quota; allowed: max_jobs"),
+    ({"users": {"x": {"password": "hunter22"}}}, "users.x.password: not a scrypt hash"),
+    ({"users": {"x": {"password": hash_password("p" * 8), "role": "root"}}},
+     "users.x.role: must be one of admin, user, got 'root'"),
+    ({"defaults": {"max_job": 3}}, "defaults.max_job: unknown quota; allowed: max_jobs"),
     ({"users": {"x": {"password": hash_password("p" * 8), "quotas": {"max_gpus": -1}}}},
      "users.x.quotas.max_gpus: must be a whole number >= 0"),
+    # A misspelt section would silently leave the user without the quotas it sets.
+    ({"users": {"x": {"password": hash_password("p" * 8), "quota": {"max_gpus": 1}}}},
+     "users.x.quota: unknown field; allowed: role, password, quotas"),
+    ({"users": {"x": {"password": hash_password("p" * 8), "quotas": {"max_gpus": True}}}},
+     "users.x.quotas.max_gpus: must be a whole number >= 0 or null .unlimited., got True"),
+    ({"users": {"x": {"role": "user"}}}, "users.x.password: is required: a scrypt hash"),
+    ({"users": {"x": "hunter22"}}, "users.x: must be a mapping of name: value"),
+    ({"users": {"x": {"password": hash_password("p" * 8)}}, "default": {}},
+     "default: unknown field; allowed: defaults, users"),
 ])
 def test_bad_users_file_names_the_problem(tmp_path, content, message):
     path = tmp_path / "users.yaml"
     path.write_text(yaml.safe_dump(content))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
         Users.from_file(path)
+
+
+def test_a_refused_users_file_is_never_echoing_a_plain_password(tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_text(yaml.safe_dump({"users": {"x": {"password": "hunter22"}}}))
+    with pytest.raises(ConfigError) as refused:
+        Users.from_file(path)
+    assert "not a scrypt hash" in str(refused.value) and "hunter22" not in str(refused.value)
+
+
+def test_add_user_refuses_an_unknown_quota_and_changes_nothing(tmp_path):
+    path = tmp_path / "users.yaml"
+    add_user(path, "bob", "bob-secret-1", "user", {"max_gpus": 1})
+    before = path.read_text()
+    with pytest.raises(ConfigError, match="quotas: max_gpu: unknown quota; allowed: max_jobs"):
+        add_user(path, "bob", "bob-secret-2", "user", {"max_gpu": 2})
+    assert path.read_text() == before
 
 
 def test_without_logins_everyone_is_the_local_admin():
@@ -93,7 +121,8 @@ def test_engine_enforces_owners_and_quotas(idle_engine, team):
     job = engine.jobs.submit(bob, {"max_steps": 5})["job_id"]
     assert engine.views.get_job(alice, job)["owner"] == "bob"
     for action in (lambda u: engine.jobs.pause(u, job), lambda u: engine.jobs.cancel(u, job),
-                   lambda u: engine.jobs.set_priority(u, job, 5), lambda u: engine.artifacts.download_logs(u, job)):
+                   lambda u: engine.jobs.set_priority(u, job, 5),
+                   lambda u: engine.artifacts.download_logs(u, job)):
         with pytest.raises(NotYourJob, match=f"not your job: {job} belongs to bob"):
             action(carol)
     assert engine.views.get_job(alice, job)["status"] == JobStatus.QUEUED  # nothing changed
@@ -128,10 +157,12 @@ def test_scheduler_holds_jobs_over_a_running_quota(tmp_path):
 
     store = MemoryJobStore()
     quotas = {"bob": {"max_running_jobs": 1, "max_gpus": None}, "carol": {}}
-    scheduler = Scheduler(store, StandInSupervisor(), type("W", (), {"job_paths": lambda s, j: None})(),
-                          DevicePool([0, 1, 2, 3]), quotas_of=lambda owner: quotas[owner])
+    workspace = type("W", (), {"job_paths": lambda s, j: None})()
+    scheduler = Scheduler(store, StandInSupervisor(), workspace, DevicePool([0, 1, 2, 3]),
+                          quotas_of=lambda owner: quotas[owner])
     for seq, owner in enumerate(["bob", "bob", "carol"], start=1):
-        store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config=JobConfig(gpus=1), owner=owner, seq=seq))
+        store.add(Job(job_id=f"j{seq}", name=f"j{seq}", config=JobConfig(gpus=1), owner=owner,
+                      seq=seq))
     scheduler.step(now=1.0)
     status = {j.job_id: j.status for j in store.all()}
     assert status == {"j1": "running", "j2": "queued", "j3": "running"}

@@ -4,7 +4,6 @@ Everything here only reads."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -84,16 +83,18 @@ class JobViews:
                      enumerate(queue_order(self.store.all((JobStatus.QUEUED.value,))), start=1)}
         jobs = self.store.all((status,) if status else None, copy=False)  # read only
         jobs.sort(key=lambda j: j.seq, reverse=True)
-        return [self.access.summary_for({**self._safe_summary(j), "position": positions.get(j.job_id)},
-                                        user) for j in jobs]
+        return [self.access.summary_for(
+                    {**self._safe_summary(j), "position": positions.get(j.job_id)}, user)
+                for j in jobs]
 
     def as_ended(self, job: Job) -> tuple[Job, str | None]:
         """The job as it will be recorded when its trainer ended but its end could not be
         written (a full disk), and why it is shown so: never `running` after its trainer died."""
         for ended in self.unrecorded():
             if ended.job_id == job.job_id and job.status == JobStatus.RUNNING:
-                return dataclasses.replace(job, status=str(ended.status), error=ended.error,
-                                           exit_code=ended.exit_code, pid=None), NOT_RECORDED
+                shown = job.model_copy(update={"status": str(ended.status), "error": ended.error,
+                                               "exit_code": ended.exit_code, "pid": None})
+                return shown, NOT_RECORDED
         return job, None
 
     def summary(self, job: Job) -> dict[str, Any]:
@@ -176,7 +177,8 @@ class JobViews:
         try:
             since = -1 if since_step is None else int(since_step)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"since_step must be a whole number, got {shorten(since_step)}") from None
+            raise ConfigError(
+                f"since_step must be a whole number, got {shorten(since_step)}") from None
         return self.metrics(job.job_id).since(since)
 
     def list_checkpoints(self, user: User, job_id: str) -> list[dict[str, Any]]:

@@ -28,15 +28,18 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from engine.atomic import write_atomic
 from engine.config import ConfigError
+from engine.plain_errors import validated
 
-ADMIN, USER = "admin", "user"
-ROLES = (ADMIN, USER)
+Role = Literal["admin", "user"]
+ROLES = get_args(Role)
+ADMIN, USER = ROLES
 LOCAL = "local"  # the owner of every job when the console runs without logins
 
 # name -> (what it limits, built-in default; None = unlimited)
@@ -105,21 +108,44 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def _check_quotas(values: Any, where: str) -> dict[str, int | None]:
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of quota: number")
-    problems = []
-    for name, value in values.items():
-        if name not in QUOTAS:
-            problems.append(f"{where}.{name}: unknown quota; allowed: {', '.join(QUOTAS)}")
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            problems.append(f"{where}.{name}: must be a whole number >= 0 or null (unlimited), "
-                            f"got {value!r}")
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return dict(values)
+Quota = Annotated[int, Field(ge=0)] | None
+# The quotas a users file may set (every one optional: those left out come from the defaults).
+Quotas = create_model(
+    "Quotas", __config__=ConfigDict(extra="forbid", strict=True, title="quota"),
+    **{name: (Quota, Field(None, description="a whole number >= 0 or null (unlimited)"))
+       for name in QUOTAS})
+
+
+def quotas_set(quotas: BaseModel | None) -> dict[str, int | None]:
+    """The quotas a file or command line sets, without those it leaves to the defaults."""
+    return quotas.model_dump(exclude_unset=True) if quotas is not None else {}
+
+
+class UserEntry(BaseModel):
+    """One login of a users file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Role = USER
+    password: str = Field(description="a scrypt hash (use `python app.py add-user`)")
+    quotas: Quotas | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _is_a_hash(cls, password: str) -> str:
+        if not password.startswith("scrypt$"):
+            raise ValueError("not a scrypt hash; passwords are never stored in plain text "
+                             "(use `python app.py add-user`)")
+        return password
+
+
+class UsersFile(BaseModel):
+    """A users file: logins by name, and the quotas of those who do not set their own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    defaults: Quotas | None = None
+    users: dict[str, UserEntry] | None = None
 
 
 class Users:
@@ -140,21 +166,10 @@ class Users:
         if mode & 0o077:
             log.warning("%s is readable by other accounts on this machine (mode %o): its password "
                         "hashes can be copied and guessed offline; chmod 600 %s", path, mode, path)
-        data = _read(Path(path))
-        defaults = _check_quotas(data.get("defaults"), f"{path}: defaults")
-        users = {}
-        for name, entry in (data.get("users") or {}).items():
-            where = f"{path}: users.{name}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("password"), str):
-                raise ConfigError(f"{where}: needs a password hash (use `python app.py add-user`)")
-            if not entry["password"].startswith("scrypt$"):
-                raise ConfigError(f"{where}.password: not a scrypt hash; passwords are never "
-                                  f"stored in plain text (use `python app.py add-user`)")
-            role = entry.get("role", USER)
-            if role not in ROLES:
-                raise ConfigError(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
-            quotas = _check_quotas(entry.get("quotas"), f"{where}.quotas")
-            users[str(name)] = (User(str(name), role, quotas), entry["password"])
+        data = validated(UsersFile, _read(Path(path)), str(path), ConfigError)
+        users = {name: (User(name, entry.role, quotas_set(entry.quotas)), entry.password)
+                 for name, entry in (data.users or {}).items()}
+        defaults = quotas_set(data.defaults)
         return cls(users, defaults)
 
     def add_logins(self, logins: list[tuple[str, str, str]]) -> None:
@@ -206,7 +221,8 @@ def add_user(path: str | os.PathLike, name: str, password: str, role: str = USER
     """Add or update one user in a users file, keeping everyone else."""
     path = Path(path)
     if not name or ":" in name or name != name.strip():
-        raise ConfigError(f"user name {name!r}: must be non-empty, without ':' or surrounding spaces")
+        raise ConfigError(f"user name {name!r}: must be non-empty, without ':' or surrounding "
+                          "spaces")
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     if len(password) < 8:
@@ -218,7 +234,8 @@ def add_user(path: str | os.PathLike, name: str, password: str, role: str = USER
     entry = dict(users.get(name) or {})
     entry.update(role=role, password=hash_password(password))
     if quotas:
-        entry["quotas"] = {**(entry.get("quotas") or {}), **_check_quotas(quotas, "quotas")}
+        checked = quotas_set(validated(Quotas, quotas, "quotas", ConfigError))
+        entry["quotas"] = {**(entry.get("quotas") or {}), **checked}
     users[name] = entry
     data.setdefault("defaults", {name_: default for name_, (_, default) in QUOTAS.items()})
     # Created private: hashes are worth keeping from other accounts, not even for a moment.

@@ -7,12 +7,22 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+)
 
 from engine.config import JobConfig
 from engine.console.records.jsonsafe import made_safe, unsafe_parts
+from engine.plain_errors import describe_errors
 
 
 class JobStatus(str, Enum):
@@ -87,67 +97,95 @@ def new_job_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-@dataclass
-class Job:
-    job_id: str
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names the job's folder
+
+
+def _read_config(value: Any, info: ValidationInfo) -> JobConfig | dict[str, Any]:
+    """A record's config: stored as a dict, read back into the typed config (known fields;
+    checking them was resolve()'s job when the job was submitted). A record only checked, never
+    used (CHECK_ONLY), keeps the dict: building the config is most of a record's reading time."""
+    if isinstance(value, JobConfig):
+        return value
+    if isinstance(value, dict):
+        return value if info.context is CHECK_ONLY else JobConfig.from_dict(value)
+    raise ValueError("must be a mapping of config fields")
+
+
+CHECK_ONLY: dict[str, Any] = {}  # the validation context of a record checked and dropped
+StoredConfig = Annotated[JobConfig, PlainValidator(_read_config),
+                         PlainSerializer(lambda config: config.to_dict())]
+Timestamp = float  # seconds since the epoch (time.time())
+Priority = Annotated[int, Field(ge=-2**31, le=2**31)]
+
+
+class Job(BaseModel):
+    """A job's stored record. Stored records are plain JSON (`to_dict`); reading one back
+    (`from_dict`) checks every field's type. Keys this version does not know (a newer version's,
+    after a downgrade, or a retired field) are ignored rather than refused: they are no reason to
+    lose a job, and the store leaves them on disk untouched (it updates records in place)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", use_enum_values=True)
+
+    job_id: str = Field(pattern=JOB_ID.pattern,
+                        description="a folder name (letters, digits, _ . -; at most 64)")
     name: str
-    config: JobConfig
+    config: StoredConfig
     owner: str = "local"
-    priority: int = 0
-    status: str = JobStatus.QUEUED.value
-    seq: int = 0  # submit order, the tie-break after priority
-    created_at: float = field(default_factory=time.time)
-    queued_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    paused_at: float | None = None
+    priority: Priority = 0
+    status: JobStatus = Field(JobStatus.QUEUED.value, strict=False)  # stored as the plain value
+    seq: int = Field(0, ge=0)  # submit order, the tie-break after priority
+    created_at: Timestamp = Field(default_factory=time.time)
+    queued_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    paused_at: Timestamp | None = None
     pid: int | None = None
-    attempt: int = 0
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = Field(0, ge=0)
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
     exit_code: int | None = None
     error: str | None = None
-    requested: str | None = None  # "pause" or "cancel" while a running trainer is asked to stop
+    # Set while a running trainer is asked to stop.
+    requested: Literal["pause", "cancel"] | None = None
     resume_from: str | None = None  # checkpoint name the next attempt starts from
     preempted_by: str | None = None  # paused to make room for this job; re-queued when paused
     last_checkpoint: str | None = None
-    progress: dict[str, Any] = field(default_factory=lambda: {"step": 0, "total_steps": None})
-    resolved: dict[str, Any] = field(default_factory=dict)  # fields that were `auto`, and their values
+    progress: dict[str, Any] = Field(default_factory=lambda: {"step": 0, "total_steps": None})
+    resolved: dict[str, Any] = Field(default_factory=dict)  # fields that were `auto`: values
     shared: bool = False  # its owner lets every user try it and train on its model
     # Micro-batch changes the trainer made after running out of GPU memory (from microbatch.json).
-    microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
+    microbatch_changes: list[dict[str, Any]] = Field(default_factory=list)
     # On a cluster: the scheduler's id for the current attempt ({"id": "123"}); None locally.
     cluster_job: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # one run of a sweep: {id, name, values}
     notify_error: str | None = None  # the last notification that could not be delivered
     damaged: str | None = None  # what was wrong with the stored record (read back made safe)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.config, dict):  # as stored: read back into the typed config
-            self.config = JobConfig.from_dict(self.config)
-
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls.model_validate(data)
 
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # it names the job's folder
-_NUMBER = (int, float)
-# Each stored field, the types it may hold, and whether None is allowed.
-RECORD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": ((str,), False), "config": ((dict,), False), "owner": ((str,), False),
-    "priority": ((int,), False), "seq": ((int,), False), "created_at": (_NUMBER, False),
-    "queued_at": (_NUMBER, True), "started_at": (_NUMBER, True), "finished_at": (_NUMBER, True),
-    "paused_at": (_NUMBER, True), "pid": ((int,), True), "attempt": ((int,), False),
-    "attempts": ((list,), False), "exit_code": ((int,), True), "error": ((str,), True),
-    "requested": ((str,), True), "resume_from": ((str,), True), "preempted_by": ((str,), True),
-    "last_checkpoint": ((str,), True), "progress": ((dict,), False), "resolved": ((dict,), False),
-    "shared": ((bool,), False), "microbatch_changes": ((list,), False),
-    "cluster_job": ((dict,), True), "sweep": ((dict,), True),
-    "notify_error": ((str,), True),
-}
+# What a damaged record's unreadable fields become when it is read made safe; the other fields
+# take their defaults.
+_FALLBACKS: dict[str, Any] = {"name": "", "config": {}, "status": JobStatus.FAILED.value}
+# A valid record, under fields about to be stored, so that only those fields are checked.
+_ANY_RECORD: dict[str, Any] = {"job_id": "any", "name": "", "config": JobConfig()}
+
+
+def _schema_problems(data: dict[str, Any]) -> list[str]:
+    try:
+        Job.model_validate(data, context=CHECK_ONLY)
+    except ValidationError as exc:
+        return describe_errors(exc, None, Job)
+    return []
+
+
+def field_problems(fields: dict[str, Any]) -> list[str]:
+    """What is wrong with fields about to be stored in a record (empty: nothing)."""
+    return _schema_problems({**_ANY_RECORD, **fields})
 
 
 def record_problems(data: Any) -> list[str]:
@@ -155,40 +193,20 @@ def record_problems(data: Any) -> list[str]:
     a folder is unusable; other problems are repaired on reading (see `readable_record`)."""
     if not isinstance(data, dict):
         return [f"not an object but a {type(data).__name__}"]
-    problems = []
-    if not isinstance(data.get("job_id"), str) or not JOB_ID.match(data["job_id"]):
-        problems.append("job_id: missing or not a folder name")
-    if data.get("status") not in {s.value for s in JobStatus}:
-        problems.append(f"status: not one of {', '.join(s.value for s in JobStatus)}")
-    for name, (types, nullable) in RECORD_FIELDS.items():
-        if name not in data:
-            continue
-        value = data[name]
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            problems.append(f"{name}: a {type(value).__name__} where {types[0].__name__} belongs")
-    problems += unsafe_parts({k: v for k, v in data.items() if k != "damaged"})
-    if isinstance(data.get("priority"), int) and 2**31 < abs(data["priority"]) <= 2**63:
-        problems.append("priority: out of range")
-    return problems
+    return _schema_problems(data) + unsafe_parts({k: v for k, v in data.items() if k != "damaged"})
 
 
 def readable_record(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     """A damaged record made safe to read, list and show: bad fields fall back to their
     defaults, unreadable values become text, and `damaged` says what was wrong. It is never
     started (the scheduler skips damaged jobs); its owner or an admin can cancel or delete it."""
-    defaults = Job(job_id="", name="", config=JobConfig()).to_dict()
     fixed = made_safe(data)
-    for name, (types, nullable) in RECORD_FIELDS.items():
-        value = fixed.get(name, defaults[name])
-        if not (value is None and nullable) and (
-                not isinstance(value, types) or isinstance(value, bool) and bool not in types):
-            fixed[name] = defaults[name]
-    if isinstance(fixed.get("priority"), int) and abs(fixed["priority"]) > 2**31:
-        fixed["priority"] = 0
-    if fixed.get("status") not in {s.value for s in JobStatus}:
-        fixed["status"] = JobStatus.FAILED.value
+    try:
+        Job.model_validate(fixed, context=CHECK_ONLY)
+    except ValidationError as exc:
+        for name in {str(error["loc"][0]) for error in exc.errors() if error["loc"]}:
+            default = Job.model_fields[name].get_default(call_default_factory=True)
+            fixed[name] = _FALLBACKS.get(name, default)
     fixed["damaged"] = "; ".join(problems)[:500]
     return fixed
 
@@ -228,8 +246,8 @@ def change_status(
             raise IllegalTransition(job_id, previous, target)
         stamps: dict[str, Any] = {}
         if target == JobStatus.QUEUED:
-            stamps.update(queued_at=now, finished_at=None, paused_at=None, error=None, requested=None,
-                          pid=None, exit_code=None)
+            stamps.update(queued_at=now, finished_at=None, paused_at=None, error=None,
+                          requested=None, pid=None, exit_code=None)
         elif target == JobStatus.RUNNING:
             stamps.update(started_at=now, finished_at=None, requested=None)
         elif target == JobStatus.PAUSED:

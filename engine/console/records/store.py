@@ -22,7 +22,7 @@ from tinydb.storages import Storage
 
 from engine.atomic import write_atomic
 from engine.config import ConfigError, JobConfig, shorten
-from engine.console.records.job import Job, readable_record, record_problems
+from engine.console.records.job import Job, field_problems, readable_record, record_problems
 from engine.console.records.jsonsafe import unsafe_parts
 
 log = logging.getLogger("traindeck.store")
@@ -89,11 +89,16 @@ class JobNotFound(KeyError):
 
 
 def storable(fields: dict[str, Any]) -> dict[str, Any]:
-    """Fields as stored: a JobConfig becomes its dict; nothing a JSON client cannot read passes."""
+    """Fields as stored: a JobConfig becomes its dict; nothing a JSON client cannot read, and
+    nothing the record's fields do not allow, passes."""
     fields = {k: (v.to_dict() if isinstance(v, JobConfig) else v) for k, v in fields.items()}
     problems = unsafe_parts(fields)
     if problems:
-        raise UnsafeValue("refusing to store a value no client could read: " + "; ".join(problems[:5]))
+        raise UnsafeValue("refusing to store a value no client could read: "
+                          + "; ".join(problems[:5]))
+    problems = field_problems(fields)
+    if problems:
+        raise ValueError("refusing to store a job record with " + "; ".join(problems[:5]))
     return fields
 
 
@@ -142,8 +147,9 @@ class JobStore(ABC):
         with self.lock:
             return max((job.seq for job in self.all()), default=0) + 1
 
+    @abstractmethod
     def close(self) -> None:
-        pass
+        """Let go of what the store holds open (a file); the store is not used after."""
 
 
 class MemoryJobStore(JobStore):
@@ -183,6 +189,9 @@ class MemoryJobStore(JobStore):
         with self.lock:
             return [Job.from_dict(clone(d) if copy else d) for d in self._jobs.values()
                     if statuses is None or d["status"] in statuses]
+
+    def close(self) -> None:
+        """Nothing to let go of: the jobs live in this object."""
 
 
 class AtomicJSONStorage(Storage):

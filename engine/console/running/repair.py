@@ -53,12 +53,18 @@ def rebuild_job(folder: Path) -> tuple[Job, Ending | None] | None:
     paths = JobPaths(folder)
     kept = read_json(paths.record)
     if isinstance(kept, dict) and kept.get("job_id") == folder.name:
-        problems = record_problems(kept)
-        job = Job.from_dict(readable_record(kept, problems) if problems else kept)
+        job = _checked_job(kept)
         # A copy that says running was written before the run ended (or while it goes on).
         return job, _ending(job, paths) if job.status == JobStatus.RUNNING else None
     job = _from_job_file(folder, paths)
     return (job, _ending(job, paths)) if job else None
+
+
+def _checked_job(record: dict[str, Any]) -> Job:
+    """The job a record describes; one with fields the record does not allow is read made safe
+    and marked damaged (never started), as the store reads it."""
+    problems = record_problems(record)
+    return Job.from_dict(readable_record(record, problems) if problems else record)
 
 
 def _from_job_file(folder: Path, paths: JobPaths) -> Job | None:
@@ -74,12 +80,12 @@ def _from_job_file(folder: Path, paths: JobPaths) -> Job | None:
         return None
     config = document["config"]
     created = _number(document.get("created_at")) or paths.job_file.stat().st_mtime
-    job = Job(job_id=job_id, name=str(document.get("name") or job_id)[:200], config=config,
-              owner=str(document.get("owner") or "local"),
-              priority=_int(document.get("priority", config.get("priority", 0))),
-              seq=_int(document.get("seq")), created_at=created, queued_at=created,
-              shared=document.get("shared") is True,
-              sweep=_sweep(document.get("sweep")))
+    job = _checked_job({
+        "job_id": job_id, "name": str(document.get("name") or job_id)[:200], "config": config,
+        "owner": str(document.get("owner") or "local"),
+        "priority": _int(document.get("priority", config.get("priority", 0))),
+        "seq": max(_int(document.get("seq")), 0), "created_at": created, "queued_at": created,
+        "shared": document.get("shared") is True, "sweep": _sweep(document.get("sweep"))})
     metrics = MetricsLog(paths.metrics)
     metrics.refresh()
     last = metrics.last or {}
@@ -133,7 +139,8 @@ def _number(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31 else 0
+    plausible = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31
+    return value if plausible else 0
 
 
 def repair(workspace: Workspace) -> tuple[list[Job], list[Path], Path | None]:
