@@ -20,8 +20,9 @@ from engine.console.records.job import Job, JobStatus
 from engine.console.records.jsonsafe import made_safe
 from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
-from engine.console.running.supervisor import Supervisor, TrainerExit, log_tail
-from engine.console.scheduling.scheduler import queue_order
+from engine.console.running.following import TrainerExit, log_tail
+from engine.console.running.supervisor import Supervisor
+from engine.console.scheduling.planner import queue_order
 from engine.jobfiles import CHECKPOINT_NAME, read_json
 
 log = logging.getLogger("traindeck.views")
