@@ -9,7 +9,6 @@ import pytest
 from engine.config import ConfigError, JobConfig
 from engine.console.engine import Engine
 from engine.console.jobs.control import JobControl
-from engine.console.jobs.resume import Resumer
 from engine.console.jobs.submission import Enqueuer
 from engine.console.jobs.sweeps import Sweeps
 from engine.console.jobs.views import JobViews
@@ -175,7 +174,7 @@ def test_others_see_the_row_but_not_paths_logs_or_errors(place):
 
 
 def public_methods():
-    for cls in (Engine, JobControl, Enqueuer, Resumer, JobViews, Artifacts, Sweeps):
+    for cls in (Engine, JobControl, Enqueuer, JobViews, Artifacts, Sweeps):
         for name, method in inspect.getmembers(cls, inspect.isfunction):
             if not name.startswith("_"):
                 yield f"{cls.__name__}.{name}", method

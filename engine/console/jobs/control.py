@@ -58,8 +58,7 @@ class JobControl:
         self.wake = wake  # the scheduler's: run a round now rather than at the next tick
         self.base_dir = base_dir
         self.enqueuer = Enqueuer(store, access, views, workspace)
-        self.resumer = Resumer(store, access, presets, machine, workspace, devices, listeners,
-                               base_dir)
+        self.resumer = Resumer(store, access, presets, machine, workspace, devices, base_dir)
 
     # ---- checking and submitting ----------------------------------------------------------------
 
@@ -134,7 +133,11 @@ class JobControl:
         complete one. `changes` edits the config first, through the same resolution as a submit;
         a change that would make the resumed run differ from a straight one is refused unless
         `allow_inexact`."""
-        job = self.resumer.requeue(user, job_id, checkpoint, changes, allow_inexact)
+        with self.store.lock:
+            job = self.store.lookup(job_id)
+            self.access.authorize(job, user, "resume")
+            fields = self.resumer.requeued_fields(job, checkpoint, changes, allow_inexact)
+            job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
         self.wake()
         return self.views.summary(job)
 

@@ -10,15 +10,7 @@ from typing import Any
 from engine import machine as machines
 from engine.config import ConfigError, JobConfig
 from engine.console.people.access import Access
-from engine.console.people.users import User
-from engine.console.records.job import (
-    IllegalTransition,
-    Job,
-    JobStatus,
-    StatusListener,
-    can_transition,
-    change_status,
-)
+from engine.console.records.job import IllegalTransition, Job, JobStatus, can_transition
 from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.results.zips import checkpoint_folder
@@ -54,33 +46,30 @@ def check_ends_after(checkpoint: str | None, config: JobConfig) -> None:
 class Resumer:
     def __init__(self, store: JobStore, access: Access, presets: PresetLibrary,
                  machine: machines.Machine, workspace: Workspace, devices: DevicePool,
-                 listeners: list[StatusListener], base_dir: Path | None = None):
+                 base_dir: Path | None = None):
         self.store, self.access, self.presets = store, access, presets
         self.machine, self.workspace, self.devices = machine, workspace, devices
-        self.listeners, self.base_dir = listeners, base_dir
+        self.base_dir = base_dir
 
-    def requeue(self, user: User, job_id: str, checkpoint: str | None,
-                changes: dict[str, Any] | None, allow_inexact: bool) -> Job:
-        """Queue a paused, failed or cancelled job again from `checkpoint` or its latest complete
-        one, with `changes` made to its config (see JobControl.resume)."""
-        with self.store.lock:
-            job = self.store.lookup(job_id)
-            self.access.authorize(job, user, "resume")
-            if not can_transition(job.status, JobStatus.QUEUED):
-                raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
-            name = resume_point(self.workspace.job_paths(job.job_id), checkpoint)
-            fields: dict[str, Any] = {"resume_from": name}
-            if changes:
-                resolution = self._changed(job, changes, allow_inexact or name is None)
-                fields.update(config=resolution.config, priority=resolution.config.priority,
-                              resolved={**job.resolved, **resolution.resolved})
-                self.access.check_may_run(resolution.config, self.access.owner_of(job),
-                                          self.devices)
-            check_ends_after(name, fields.get("config", job.config))
-            self.access.check_queue_quota(self.access.owner_of(job),
-                                          self.store.all((JobStatus.QUEUED.value,)))
-            return change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners,
-                                 **fields)
+    def requeued_fields(self, job: Job, checkpoint: str | None, changes: dict[str, Any] | None,
+                        allow_inexact: bool) -> dict[str, Any]:
+        """What a job queued again from `checkpoint` (or its latest complete one) records, with
+        `changes` made to its config; raises when it cannot resume so. Under the store lock: the
+        owner's queue quota counts the jobs queued until now."""
+        if not can_transition(job.status, JobStatus.QUEUED):
+            raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
+        name = resume_point(self.workspace.job_paths(job.job_id), checkpoint)
+        fields: dict[str, Any] = {"resume_from": name}
+        if changes:
+            resolution = self._changed(job, changes, allow_inexact or name is None)
+            fields.update(config=resolution.config, priority=resolution.config.priority,
+                          resolved={**job.resolved, **resolution.resolved})
+            self.access.check_may_run(resolution.config, self.access.owner_of(job),
+                                      self.devices)
+        check_ends_after(name, fields.get("config", job.config))
+        self.access.check_queue_quota(self.access.owner_of(job),
+                                      self.store.all((JobStatus.QUEUED.value,)))
+        return fields
 
     def _changed(self, job: Job, changes: Any, allow_inexact: bool) -> Resolution:
         if not isinstance(changes, dict):
