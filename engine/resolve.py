@@ -48,7 +48,8 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
     if submission is None:
         submission = {}
     if not isinstance(submission, dict):
-        raise ConfigError(f"config must be an object of field: value, got {type(submission).__name__}")
+        raise ConfigError(f"config must be an object of field: value, "
+                          f"got {type(submission).__name__}")
     base_dir = base_dir or Path.cwd()
     overrides = validate_fields({k: v for k, v in submission.items() if k != "preset"})
     if base is None:
@@ -66,7 +67,8 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
         fmt = config.dataset_format
         if fmt == AUTO:
             sample = preset.sample if preset else None
-            fmt = sample if sample in METHOD_FORMATS[config.method] else METHOD_FORMATS[config.method][0]
+            formats = METHOD_FORMATS[config.method]
+            fmt = sample if sample in formats else formats[0]
         changes["dataset"] = str(sample_dataset(fmt))
     location, is_local = resolve_dataset_location(changes.get("dataset", config.dataset), base_dir,
                                                   rules)
@@ -172,8 +174,8 @@ def _resolve_kernels(config: JobConfig, machine: machines.Machine) -> dict[str, 
     if config.padding_free == AUTO:
         chosen["padding_free"] = isolated and supported
     elif config.padding_free and not supported:
-        raise ConfigError(f"padding_free: the installed TRL does not support it for {config.method} "
-                          f"(it falls back to padding); set it to auto or false")
+        raise ConfigError(f"padding_free: the installed TRL does not support it for "
+                          f"{config.method} (it falls back to padding); set it to auto or false")
     elif config.padding_free and not isolated:
         raise ConfigError(f"padding_free with {attention} attention would let examples attend to "
                           f"each other in this transformers version; use FlashAttention, or auto")

@@ -148,8 +148,8 @@ def check_hub(repo_id: str, kind: str, field_name: str | None = None) -> None:
     if isinstance(cached, str):
         return
     if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
-        raise ConfigError(f"{field_name or kind} {repo_id}: not in the local Hugging Face cache, and "
-                          f"HF_HUB_OFFLINE is set; use a local path")
+        raise ConfigError(f"{field_name or kind} {repo_id}: not in the local Hugging Face cache, "
+                          f"and HF_HUB_OFFLINE is set; use a local path")
     api = HfApi()
     try:
         if kind == "model":
@@ -159,11 +159,12 @@ def check_hub(repo_id: str, kind: str, field_name: str | None = None) -> None:
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         if status in (401, 403, 404):
-            raise ConfigError(f"{field_name or kind} {repo_id}: not found on the Hugging Face Hub (or it is "
-                              f"gated/private and no token is set)") from None
-        raise ConfigError(f"{field_name or kind} {repo_id}: the Hugging Face Hub answered {status}: {exc}") from None
+            raise ConfigError(f"{field_name or kind} {repo_id}: not found on the Hugging Face Hub "
+                              f"(or it is gated/private and no token is set)") from None
+        raise ConfigError(f"{field_name or kind} {repo_id}: the Hugging Face Hub answered "
+                          f"{status}: {exc}") from None
     except Exception as exc:  # DNS, connection refused, timeout: this machine is offline
         raise ConfigError(
-            f"{field_name or kind} {repo_id}: not a local path, and the Hugging Face Hub cannot be reached from "
-            f"this machine ({type(exc).__name__}: {exc}). Download it where there is network and "
-            f"give its local path.") from None
+            f"{field_name or kind} {repo_id}: not a local path, and the Hugging Face Hub cannot "
+            f"be reached from this machine ({type(exc).__name__}: {exc}). Download it where "
+            f"there is network and give its local path.") from None

@@ -133,7 +133,8 @@ def _number(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31 else 0
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    return value if whole and abs(value) < 2**31 else 0
 
 
 def repair(workspace: Workspace) -> tuple[list[Job], list[Path], Path | None]:
