@@ -118,7 +118,7 @@ def auth_lines(args: argparse.Namespace) -> list[str]:
             try:
                 text = Path(value[1:]).read_text(encoding="utf-8")
             except OSError as exc:
-                raise SystemExit(f"--auth {value}: cannot read it ({exc.strerror})")
+                raise SystemExit(f"--auth {value}: cannot read it ({exc.strerror})") from None
             lines += [line.strip() for line in text.splitlines()]
         else:
             print("warning: a password given with --auth is visible to every account on this "
@@ -134,7 +134,8 @@ def parse_gpus(text: str | None) -> list[int] | None:
     try:
         indices = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SystemExit(f"--gpus {text!r}: expected comma-separated GPU indices, e.g. 0,1,2,3")
+        raise SystemExit(f"--gpus {text!r}: expected comma-separated GPU indices, "
+                         f"e.g. 0,1,2,3") from None
     if len(set(indices)) != len(indices) or any(i < 0 for i in indices):
         raise SystemExit(f"--gpus {text!r}: indices must be distinct and >= 0")
     return indices

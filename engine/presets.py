@@ -48,6 +48,13 @@ class Preset:
         return {"name": self.name, "title": self.title, "description": self.description,
                 "method": self.method}
 
+    def form_values(self) -> dict[str, Any]:
+        """What fills the new-job form: the config with the preset's title and description."""
+        # The config's own `name` (the job name, empty) follows the preset's: a form filled from
+        # this must not name the job after the template.
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "sample": self.sample, **self.config(), "preset": self.name}
+
 
 def load_preset(path: Path) -> Preset:
     try:

@@ -189,8 +189,8 @@ class StandInSupervisor:
 class Stepped:
     """A scheduler over an in-memory store and a stand-in supervisor, stepped by hand."""
 
-    def __init__(self, folder: Path, gpus=(), quotas=None):
-        self.store = MemoryJobStore()
+    def __init__(self, folder: Path, gpus=(), quotas=None, store=None):
+        self.store = store if store is not None else MemoryJobStore()
         self.supervisor = StandInSupervisor()
         self.devices = DevicePool(list(gpus))
         self.scheduler = Scheduler(self.store, self.supervisor, Workspace(folder), self.devices,

@@ -9,6 +9,7 @@ import pytest
 from engine.config import ConfigError, JobConfig
 from engine.console.engine import Engine
 from engine.console.jobs.control import JobControl
+from engine.console.jobs.submission import Enqueuer
 from engine.console.jobs.sweeps import Sweeps
 from engine.console.jobs.views import JobViews
 from engine.console.people.access import Access
@@ -32,7 +33,6 @@ NOT_ENTRY_POINTS = {
     "JobViews.summary": "a job's row before Access shapes it for the caller",
     "JobViews.progress": "live progress, inside the views and notifications",
     "JobViews.metrics": "the parsed metrics log, inside the views, sweeps and notifications",
-    "JobViews.forget": "drops a deleted job's cached metrics",
     "JobViews.as_ended": "a job as it will be recorded, inside the views",
     "Artifacts.clean_uploads": "housekeeping the console does on its own",
 }
@@ -174,7 +174,7 @@ def test_others_see_the_row_but_not_paths_logs_or_errors(place):
 
 
 def public_methods():
-    for cls in (Engine, JobControl, JobViews, Artifacts, Sweeps):
+    for cls in (Engine, JobControl, Enqueuer, JobViews, Artifacts, Sweeps):
         for name, method in inspect.getmembers(cls, inspect.isfunction):
             if not name.startswith("_"):
                 yield f"{cls.__name__}.{name}", method

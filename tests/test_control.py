@@ -6,7 +6,7 @@ import pytest
 from conftest import lock_is_free
 
 from engine.config import ConfigError
-from engine.console.jobs import control
+from engine.console.jobs import submission
 from engine.console.records.job import IllegalTransition, JobStatus
 from engine.console.records.store import StorageError
 
@@ -100,12 +100,12 @@ def test_a_submit_writes_the_job_folder_with_the_store_lock_free(idle_engine, te
     """Every other user's call waits for the store lock: a slow disk under a submit or a sweep
     must not hold it."""
     bob, free = team.get("bob"), []
-    write = control.write_job_file
+    write = submission.write_job_file
 
     def noting(*args, **kwargs):
         free.append(lock_is_free(idle_engine.store.lock))
         return write(*args, **kwargs)
-    monkeypatch.setattr(control, "write_job_file", noting)
+    monkeypatch.setattr(submission, "write_job_file", noting)
     idle_engine.jobs.submit(bob, {"max_steps": 5})
     idle_engine.sweeps.submit(team.get("alice"), {"grid": {"lora_r": [4, 8]}})
     assert free == [True, True, True]

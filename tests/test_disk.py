@@ -17,7 +17,7 @@ from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER
 from engine.console.records.job import Job, JobStatus, change_status
 from engine.console.records.store import MemoryJobStore
-from engine.console.running.supervisor import TrainerExit
+from engine.console.running.following import TrainerExit
 from engine.console.scheduling.disk import FULL_BYTES, GIB, DiskWatch
 from ui.errors import as_gradio_errors
 from ui.job_format import enabled_actions, header
@@ -72,11 +72,9 @@ def test_the_disk_is_looked_at_once_per_interval_however_often_asked(tmp_path):
 
 
 def stepped_with_disk(tmp_path, free: int, store=None) -> tuple[Stepped, FakeDisk]:
-    stepped = Stepped(tmp_path)
+    stepped = Stepped(tmp_path, store=store)
     disk = FakeDisk(free)
     stepped.scheduler.disk = DiskWatch(tmp_path, interval_s=0, usage=disk)
-    if store is not None:
-        stepped.store = stepped.scheduler.store = store
     return stepped, disk
 
 

@@ -7,8 +7,9 @@ from conftest import StandInSupervisor, Stepped, lock_is_free
 from engine.config import JobConfig
 from engine.console.metrics.log import MetricsLog
 from engine.console.records.job import Job, JobStatus, change_status
-from engine.console.running.supervisor import TrainerExit
-from engine.console.scheduling.scheduler import queue_order
+from engine.console.records.store import MemoryJobStore
+from engine.console.running.following import TrainerExit
+from engine.console.scheduling.planner import queue_order
 from engine.jobfiles import truncate_after
 
 
@@ -185,9 +186,9 @@ class FailingWrites:
 
 
 def test_an_end_that_cannot_be_written_is_written_once_it_can(tmp_path):
-    stepped = Stepped(tmp_path)
-    failing = FailingWrites(stepped.store)
-    stepped.scheduler.store = failing
+    memory = MemoryJobStore()
+    failing = FailingWrites(memory)
+    stepped = Stepped(tmp_path, store=failing)
     stepped.add("a")
     stepped.add("b")
     stepped.step()
@@ -232,7 +233,9 @@ class ProbingSupervisor(StandInSupervisor):
 def probed(tmp_path, **options) -> Stepped:
     stepped = Stepped(tmp_path)
     stepped.supervisor = ProbingSupervisor(stepped.store, **options)
-    stepped.scheduler.supervisor = stepped.scheduler.launcher.supervisor = stepped.supervisor
+    scheduler = stepped.scheduler
+    for holder in (scheduler, scheduler.planner, scheduler.launcher):
+        holder.supervisor = stepped.supervisor
     return stepped
 
 

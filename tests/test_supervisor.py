@@ -4,7 +4,8 @@ past the job's timeout, and a cancel not honoured within the grace period."""
 import json
 
 from engine.console.records.job import JobStatus
-from engine.console.running.supervisor import CANCEL_GRACE_S, Supervisor
+from engine.console.running.following import CANCEL_GRACE_S
+from engine.console.running.supervisor import Supervisor
 from engine.console.running.trainers import Trainer
 from engine.jobfiles import JobPaths
 

@@ -14,7 +14,7 @@ from harness import REPO, call, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
-from engine.console.running.supervisor import CANCEL_GRACE_S
+from engine.console.running.following import CANCEL_GRACE_S
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 

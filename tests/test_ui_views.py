@@ -4,7 +4,8 @@ buttons are enabled, the form's sections and which fields it shows for a method 
 import pytest
 
 from engine.config import SCHEMA, ConfigError, JobConfig
-from engine.console.jobs.views import mark_best, run_seconds
+from engine.console.jobs.checkpoints import mark_best
+from engine.console.jobs.views import run_seconds
 from engine.console.people.users import User
 from engine.console.records.job import Job, JobStatus
 from engine.schema import Problem

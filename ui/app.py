@@ -16,8 +16,10 @@ from ui.sweeps import create_sweep_form
 from ui.system import create_system_tab
 
 CSS = """
-.td-progress { width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden; }
-.td-bar { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6); transition: width .5s; }
+.td-progress { width: 100%; height: 14px; background: #e5e7eb; border-radius: 7px;
+               overflow: hidden; }
+.td-bar { height: 100%; background: linear-gradient(90deg, #2563eb, #3b82f6);
+          transition: width .5s; }
 .td-progress-text { font-size: .9em; color: #4b5563; margin-top: 4px; }
 .td-status { font-weight: 600; padding: 1px 8px; border-radius: 8px; background: #e5e7eb; }
 .td-running { background: #dbeafe; color: #1d4ed8; }

@@ -174,6 +174,19 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab, tick: gr.Tim
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return data.iloc[row]["job id"], ""
 
+    tick.tick(refresh_table, None, [table, compare_ids, sweep_chooser], **PRIVATE)
+    table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
+    # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
+    gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live),
+          [view.job_id, view.drawn_key, event_number()], view.refreshed(), js=numbered(2),
+          trigger_mode="multiple", **PRIVATE)
+    view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
+    _bind_compare(engine, compare_ids, compare_plot)
+    _bind_try_it(engine, view, try_it)
+    _bind_actions(engine, view)
+
+
+def _bind_compare(engine: Engine, compare_ids: gr.Dropdown, compare_plot: gr.Plot) -> None:
     def do_compare(job_ids: list[str], request: gr.Request = None):
         user = user_of(engine, request)
         jobs = [engine.views.get_job(user, job_id) for job_id in job_ids or []]
@@ -182,6 +195,11 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab, tick: gr.Tim
                               for j in jobs},
                              {j["job_id"]: j["config"].get("method", "sft") for j in jobs})
 
+    compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
+
+
+def _bind_try_it(engine: Engine, view: JobView, try_it: dict[str, Any]) -> None:
+    """The prompt box: the base model's and the trained model's answers, side by side."""
     @as_gradio_errors
     def generate(selected: str, chosen: str | None, text: str, user: User):
         return engine.artifacts.try_model(user, selected, text, chosen_checkpoint(chosen))
@@ -193,19 +211,10 @@ def create_jobs_tab(engine: Engine, live: LiveStreams, tab: gr.Tab, tick: gr.Tim
             return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
-    tick.tick(refresh_table, None, [table, compare_ids, sweep_chooser], **PRIVATE)
-    table.select(select_row, table, [view.job_id, view.drawn_key], **PRIVATE)
-    # Each trigger starts a new stream at once ("multiple"), which ends the one it replaces.
-    gr.on([tab.select, view.job_id.change], _job_stream(engine, view, live),
-          [view.job_id, view.drawn_key, event_number()], view.refreshed(), js=numbered(2),
-          trigger_mode="multiple", **PRIVATE)
-    compare_ids.change(do_compare, compare_ids, compare_plot, **PRIVATE)
-    view.log_tail.change(None, None, None, js=FOLLOW_LOG_JS, api_visibility="private")
     answers = [try_it["base"], try_it["tuned"]]
     try_it["generate"].click(lambda: ("generating…", "generating…"), None, answers, queue=False,
                              **PRIVATE).then(
         do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
-    _bind_actions(engine, view)
 
 
 def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
@@ -365,6 +374,17 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
         job = engine.jobs.delete(user_of(engine, request), selected)
         return f"Job `{job['job_id']}` deleted with its folder."
 
+    for button, fn, inputs, outputs in (
+            (view.pause, do_pause, [view.job_id], [view.message]),
+            (view.resume, do_resume, [view.job_id, view.checkpoint], [view.message]),
+            (view.cancel, do_cancel, [view.job_id], [view.message]),
+            (view.delete, do_delete, [view.job_id], [view.message])):
+        button.click(fn, inputs, outputs, **PRIVATE)
+    _bind_sharing_and_priority(engine, view)
+    _bind_downloads(engine, view)
+
+
+def _bind_sharing_and_priority(engine: Engine, view: JobView) -> None:
     @as_gradio_errors
     def do_share(selected: str, request: gr.Request = None):
         user = user_of(engine, request)
@@ -378,16 +398,9 @@ def _bind_actions(engine: Engine, view: JobView) -> None:
         job = engine.jobs.set_priority(user_of(engine, request), selected, int(priority or 0))
         where = f"; queue position {job['position']}" if job.get("position") else ""
         return f"Priority of `{job['job_id']}` set to {job['priority']}{where}."
-
-    for button, fn, inputs, outputs in (
-            (view.pause, do_pause, [view.job_id], [view.message]),
-            (view.resume, do_resume, [view.job_id, view.checkpoint], [view.message]),
-            (view.cancel, do_cancel, [view.job_id], [view.message]),
-            (view.delete, do_delete, [view.job_id], [view.message]),
-            (view.share, do_share, [view.job_id], [view.message]),
-            (view.set_priority, do_set_priority, [view.job_id, view.priority], [view.message])):
-        button.click(fn, inputs, outputs, **PRIVATE)
-    _bind_downloads(engine, view)
+    view.share.click(do_share, [view.job_id], [view.message], **PRIVATE)
+    view.set_priority.click(do_set_priority, [view.job_id, view.priority], [view.message],
+                            **PRIVATE)
 
 
 def _bind_downloads(engine: Engine, view: JobView) -> None:
@@ -456,7 +469,7 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str, user: Use
             engine.views.get_metrics(user, job["job_id"], 0), run_events(job)))
         shown = {chart: gr.update(value=figure, visible=figure is not None)
                  if chart in (view.rewards_plot, view.reward_accuracy_plot) else figure
-                 for chart, figure in zip(view.charts(), figures)}
+                 for chart, figure in zip(view.charts(), figures, strict=True)}
     enabled = enabled_actions(job, user)
     buttons = {button: gr.update(interactive=name in enabled) for name, button in
                view.buttons().items()}

@@ -35,9 +35,10 @@ def gpu_table(stats: dict[str, Any]) -> pd.DataFrame:
         if "error" in gpu:
             rows.append({"GPU": gpu["index"], "name": f"error: {gpu['error']}"})
             continue
+        used_gb, total_gb = gpu["memory_used_mb"] / 1024, gpu["memory_total_mb"] / 1024
         rows.append({"GPU": gpu["index"], "name": gpu["name"],
                      "util %": gpu["utilization_percent"],
-                     "memory": f"{gpu['memory_used_mb'] / 1024:.1f} / {gpu['memory_total_mb'] / 1024:.1f} GB",
+                     "memory": f"{used_gb:.1f} / {total_gb:.1f} GB",
                      "temp °C": gpu["temperature_c"],
                      "power W": round(gpu["power_w"], 1) if gpu.get("power_w") else None})
     return pd.DataFrame(rows, columns=["GPU", "name", "util %", "memory", "temp °C", "power W"])

@@ -6,6 +6,7 @@ thread, and puts together the collaborators the UI and the API call:
 - `engine.views`: the job list, one job, metrics, checkpoints, analytics, logs
 - `engine.artifacts`: downloads, merged exports, trying a model, uploads
 - `engine.access`: who may do what, quotas, where data may come from
+- `engine.status`: the console as a whole: health, telemetry with the queue, the disk
 
 Every entry point of these takes the acting user first, with no default: there is no "no one"
 that means admin. The console without logins acts as LOCAL_USER, which `Users.get` gives only
@@ -17,12 +18,10 @@ messages say what to change.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import engine
 from engine import machine as machines
 from engine.console.jobs.control import JobControl
 from engine.console.jobs.sweeps import Sweeps
@@ -39,19 +38,48 @@ from engine.console.results.artifacts import Artifacts
 from engine.console.results.gates import Gates
 from engine.console.running.cluster import ClusterSettings
 from engine.console.running.devices import ClusterDevices, DevicePool
+from engine.console.running.reattach import reattach
 from engine.console.running.supervisor import Supervisor
 from engine.console.scheduling.disk import (
     DiskWatch,
-    disk_report,
     recorded_checkpoints,
     running_checkpoints,
 )
 from engine.console.scheduling.estimate import length_note
 from engine.console.scheduling.scheduler import Scheduler
+from engine.console.status import ConsoleStatus
 from engine.presets import PresetLibrary
 from engine.resolve import Resolution
 
-log = logging.getLogger("traindeck.engine")
+QLORA_ON_CPU = ("QLoRA is meant for a GPU: on this machine without one it runs, but slowly (the "
+                "4-bit weights are unpacked on every step). LoRA trains the same kind of adapter "
+                "faster here.")
+
+
+def executor(workspace: Workspace, machine: machines.Machine, cluster: ClusterSettings | None,
+             gpu_indices: list[int] | None, warm_start: bool) -> tuple[DevicePool, Supervisor]:
+    """Where trainers run: on this machine's GPUs (or CPU), or as Slurm jobs the console follows
+    (Slurm then places them)."""
+    if cluster is not None:
+        from engine.console.running.slurm import SlurmSupervisor
+        return ClusterDevices(), SlurmSupervisor(workspace.cache_dir, cluster)
+    devices = DevicePool([g.index for g in machine.gpus] if gpu_indices is None else gpu_indices)
+    return devices, Supervisor(workspace.cache_dir, warm_start=warm_start)
+
+
+def open_store(workspace: Workspace) -> JobStore:
+    """The workspace's job database. One with no jobs beside folders of jobs lost its history (a
+    truncated or deleted file): starting would write an empty one over it."""
+    store = TinyDBJobStore(workspace.database)
+    folders = [] if store.all(copy=False) else workspace.job_folders()
+    if folders:
+        store.close()
+        raise DatabaseDamaged(
+            f"job database {workspace.database} holds no jobs, but "
+            f"{workspace.jobs_dir} holds {len(folders)} job folders; the console will "
+            f"not start over it. Rebuild the database from them with `python app.py repair-db "
+            f"--workspace {workspace.root}`, or move the folders away to start afresh.")
+    return store
 
 
 class Engine:
@@ -70,14 +98,8 @@ class Engine:
         self.gates = Gates()
         self.max_upload_bytes = max_upload_bytes
         self.cluster = cluster
-        if cluster is not None:  # Slurm places the jobs; the console follows them
-            from engine.console.running.slurm import SlurmSupervisor
-            self.devices = ClusterDevices()
-            self.supervisor = SlurmSupervisor(self.workspace.cache_dir, cluster)
-        else:
-            self.devices = DevicePool([g.index for g in self.machine.gpus]
-                                      if gpu_indices is None else gpu_indices)
-            self.supervisor = Supervisor(self.workspace.cache_dir, warm_start=warm_start)
+        self.devices, self.supervisor = executor(self.workspace, self.machine, cluster,
+                                                 gpu_indices, warm_start)
         self.system = SystemHistory(self.workspace.root)
         self.disk = DiskWatch(self.workspace.root, disk_floor_bytes,
                               checkpoints=lambda: running_checkpoints(self.supervisor.running))
@@ -90,6 +112,7 @@ class Engine:
         self.jobs: JobControl | None = None
         self.views: JobViews | None = None
         self.artifacts: Artifacts | None = None
+        self.status: ConsoleStatus | None = None
         self.sweeps: Sweeps | None = None
         self.started_at = time.time()
 
@@ -100,8 +123,7 @@ class Engine:
         self.workspace.acquire()
         try:
             if self._store is None:
-                self._store = TinyDBJobStore(self.workspace.database)
-                self._check_store_matches_folders()
+                self._store = open_store(self.workspace)
         except DatabaseDamaged:
             self.workspace.release()
             raise
@@ -124,6 +146,8 @@ class Engine:
         self.supervisor.on_micro_batch_lowered = notifications.on_micro_batch_lowered
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
                                    self.max_upload_bytes)
+        self.status = ConsoleStatus(self.store, self.machine, self.system, self.disk,
+                                    self.supervisor, self.scheduler)
         self.recover()
         self.disk.note_checkpoints(recorded_checkpoints(self.workspace, self.store.all(copy=False)))
         return self
@@ -155,21 +179,6 @@ class Engine:
             raise RuntimeError("the engine is not open")
         return self._store
 
-    def _check_store_matches_folders(self) -> None:
-        """A database with no jobs beside folders of jobs lost its history (a truncated or
-        deleted file): starting would write an empty one over it."""
-        if self.store.all(copy=False):
-            return
-        folders = self.workspace.job_folders()
-        if folders:
-            self._store.close()
-            self._store = None
-            raise DatabaseDamaged(
-                f"job database {self.workspace.database} holds no jobs, but "
-                f"{self.workspace.jobs_dir} holds {len(folders)} job folders; the console will "
-                f"not start over it. Rebuild the database from them with `python app.py repair-db "
-                f"--workspace {self.workspace.root}`, or move the folders away to start afresh.")
-
     def _find(self, job_id: str) -> Job | None:
         try:
             return self.store.get(job_id)
@@ -180,15 +189,8 @@ class Engine:
         """After a console restart, follow every job the database says is running: a trainer
         that survived the restart is re-attached; one that ended while no console was watching is
         reaped by the next scheduler round (its exit record, or "interrupted")."""
-        for job in self.store.all((JobStatus.RUNNING.value,)):
-            trainer = self.supervisor.attach(job, self.workspace.job_paths(job.job_id))
-            slots = (job.attempts[-1].get("devices") if job.attempts else None) or []
-            if self.cluster is not None:
-                self.devices.take(job.job_id, job.config.gpus * job.config.nodes)
-            else:
-                self.devices.assigned[job.job_id] = slots or self.devices.free()[:1]
-            log.info("job %s: %s", job.job_id,
-                     "re-attached" if trainer.alive_at_attach else "trainer gone, reaping")
+        reattach(self.store.all((JobStatus.RUNNING.value,)), self.supervisor, self.devices,
+                 self.workspace, clustered=self.cluster is not None)
 
     # ---- the console as a whole ---------------------------------------------------------------
 
@@ -202,44 +204,19 @@ class Engine:
         notes = [length_note(config, resolution.resolved, self.store.all(copy=False),
                              lambda job_id: self.views.job_analytics(user, job_id)["steps_per_s"])]
         if config.adapter == "qlora" and not self.machine.has_cuda and self.cluster is None:
-            notes.append("QLoRA is meant for a GPU: on this machine without one it runs, but "
-                         "slowly (the 4-bit weights are unpacked on every step). LoRA trains the "
-                         "same kind of adapter faster here.")
+            notes.append(QLORA_ON_CPU)
         return notes
 
     def get_preset(self, name: str | None) -> dict[str, Any]:
-        preset = self.presets.get(name)
-        # The config's own `name` (the job name, empty) follows the preset's: a form filled from
-        # this must not name the job after the template.
-        return {"name": preset.name, "title": preset.title, "description": preset.description,
-                "sample": preset.sample, **preset.config(), "preset": preset.name}
+        return self.presets.get(name).form_values()
+
+    # The console as a whole, as every visitor sees it (engine.console.status).
 
     def system_stats(self) -> dict[str, Any]:
-        stats = dict(self.system.latest())
-        counts = self.store.status_counts()
-        stats["queue"] = {s.value: counts.get(s.value, 0) for s in JobStatus}
-        return stats
+        return self.status.system_stats()
 
     def disk_status(self) -> dict[str, Any]:
-        """The workspace's disk: free, floor, and (when short) what is held back and what cannot
-        be recorded, in a message for the banner."""
-        unrecorded = [e.job_id for e in self.scheduler.unrecorded] if self.scheduler else []
-        queued = self.store.status_counts().get(JobStatus.QUEUED.value, 0)
-        return disk_report(self.disk.state(), queued, unrecorded)
+        return self.status.disk_status()
 
     def health(self) -> dict[str, Any]:
-        counts = self.store.status_counts()
-        disk = self.disk_status()
-        ended = len(disk["unrecorded"])  # their trainers ended: no longer running
-        return {
-            "status": "ok" if disk["state"] == "ok" else f"disk {disk['state']}",
-            "version": engine.__version__,
-            "device": self.machine.describe(),
-            "gpus": [g.__dict__ | {"compute_capability": list(g.compute_capability)}
-                     for g in self.machine.gpus],
-            "queued": counts.get(JobStatus.QUEUED.value, 0),
-            "running": counts.get(JobStatus.RUNNING.value, 0) - ended,
-            "disk": disk,
-            "scheduler_cpu_s": round(self.scheduler.cpu_seconds, 3) if self.scheduler else 0.0,
-            "warm_start": self.supervisor.spares.describe(),
-        }
+        return self.status.health()

@@ -1,6 +1,6 @@
-"""Merge a job's LoRA/QLoRA adapter into its base model: `python -m engine.trainer.export <job folder>
-[--checkpoint checkpoint-N]` writes a standalone model (safetensors, tokenizer, chat template)
-that loads with plain transformers.
+"""Merge a job's LoRA/QLoRA adapter into its base model:
+`python -m engine.trainer.export <job folder> [--checkpoint checkpoint-N]` writes a standalone
+model (safetensors, tokenizer, chat template) that loads with plain transformers.
 
 It runs as its own process, so the console never loads a model or holds GPU memory. A QLoRA
 adapter is merged into the base model loaded in 16/32-bit, not into 4-bit weights, which would

@@ -1,5 +1,6 @@
-"""Try a trained model: `python -m engine.trainer.generate <job folder> --prompt TEXT [--checkpoint N]`
-prints one JSON object with the base model's and the trained model's answers, side by side.
+"""Try a trained model:
+`python -m engine.trainer.generate <job folder> --prompt TEXT [--checkpoint N]` prints one JSON
+object with the base model's and the trained model's answers, side by side.
 
 It runs as its own process so the console never holds a model or GPU memory. The prompt is framed
 with the model's chat template, as the trainer framed chat and instruction data; decoding is

@@ -44,7 +44,8 @@ class Heartbeat:
         with self._lock:
             self._last = now
             try:
-                # Rewritten every half second: not fsynced (a crash may lose a beat, never tear one).
+                # Rewritten every half second: not fsynced (a crash may lose a beat, never tear
+                # one).
                 write_json_atomic(self.path, {"time": now, "pid": os.getpid(), "phase": self.phase,
                                               "step": self.step, "total_steps": self.total_steps},
                                   durable=False)

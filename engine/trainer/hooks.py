@@ -45,6 +45,8 @@ def this_process() -> psutil.Process:
 
 
 TELEMETRY_INTERVAL_S = 1.0
+# What the trainer logs that is no metric of a step (the run's totals, the epoch's fraction).
+NOT_METRICS = ("epoch", "num_input_tokens_seen", "train_tokens_per_second", "train_runtime")
 _telemetry: dict[str, Any] = {"time": 0.0, "values": {}}
 
 
@@ -144,7 +146,7 @@ class MetricsWriter(TrainerCallback):
         record: dict[str, Any] = {"step": state.global_step, "time": now,
                                   "epoch": round(state.epoch or 0.0, 6)}
         for key, value in logs.items():
-            if key in ("epoch", "num_input_tokens_seen", "train_tokens_per_second", "train_runtime"):
+            if key in NOT_METRICS:
                 continue
             if isinstance(value, (int, float)):
                 record[key] = value
@@ -425,8 +427,8 @@ class TrainDeckTrainerMixin:
       changes tokenization, so a re-run or a resume tokenizes nothing.
     """
 
-    def __init__(self, *args, tokenized_cache: Path | None = None, heartbeat: Heartbeat | None = None,
-                 truncate_to: int | None = None, **kwargs):
+    def __init__(self, *args, tokenized_cache: Path | None = None,
+                 heartbeat: Heartbeat | None = None, truncate_to: int | None = None, **kwargs):
         self._tokenized_cache = tokenized_cache
         self._heartbeat = heartbeat
         self._truncate_to = truncate_to
@@ -519,7 +521,9 @@ def truncated(dataset, max_length: int | None):
     """Padding-free SFT without packing: TRL asks for max_length None (it would not enforce it
     in the collator), so the examples are cut here, as TRL cuts them in padded mode (keep the
     start, drop an example that truncation left without a label)."""
-    if max_length is None or not isinstance(dataset, Dataset) or "labels" not in dataset.column_names:
+    if max_length is None or not isinstance(dataset, Dataset):
+        return dataset
+    if "labels" not in dataset.column_names:
         return dataset
     dataset = dataset.map(lambda example: {"input_ids": example["input_ids"][:max_length],
                                            "labels": example["labels"][:max_length]})

@@ -180,23 +180,12 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
     phases: dict[str, float] = {}
 
     # ---- config ---------------------------------------------------------------------------------
-    job = read_job_file(args.job_file, paths)
+    job, resume_from = start_job(args, paths)
     config = job.config
-    resume_from = resume_point(args.resume_from or job.resume_from, paths)
-    announce(job)
-    # The heavy libraries only now, once the job file is known good: a bad job fails in a second.
-    from engine.trainer import build, fallback
-    from engine.trainer.hooks import PREEMPTION, agreed_action
-
-    PREEMPTION.install()
-    build.announce_rank()
-    start_reporting(job, paths)
+    from engine.trainer import build, fallback  # heavy: only once start_job found the job good
 
     # ---- model and adapter, then data -----------------------------------------------------------
-    model = build.model_and_adapter(config)
-    heartbeat.beat(force=True, phase="reading data")
-    data = build.read_data(config)
-    print(data.describe(), flush=True)
+    model, data = load_model_and_data(config, heartbeat)
     phases["load_s"] = time.time() - started
 
     # ---- trainer --------------------------------------------------------------------------------
@@ -206,11 +195,9 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
 
     trainer, control = build_for(config)
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
-    early = agreed_action(requested(paths) if rank == 0 else None)
-    if early:
-        print(f"{early} before training started" + ("; resume starts from the beginning"
-                                                    if early == PAUSE else ""), flush=True)
-        return EXIT_FOR[early]
+    early = stopped_before_training(paths, rank)
+    if early is not None:
+        return early
 
     # ---- train ----------------------------------------------------------------------------------
     if resume_from:
@@ -228,6 +215,45 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
     heartbeat.beat(force=True, phase="done")
     print(f"saved {paths.final_model} after {time.time() - started:.1f}s", flush=True)
     return EXIT_COMPLETED
+
+
+def start_job(args: argparse.Namespace, paths: JobPaths) -> tuple[JobFile, str | None]:
+    """The job file read and checked, and the checkpoint it resumes from; only then the heavy
+    libraries, so a bad job fails in a second."""
+    job = read_job_file(args.job_file, paths)
+    resume_from = resume_point(args.resume_from or job.resume_from, paths)
+    announce(job)
+    from engine.trainer import build
+    from engine.trainer.hooks import PREEMPTION
+
+    PREEMPTION.install()
+    build.announce_rank()
+    start_reporting(job, paths)
+    return job, resume_from
+
+
+def load_model_and_data(config: JobConfig, heartbeat: Heartbeat):
+    """The model with its adapter, then the dataset, read and described in the log."""
+    from engine.trainer import build
+
+    model = build.model_and_adapter(config)
+    heartbeat.beat(force=True, phase="reading data")
+    data = build.read_data(config)
+    print(data.describe(), flush=True)
+    return model, data
+
+
+def stopped_before_training(paths: JobPaths, rank: int) -> int | None:
+    """The exit code of a pause or cancel asked for while the trainer was being built (every
+    rank agrees on it); None to train."""
+    from engine.trainer.hooks import agreed_action
+
+    early = agreed_action(requested(paths) if rank == 0 else None)
+    if not early:
+        return None
+    print(f"{early} before training started" + ("; resume starts from the beginning"
+                                                if early == PAUSE else ""), flush=True)
+    return EXIT_FOR[early]
 
 
 def honoured(control, step: int, stop: dict[str, str]) -> int:

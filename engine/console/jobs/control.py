@@ -1,12 +1,12 @@
 """What people do to jobs: check and submit, pause, cancel, resume (with changes), re-prioritise,
 share and delete. Every action checks who asks (engine.console.people.access) and moves a job only
-through the state machine (engine.job.change_status)."""
+through the state machine (engine.console.records.job.change_status). Queueing new jobs is
+engine.console.jobs.submission's part, resuming with changes engine.console.jobs.resume's."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -14,7 +14,9 @@ from typing import Any
 
 from engine import machine as machines
 from engine.atomic import write_json_atomic
-from engine.config import ConfigError, JobConfig, coerce_field, shorten
+from engine.config import ConfigError, coerce_field, shorten
+from engine.console.jobs.resume import Resumer
+from engine.console.jobs.submission import Enqueuer
 from engine.console.jobs.views import JobViews
 from engine.console.people.access import Access
 from engine.console.people.users import User
@@ -25,104 +27,23 @@ from engine.console.records.job import (
     StatusListener,
     can_transition,
     change_status,
-    new_job_id,
 )
-from engine.console.records.store import JobNotFound, JobStore, StorageError
+from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.results.gates import Gates
-from engine.console.results.zips import checkpoint_folder
 from engine.console.running.devices import DevicePool
-from engine.console.running.supervisor import Supervisor, write_job_file
-from engine.jobfiles import CANCEL, PAUSE, JobPaths
+from engine.console.running.supervisor import Supervisor
+from engine.jobfiles import CANCEL, PAUSE
 from engine.presets import PresetLibrary
 from engine.resolve import Resolution, resolve
 
 log = logging.getLogger("traindeck.control")
-# Resume keeps these as they were: the checkpoints only make sense with them.
-CHECKPOINT_BOUND = ("method", "model", "dataset", "dataset_format", "adapter", "lora_r",
-                    "lora_alpha", "lora_target_modules", "max_length", "packing")
-# Changing these is allowed on request, but the run then differs from a straight one.
-EXACTNESS_BOUND = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "gpus")
-
-
-def resume_point(paths: JobPaths, checkpoint: str | None) -> str | None:
-    """The checkpoint a resume starts from: the one named, or the latest complete one."""
-    if checkpoint:
-        return checkpoint_folder(paths, checkpoint).name
-    latest = paths.latest_checkpoint()
-    return latest.name if latest else None
-
-
-def check_ends_after(checkpoint: str | None, config: JobConfig) -> None:
-    """A resume trains from its checkpoint to max_steps: one that ended before the checkpoint
-    would have no step to train and a model from past its end."""
-    step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
-    if 0 < config.max_steps < step:
-        raise ConfigError(f"max_steps {config.max_steps} is before {checkpoint}: set max_steps to "
-                          f"at least {step}, or resume from an earlier checkpoint")
 
 
 def ask_once_released(store: JobStore, supervisor: Supervisor, job_id: str, action: str) -> None:
     """Ask a running trainer to pause or cancel once the store lock is released: the request is a
     file in the job folder, or a scancel, and every other user's call waits for that lock."""
     store.lock.after_release(partial(supervisor.request_stop, job_id, action))
-
-
-def prepare_job(workspace: Workspace, store: JobStore, user: User, resolution: Resolution,
-                sweep: dict[str, Any] | None) -> Job:
-    """A new job and its folder: job.yaml and a copy of its record, what `repair-db` rebuilds it
-    from. Its submit order (seq) is given when it is stored; until its first status change the
-    folder's copy says 0, and repair orders such jobs by their creation time."""
-    settings, now = resolution.config, time.time()
-    job = Job(job_id=new_job_id(now),
-              name=settings.name or f"{settings.preset} {time.strftime('%H:%M:%S')}",
-              config=settings, owner=user.name, priority=settings.priority, created_at=now,
-              queued_at=now, resolved=resolution.resolved, sweep=sweep)
-    while _stored(store, job.job_id) or not _made_new(workspace.job_paths(job.job_id)):
-        job.job_id = new_job_id(now)
-    paths = workspace.job_paths(job.job_id)
-    try:
-        write_job_file(paths, job, workspace.cache_dir, None)
-        write_json_atomic(paths.record, job.to_dict())
-    except BaseException:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise
-    return job
-
-
-def remove_unqueued(store: JobStore, workspace: Workspace, jobs: list[Job], stored: int) -> None:
-    """After an enqueue failed part-way: the jobs already stored leave the store again and every
-    folder goes, so that "nothing was queued" holds (best effort: the disk that refused one
-    write may refuse these too; a job that stays keeps its folder)."""
-    kept = set()
-    with store.lock:
-        for job in jobs[:stored]:
-            try:
-                store.delete(job.job_id)
-            except (OSError, JobNotFound) as exc:
-                log.error("job %s: stored by a failed submit, cannot be removed: %s",
-                          job.job_id, exc)
-                kept.add(job.job_id)
-    for job in jobs:
-        if job.job_id not in kept:
-            shutil.rmtree(workspace.job_paths(job.job_id).root, ignore_errors=True)
-
-
-def _stored(store: JobStore, job_id: str) -> bool:
-    try:
-        store.get(job_id)
-        return True
-    except JobNotFound:
-        return False
-
-
-def _made_new(paths: JobPaths) -> bool:
-    """Whether the job's folder was made now (not there before): two submits never share one."""
-    try:
-        paths.root.mkdir(parents=True)
-        return True
-    except FileExistsError:
-        return False
 
 
 class JobControl:
@@ -136,6 +57,8 @@ class JobControl:
         self.listeners = listeners
         self.wake = wake  # the scheduler's: run a round now rather than at the next tick
         self.base_dir = base_dir
+        self.enqueuer = Enqueuer(store, access, views, workspace)
+        self.resumer = Resumer(store, access, presets, machine, workspace, devices, base_dir)
 
     # ---- checking and submitting ----------------------------------------------------------------
 
@@ -165,30 +88,10 @@ class JobControl:
     def enqueue_all(self, user: User, runs: list[tuple[Resolution, dict[str, Any] | None]]
                     ) -> list[dict[str, Any]]:
         """Queue configs `check` passed (each with the sweep it is a run of, or None), all or
-        none, within `user`'s quotas. The folders are written first, outside the store lock: a
-        slow disk holds up no other user's call."""
-        jobs: list[Job] = []
-        stored = 0
-        try:
-            for resolution, sweep in runs:
-                jobs.append(prepare_job(self.workspace, self.store, user, resolution, sweep))
-            with self.store.lock:
-                # Under the lock: jobs queued since the check count too, and none slips in.
-                self.access.check_holdings(user, self.store.all(copy=False), len(jobs))
-                for job in jobs:
-                    job.seq = self.store.next_seq()
-                    self.store.add(job)
-                    stored += 1
-                positions = [self.views.position(job.job_id) for job in jobs]
-        except BaseException as exc:
-            remove_unqueued(self.store, self.workspace, jobs, stored)
-            if isinstance(exc, OSError):
-                raise StorageError(f"could not store the job ({exc.strerror or exc}); nothing "
-                                   f"was queued") from None
-            raise
+        none, within `user`'s quotas."""
+        queued = self.enqueuer.enqueue_all(user, runs)
         self.wake()
-        return [{"job_id": job.job_id, "status": job.status, "position": position}
-                for job, position in zip(jobs, positions)]
+        return queued
 
     def keep_record(self, job: Job, previous: str | None = None) -> None:
         """Each job folder keeps a copy of its record, so `repair-db` can rebuild the database
@@ -233,42 +136,10 @@ class JobControl:
         with self.store.lock:
             job = self.store.lookup(job_id)
             self.access.authorize(job, user, "resume")
-            if not can_transition(job.status, JobStatus.QUEUED):
-                raise IllegalTransition(job.job_id, job.status, JobStatus.QUEUED.value)
-            name = resume_point(self.workspace.job_paths(job.job_id), checkpoint)
-            fields: dict[str, Any] = {"resume_from": name}
-            if changes:
-                resolution = self._changed(job, changes, allow_inexact or name is None)
-                fields.update(config=resolution.config, priority=resolution.config.priority,
-                              resolved={**job.resolved, **resolution.resolved})
-                self.access.check_may_run(resolution.config, self.access.owner_of(job),
-                                          self.devices)
-            check_ends_after(name, fields.get("config", job.config))
-            self.access.check_queue_quota(self.access.owner_of(job),
-                                          self.store.all((JobStatus.QUEUED.value,)))
+            fields = self.resumer.requeued_fields(job, checkpoint, changes, allow_inexact)
             job = change_status(self.store, job.job_id, JobStatus.QUEUED, self.listeners, **fields)
         self.wake()
         return self.views.summary(job)
-
-    def _changed(self, job: Job, changes: Any, allow_inexact: bool) -> Resolution:
-        if not isinstance(changes, dict):
-            raise ConfigError("changes must be an object of field: value")
-        if "preset" in changes:
-            raise ConfigError("cannot change preset on resume; change the fields themselves")
-        owner = self.access.owner_of(job)
-        resolution = resolve(changes, self.presets, self.machine, self.base_dir, check_data=False,
-                             rules=self.access.source_rules(owner), base=job.config)
-        new = resolution.config
-        frozen = [k for k in CHECKPOINT_BOUND if getattr(new, k) != getattr(job.config, k)]
-        if frozen:
-            raise ConfigError(f"cannot change {', '.join(frozen)} on resume: the checkpoints were "
-                              f"made with the job's values; submit a new job instead")
-        inexact = [k for k in EXACTNESS_BOUND if getattr(new, k) != getattr(job.config, k)]
-        if inexact and not allow_inexact:
-            raise ConfigError(f"changing {', '.join(inexact)} on resume breaks exact continuation "
-                              f"(the resumed run would differ from a straight one); pass "
-                              f"allow_inexact to do it anyway")
-        return resolution
 
     # ---- priority, sharing, deleting ------------------------------------------------------------
 
@@ -280,7 +151,8 @@ class JobControl:
             job = self.store.lookup(job_id)
             self.access.authorize(job, user, "re-prioritise")
             if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
-                raise ConfigError(f"job {job.job_id} is {job.status}: its priority no longer matters")
+                raise ConfigError(f"job {job.job_id} is {job.status}: "
+                                  f"its priority no longer matters")
             job = self.store.update(job.job_id, priority=priority,
                                     config=job.config.replace(priority=priority))
         self.keep_record(job)
@@ -307,5 +179,5 @@ class JobControl:
                 raise ConfigError(f"job {job.job_id} is {job.status}; cancel it before deleting it")
             self.store.delete(job.job_id)
         shutil.rmtree(self.workspace.job_paths(job.job_id).root, ignore_errors=True)
-        self.views.forget(job.job_id)
+        self.views.metrics_cache.forget(job.job_id)
         return {"job_id": job.job_id, "deleted": True}

@@ -75,7 +75,8 @@ def _grid(grid: Any) -> list[dict[str, Any]]:
     combinations = math.prod(len(grid[n]) for n in names)
     if combinations > MAX_RUNS:
         raise ConfigError(f"sweep grid has {combinations} combinations; at most {MAX_RUNS}")
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(grid[n] for n in names))]
 
 
 def _random(spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from engine.config import ConfigError, shorten
+from engine.console.jobs.checkpoints import checkpoint_rows
 from engine.console.metrics.analytics import analyze
+from engine.console.metrics.cache import MetricsCache
 from engine.console.metrics.log import MetricsLog
 from engine.console.people.access import Access
 from engine.console.people.users import User
@@ -19,12 +20,12 @@ from engine.console.records.job import Job, JobStatus
 from engine.console.records.jsonsafe import made_safe
 from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
-from engine.console.running.supervisor import Supervisor, TrainerExit, log_tail
-from engine.console.scheduling.scheduler import queue_order
-from engine.jobfiles import CHECKPOINT_NAME, read_json
+from engine.console.running.following import TrainerExit, log_tail
+from engine.console.running.supervisor import Supervisor
+from engine.console.scheduling.planner import queue_order
+from engine.jobfiles import read_json
 
 log = logging.getLogger("traindeck.views")
-METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
 NOT_RECORDED = ("its trainer ended but the job database cannot be written (the workspace's disk "
                 "is full?): shown as it will be recorded once there is room")
 
@@ -43,14 +44,15 @@ def run_seconds(job: Job, now: float | None = None) -> float | None:
     return sum(spans) if spans else None
 
 
-def mark_best(checkpoints: list[dict[str, Any]]) -> None:
-    """The best checkpoint: lowest evaluation loss where the job evaluates, else lowest training
-    loss (the trainer keeps the same one from rotation)."""
-    for metric in ("eval_loss", "loss"):
-        scored = [c for c in checkpoints if isinstance(c.get(metric), (int, float))]
-        if scored:
-            min(scored, key=lambda c: c[metric])["best"] = True
-            return
+def damaged_summary(job: Job, exc: Exception) -> dict[str, Any]:
+    """The row of a job whose record cannot be summarised: what can be shown, and why not more."""
+    return {"job_id": job.job_id, "name": str(job.name)[:200], "owner": str(job.owner),
+            "status": str(job.status), "priority": 0, "method": None, "adapter": None,
+            "model": None, "dataset": None, "progress": {}, "loss": None,
+            "created_at": None, "started_at": None, "finished_at": None, "error": None,
+            "requested": None, "shared": False, "run_s": None, "sweep": None,
+            "notify_error": None, "unrecorded": None,
+            "damaged": f"cannot be shown: {type(exc).__name__}"}
 
 
 class JobViews:
@@ -63,7 +65,8 @@ class JobViews:
         self.workspace = workspace
         self.access = access
         self.waiting = waiting  # why a queued job has not started (the scheduler knows)
-        self._metrics_cache: OrderedDict[str, MetricsLog] = OrderedDict()
+        self.metrics_cache = MetricsCache(supervisor.metrics_log,
+                                          lambda job_id: workspace.job_paths(job_id).metrics)
 
     # ---- the list -------------------------------------------------------------------------------
 
@@ -122,13 +125,7 @@ class JobViews:
             return self.summary(job)
         except Exception as exc:  # defence in depth: the store already repairs what it reads
             log.exception("job %s: cannot summarise", job.job_id)
-            return {"job_id": job.job_id, "name": str(job.name)[:200], "owner": str(job.owner),
-                    "status": str(job.status), "priority": 0, "method": None, "adapter": None,
-                    "model": None, "dataset": None, "progress": {}, "loss": None,
-                    "created_at": None, "started_at": None, "finished_at": None, "error": None,
-                    "requested": None, "shared": False, "run_s": None, "sweep": None,
-                    "notify_error": None, "unrecorded": None,
-                    "damaged": f"cannot be shown: {type(exc).__name__}"}
+            return damaged_summary(job, exc)
 
     def progress(self, job: Job) -> dict[str, Any]:
         live = self.supervisor.progress(job.job_id)
@@ -154,21 +151,7 @@ class JobViews:
         return self.access.job_for(made_safe(data), user)
 
     def metrics(self, job_id: str) -> MetricsLog:
-        live = self.supervisor.metrics_log(job_id)
-        if live is not None:
-            live.refresh()  # a stat() when nothing is new; spares the caller the supervisor's tick
-            return live
-        cached = self._metrics_cache.pop(job_id, None)
-        if cached is None:
-            cached = MetricsLog(self.workspace.job_paths(job_id).metrics)
-        cached.refresh()
-        self._metrics_cache[job_id] = cached
-        while len(self._metrics_cache) > METRICS_CACHE_SIZE:
-            self._metrics_cache.popitem(last=False)
-        return cached
-
-    def forget(self, job_id: str) -> None:
-        self._metrics_cache.pop(job_id, None)
+        return self.metrics_cache.get(job_id)
 
     def get_metrics(self, user: User, job_id: str,
                     since_step: int | None = None) -> list[dict[str, Any]]:
@@ -184,24 +167,7 @@ class JobViews:
     def list_checkpoints(self, user: User, job_id: str) -> list[dict[str, Any]]:
         """Names, steps, sizes and losses: shown to everyone, like the charts."""
         job = self.store.lookup(job_id)
-        paths = self.workspace.job_paths(job.job_id)
-        metrics = self.metrics(job.job_id)  # get_job is polled: look steps up, never scan them
-        result: list[dict[str, Any]] = []
-        for folder in paths.checkpoints():
-            try:
-                if folder.is_symlink():
-                    continue
-                files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-                size, created = sum(p.stat().st_size for p in files), folder.stat().st_mtime
-            except FileNotFoundError:
-                continue  # rotated away by the trainer (save_total_limit) while being listed
-            step = int(CHECKPOINT_NAME.match(folder.name).group(1))
-            record = metrics.at(step) or {}
-            result.append({"name": folder.name, "step": step, "size_bytes": size,
-                           "created_at": created, "loss": record.get("loss"),
-                           "eval_loss": record.get("eval_loss"), "best": False})
-        mark_best(result)
-        return result
+        return checkpoint_rows(self.workspace.job_paths(job.job_id), self.metrics(job.job_id))
 
     def job_analytics(self, user: User, job_id: str) -> dict[str, Any]:
         """Rates, ETA and best loss: shown to everyone, like the charts."""

@@ -56,7 +56,7 @@ class Access:
         except NotYourJob:  # a job from before logins were enabled, or a removed user
             return User(job.owner, quotas=self.users.quotas_of(job.owner))
 
-    # ---- sources -----------------------------------------------------------------------------------
+    # ---- sources --------------------------------------------------------------------------------
 
     def source_rules(self, user: User) -> SourceRules:
         def may_use_job(job_id: str) -> bool:
@@ -67,7 +67,7 @@ class Access:
             (self.uploads_dir / user_folder_name(user.name),)
         return SourceRules(self.confined, self.data_roots, self.workspace, uploads, may_use_job)
 
-    # ---- quotas ------------------------------------------------------------------------------------
+    # ---- quotas ---------------------------------------------------------------------------------
 
     def check_may_run(self, settings: JobConfig, user: User, devices: DevicePool) -> None:
         """What `user` may run: its size within their quotas, its webhook where they may send."""
@@ -146,7 +146,8 @@ class Access:
         return {**data, "config": config, "job_dir": None, "command": None,
                 "notify_error": HIDDEN if data.get("notify_error") else None,
                 "error": f"{data['status']}: {HIDDEN}" if data.get("error") else None,
-                "attempts": [{k: v for k, v in a.items() if k != "error"} for a in data["attempts"]]}
+                "attempts": [{k: v for k, v in a.items() if k != "error"}
+                             for a in data["attempts"]]}
 
 
 def _shown_source(value: Any) -> Any:

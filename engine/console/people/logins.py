@@ -1,9 +1,9 @@
 """Throttling of failed logins, per user name and per client address.
 
-The first few failures (FREE_FAILURES) cost nothing; each further one doubles the wait before the next
-try (1 s, 2 s, 4 s, ... up to MAX_WAIT_S), so guessing a password takes years while a person who
-mistypes a few times never notices. A success clears the name's count; an address keeps its count
-(one address trying many names is guessing). Counts fade after QUIET_RESET_S without failures.
+The first few failures (FREE_FAILURES) cost nothing; each further one doubles the wait before the
+next try (1 s, 2 s, 4 s, ... up to MAX_WAIT_S), so guessing a password takes years while a person
+who mistypes a few times never notices. A success clears the name's count; an address keeps its
+count (one address trying many names is guessing). Counts fade after QUIET_RESET_S without failures.
 """
 
 from __future__ import annotations

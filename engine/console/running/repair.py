@@ -29,7 +29,7 @@ from engine.console.records.job import (
 from engine.console.records.store import TinyDBJobStore
 from engine.console.records.workspace import Workspace
 from engine.console.running.exits import STATUS, ExitFacts, exit_cause, exit_message
-from engine.console.running.supervisor import DISK_FULL_WORDS, log_tail
+from engine.console.running.following import DISK_FULL_WORDS, log_tail
 from engine.console.running.trainers import is_alive
 from engine.jobfiles import JobPaths, read_json, requested
 

@@ -22,7 +22,7 @@ from typing import Any
 from engine import REPO_DIR
 from engine.console.records.job import Job
 from engine.console.running.cluster import ClusterSettings
-from engine.console.running.supervisor import Supervisor
+from engine.console.running.supervisor import Supervisor, attempt_banner
 from engine.console.running.trainers import Trainer
 from engine.jobfiles import CANCEL, EXIT_PAUSED, JobPaths, read_json
 
@@ -265,9 +265,7 @@ class SlurmSupervisor(Supervisor):
         script = paths.root / "slurm-job.sh"
         script.write_text(batch_script(job, paths, self.settings))
         with open(paths.log, "ab") as log_file:
-            log_file.write(f"\n==== attempt {job.attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                           f"{' from ' + job.resume_from if job.resume_from else ''}"
-                           f" (Slurm) ====\n".encode())
+            log_file.write(attempt_banner(job, " (Slurm)"))
         try:
             slurm_id = self.client.submit(script, sbatch_options(job, paths, self.settings))
         except SlurmError as exc:
