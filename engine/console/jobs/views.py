@@ -22,7 +22,7 @@ from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.running.supervisor import Supervisor, TrainerExit, log_tail
 from engine.console.scheduling.scheduler import queue_order
-from engine.jobfiles import CHECKPOINT_NAME, read_json
+from engine.jobfiles import checkpoint_step, read_json
 
 log = logging.getLogger("traindeck.views")
 METRICS_CACHE_SIZE = 32  # finished jobs whose metrics stay parsed in memory
@@ -193,7 +193,7 @@ class JobViews:
                 size, created = sum(p.stat().st_size for p in files), folder.stat().st_mtime
             except FileNotFoundError:
                 continue  # rotated away by the trainer (save_total_limit) while being listed
-            step = int(CHECKPOINT_NAME.match(folder.name).group(1))
+            step = checkpoint_step(folder.name)
             record = metrics.at(step) or {}
             result.append({"name": folder.name, "step": step, "size_bytes": size,
                            "created_at": created, "loss": record.get("loss"),
