@@ -353,10 +353,6 @@ def validate_local(path: str | os.PathLike, fmt: str = AUTO, method: str = "sft"
     return DatasetSummary(str(path), detected, count, fingerprint_file(file), preview)
 
 
-def is_local_dataset(value: str) -> bool:
-    return Path(value).suffix.lower() in EXTENSIONS or Path(value).exists()
-
-
 def held_out_count(rows: int, eval_split: float) -> int:
     """Rows that `eval_split` keeps out of training: a fraction of `rows` when below 1 (at least
     one row), else that many rows; at least one row must be left to train on."""

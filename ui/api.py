@@ -1,6 +1,7 @@
-"""The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
-downloads and uploads. Every endpoint calls the same engine methods as the UI; each function's
-docstring is its description on the API page."""
+"""The API contract (the README's "The API" section lists every endpoint): one named endpoint
+per action, plain JSON in and out, files for downloads and uploads. Every endpoint calls the
+same engine method as the UI's button, under the endpoint's name; each function's docstring is
+its description on the API page. Scripts call these names: an endpoint is never renamed."""
 
 from pathlib import Path
 
