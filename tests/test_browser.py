@@ -200,7 +200,7 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     message.get_by_text(f"model_{with_checkpoints}_checkpoint-30.zip").wait_for(timeout=60000)
     page.get_by_text("Try it: the trained model").click()
     page.get_by_label("Prompt").fill("What is the capital of Peru?")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Try it", exact=True).click()
     tuned = page.locator("#try-tuned textarea")
     # The slow action shows that it is working (generation imports its libraries: seconds).
     wait_for_page(lambda: tuned.input_value() == "generating…", 10, "Try it's busy state")

@@ -191,7 +191,7 @@ def _file_endpoints(engine: Engine) -> None:
     @endpoint
     def export_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
-        return str(artifacts.export_merged(user_of(engine, request), job_id, checkpoint or None))
+        return str(artifacts.export_model(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
     def export_gguf(job_id: str, checkpoint: str | None, quantization: str | None,

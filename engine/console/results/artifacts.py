@@ -45,7 +45,7 @@ class Artifacts:
         with self.gates.download.slot(user.name):
             return self.zips.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
 
-    def export_merged(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
+    def export_model(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
         """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
         process, and return a zip of the standalone model."""
         job = self.store.lookup(job_id)
