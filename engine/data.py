@@ -103,7 +103,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
     if path.stat().st_size > MAX_JSON_FILE_BYTES:
         raise DatasetError(f"dataset {path}: a .json file is read whole, and this one is over "
-                           f"{MAX_JSON_FILE_BYTES >> 20} MiB; write it as .jsonl (one object per line)")
+                           f"{MAX_JSON_FILE_BYTES >> 20} MiB; write it as .jsonl (one object per "
+                           f"line)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -136,7 +137,8 @@ def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
         except csv.Error as exc:
             raise DatasetError(f"dataset {path}: line {reader.line_num}: {exc}") from None
         except UnicodeDecodeError:
-            raise DatasetError(f"dataset {path}: after line {reader.line_num}: not UTF-8 text") from None
+            raise DatasetError(f"dataset {path}: after line {reader.line_num}: not UTF-8 "
+                               f"text") from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -243,7 +245,8 @@ def to_trainer_row(fmt: str, record: dict) -> dict[str, Any]:
     """Instruction rows become conversational prompt/completion pairs, so the model's own chat
     template frames them and loss falls on the answer only; other formats are TRL-native."""
     if fmt == "messages":
-        return {"messages": [{"role": t["role"], "content": t["content"]} for t in record["messages"]]}
+        return {"messages": [{"role": t["role"], "content": t["content"]}
+                             for t in record["messages"]]}
     if fmt == "instruction":
         question = record["instruction"].strip()
         if (record.get("input") or "").strip():
@@ -251,21 +254,22 @@ def to_trainer_row(fmt: str, record: dict) -> dict[str, Any]:
         prompt = [{"role": "user", "content": question}]
         if (record.get("system") or "").strip():
             prompt.insert(0, {"role": "system", "content": record["system"].strip()})
-        return {"prompt": prompt, "completion": [{"role": "assistant", "content": record["output"]}]}
+        answer = {"role": "assistant", "content": record["output"]}
+        return {"prompt": prompt, "completion": [answer]}
     if fmt == "prompt_completion":
         return {"prompt": record["prompt"], "completion": record["completion"]}
     if fmt == "text":
         return {"text": record["text"]}
     if fmt == "preference":
-        return {"prompt": record["prompt"], "chosen": record["chosen"], "rejected": record["rejected"]}
+        return {key: record[key] for key in ("prompt", "chosen", "rejected")}
     raise ValueError(f"unknown format {fmt}")
 
 
 def check_format_for_method(path: str, fmt: str, method: str) -> None:
     if fmt not in METHOD_FORMATS[method]:
         wanted = " or ".join(METHOD_FORMATS[method])
-        raise DatasetError(f"dataset {path}: its format is {fmt}, but method {method} needs {wanted}"
-                           + (" (prompt, chosen, rejected)" if method == "dpo" else ""))
+        raise DatasetError(f"dataset {path}: its format is {fmt}, but method {method} needs "
+                           f"{wanted}" + (" (prompt, chosen, rejected)" if method == "dpo" else ""))
 
 
 def load_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str,
@@ -289,7 +293,8 @@ def scan_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str, method:
             if detected is None:
                 raise DatasetError(
                     f"dataset {source}: {where}: cannot tell the format from its fields "
-                    f"({', '.join(sorted(record)) or 'none'}); expected one of: {describe_formats()}")
+                    f"({', '.join(sorted(record)) or 'none'}); expected one of: "
+                    f"{describe_formats()}")
             fmt = detected
         if not count:
             check_format_for_method(source, fmt, method)

@@ -171,7 +171,8 @@ def truncate_after(path: Path, step: int) -> None:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            recorded_at = record.get("step") if isinstance(record, dict) else None
+            if isinstance(recorded_at, int) and recorded_at <= step:
                 kept.append(line if line.endswith(b"\n") else line + b"\n")
     write_atomic(path, b"".join(kept))
 

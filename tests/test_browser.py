@@ -181,13 +181,14 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     """What belongs to one job (its message, download, checkpoint choice, Try-it answers) is gone
     when another is selected, and a download then is the new job's. The log shows its last line."""
     client = Client(console, verbose=False)
-    with_checkpoints = client.predict({"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
-                                      api_name="/submit_job")["job_id"]
+    with_checkpoints = client.predict(
+        {"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
+        api_name="/submit_job")["job_id"]
     final_only = client.predict({"max_steps": 2, "save_steps": 1000, "name": "final only"},
                                 api_name="/submit_job")["job_id"]
     for job_id in (with_checkpoints, final_only):
-        wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
-                   120, f"job {job_id} to complete")
+        wait_until(lambda job_id=job_id: client.predict(job_id, api_name="/get_job")["status"]
+                   == "completed", 120, f"job {job_id} to complete")
 
     page.get_by_role("tab", name="Jobs").click()
     page.locator("#selected-job textarea").fill(with_checkpoints)
@@ -242,8 +243,8 @@ def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, cons
                           "eval_split": 0.2, "save_steps": 2}, api_name="/submit_job")["job_id"]
     sft = client.predict({"max_steps": 4, "name": "sft run"}, api_name="/submit_job")["job_id"]
     for job_id in (dpo, sft):
-        wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed",
-                   120, f"job {job_id} to complete")
+        wait_until(lambda job_id=job_id: client.predict(job_id, api_name="/get_job")["status"]
+                   == "completed", 120, f"job {job_id} to complete")
     page.get_by_role("tab", name="Jobs").click()
     page.locator("#selected-job textarea").fill(dpo)
     page.locator("#job-header").get_by_text("dpo run").wait_for()

@@ -61,7 +61,7 @@ def jobs(console) -> dict[str, str]:
     made = {"completed": submit("completed", max_steps=2, save_steps=1),
             "failed": submit("failed", max_steps=2, model=str(broken))}
     for status in ("completed", "failed"):
-        wait_until(lambda: status_of(client, made[status]) == status, 180,
+        wait_until(lambda status=status: status_of(client, made[status]) == status, 180,
                    f"the {status} job to end {status}")
     made["running"] = submit("running", max_steps=100000, save_steps=5)
     wait_until(lambda: status_of(client, made["running"]) == "running", 120,
@@ -217,7 +217,7 @@ def test_every_button_on_every_job_answers_without_an_internal_error(console, jo
     sweep = Sweep(page)
     for tab in ("System", "Jobs", "New job"):
         sweep.click(f"tab {tab}", page.get_by_role("tab", name=tab),
-                    lambda: page.get_by_role("tab", name=tab, selected=True).count() > 0)
+                    lambda tab=tab: page.get_by_role("tab", name=tab, selected=True).count() > 0)
     sweep.look("System tab", page.locator(f"#system-summary {PROSE}").inner_text())
     titles = [preset["title"] for preset in
               Client(console[0], verbose=False).predict(api_name="/list_presets")]

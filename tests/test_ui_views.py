@@ -156,8 +156,9 @@ def test_charts_wait_for_the_first_step_instead_of_drawing_empty_axes():
 
 
 def test_a_preference_run_gets_reward_charts_and_an_sft_run_does_not():
-    dpo = [{"step": s, "loss": 0.69 - s / 100, "rewards/chosen": s / 10, "rewards/rejected": -s / 10,
-            "rewards/margins": s / 5, "rewards/accuracies": 0.5 + s / 20} for s in range(1, 6)]
+    dpo = [{"step": s, "loss": 0.69 - s / 100, "rewards/chosen": s / 10,
+            "rewards/rejected": -s / 10, "rewards/margins": s / 5,
+            "rewards/accuracies": 0.5 + s / 20} for s in range(1, 6)]
     rewards, accuracy = job_charts(dpo)[4:]
     assert {t.name for t in rewards.data} >= {"chosen", "rejected", "margin"}
     assert list(accuracy.data[-1].x) == [1, 2, 3, 4, 5]
@@ -194,7 +195,7 @@ def test_a_failed_check_marks_the_fields_it_names_and_only_those():
     problems = ConfigError(["learning_rate must be > 0, got -1", "unknown field 'lr'",
                             "eval_dataset held.jsonl: no such file"])
     assert bad_fields(problems) == {"learning_rate", "eval_dataset"}
-    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"})))
+    marks = dict(zip(FIELD_NAMES, field_marks({"learning_rate"}), strict=True))
     assert marks["learning_rate"]["elem_classes"] == ["td-bad-field"]
     assert all(update["elem_classes"] == [] for name, update in marks.items()
                if name != "learning_rate")

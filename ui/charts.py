@@ -86,7 +86,8 @@ def waiting_figure(title: str) -> go.Figure:
 
 def _add(figure: go.Figure, xs: list, ys: list, name: str, **style) -> None:
     xs, ys = downsample(xs, ys)
-    if ys and all(isinstance(v, (int, float)) for v in ys) and xs and isinstance(xs[0], (int, float)):
+    numeric = all(isinstance(v, (int, float)) for v in ys)
+    if ys and numeric and xs and isinstance(xs[0], (int, float)):
         # Plotly checks lists element by element but numeric arrays in one go, and sends them
         # packed (base64): steps as int32, values as float32, plenty for a chart.
         integral = all(isinstance(x, int) for x in xs)

@@ -29,7 +29,9 @@ def format_duration(seconds: float | None) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def progress_text(progress: dict[str, Any]) -> str:
@@ -73,8 +75,8 @@ def progress_bar(job: dict[str, Any], analytics: dict[str, Any]) -> str:
     if (job.get("attempt") or 1) > 1 and job.get("run_s"):
         parts[-1] += " this attempt"
         parts.append(f"{format_duration(job['run_s'])} over {job['attempt']} attempts")
-    return (f'<div class="td-progress"><div class="td-bar" style="width:{percent:.1f}%"></div></div>'
-            f'<div class="td-progress-text">{" · ".join(parts)}</div>')
+    return (f'<div class="td-progress"><div class="td-bar" style="width:{percent:.1f}%"></div>'
+            f'</div><div class="td-progress-text">{" · ".join(parts)}</div>')
 
 
 def header(job: dict[str, Any], user: User) -> str:

@@ -456,7 +456,7 @@ def job_view(engine: Engine, view: JobView, selected: str, drawn: str, user: Use
             engine.views.get_metrics(user, job["job_id"], 0), run_events(job)))
         shown = {chart: gr.update(value=figure, visible=figure is not None)
                  if chart in (view.rewards_plot, view.reward_accuracy_plot) else figure
-                 for chart, figure in zip(view.charts(), figures)}
+                 for chart, figure in zip(view.charts(), figures, strict=True)}
     enabled = enabled_actions(job, user)
     buttons = {button: gr.update(interactive=name in enabled) for name, button in
                view.buttons().items()}

@@ -146,7 +146,8 @@ class MetricsWriter(TrainerCallback):
         record: dict[str, Any] = {"step": state.global_step, "time": now,
                                   "epoch": round(state.epoch or 0.0, 6)}
         for key, value in logs.items():
-            if key in ("epoch", "num_input_tokens_seen", "train_tokens_per_second", "train_runtime"):
+            if key in ("epoch", "num_input_tokens_seen", "train_tokens_per_second",
+                       "train_runtime"):
                 continue
             if isinstance(value, (int, float)):
                 record[key] = value
@@ -406,8 +407,8 @@ class TrainDeckTrainerMixin:
       changes tokenization, so a re-run or a resume tokenizes nothing.
     """
 
-    def __init__(self, *args, tokenized_cache: Path | None = None, heartbeat: Heartbeat | None = None,
-                 truncate_to: int | None = None, **kwargs):
+    def __init__(self, *args, tokenized_cache: Path | None = None,
+                 heartbeat: Heartbeat | None = None, truncate_to: int | None = None, **kwargs):
         self._tokenized_cache = tokenized_cache
         self._heartbeat = heartbeat
         self._truncate_to = truncate_to
@@ -496,7 +497,8 @@ def truncated(dataset, max_length: int | None):
     """Padding-free SFT without packing: TRL asks for max_length None (it would not enforce it
     in the collator), so the examples are cut here, as TRL cuts them in padded mode (keep the
     start, drop an example that truncation left without a label)."""
-    if max_length is None or not isinstance(dataset, Dataset) or "labels" not in dataset.column_names:
+    if max_length is None or not isinstance(dataset, Dataset) \
+            or "labels" not in dataset.column_names:
         return dataset
     dataset = dataset.map(lambda example: {"input_ids": example["input_ids"][:max_length],
                                            "labels": example["labels"][:max_length]})

@@ -188,7 +188,7 @@ class JobControl:
             raise
         self.wake()
         return [{"job_id": job.job_id, "status": job.status, "position": position}
-                for job, position in zip(jobs, positions)]
+                for job, position in zip(jobs, positions, strict=True)]
 
     def keep_record(self, job: Job, previous: str | None = None) -> None:
         """Each job folder keeps a copy of its record, so `repair-db` can rebuild the database
@@ -280,7 +280,8 @@ class JobControl:
             job = self.store.lookup(job_id)
             self.access.authorize(job, user, "re-prioritise")
             if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
-                raise ConfigError(f"job {job.job_id} is {job.status}: its priority no longer matters")
+                raise ConfigError(f"job {job.job_id} is {job.status}: its priority no longer "
+                                  f"matters")
             job = self.store.update(job.job_id, priority=priority,
                                     config=job.config.replace(priority=priority))
         self.keep_record(job)

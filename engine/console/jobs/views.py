@@ -84,8 +84,8 @@ class JobViews:
                      enumerate(queue_order(self.store.all((JobStatus.QUEUED.value,))), start=1)}
         jobs = self.store.all((status,) if status else None, copy=False)  # read only
         jobs.sort(key=lambda j: j.seq, reverse=True)
-        return [self.access.summary_for({**self._safe_summary(j), "position": positions.get(j.job_id)},
-                                        user) for j in jobs]
+        return [self.access.summary_for(
+            {**self._safe_summary(j), "position": positions.get(j.job_id)}, user) for j in jobs]
 
     def as_ended(self, job: Job) -> tuple[Job, str | None]:
         """The job as it will be recorded when its trainer ended but its end could not be
@@ -176,7 +176,8 @@ class JobViews:
         try:
             since = -1 if since_step is None else int(since_step)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"since_step must be a whole number, got {shorten(since_step)}") from None
+            raise ConfigError(f"since_step must be a whole number, got "
+                              f"{shorten(since_step)}") from None
         return self.metrics(job.job_id).since(since)
 
     def list_checkpoints(self, user: User, job_id: str) -> list[dict[str, Any]]:

@@ -103,7 +103,8 @@ class Job:
     preempted_by: str | None = None  # paused to make room for this job; re-queued when paused
     last_checkpoint: str | None = None
     progress: dict[str, Any] = field(default_factory=lambda: {"step": 0, "total_steps": None})
-    resolved: dict[str, Any] = field(default_factory=dict)  # fields that were `auto`, and their values
+    # The fields that were `auto`, and the values chosen for them.
+    resolved: dict[str, Any] = field(default_factory=dict)
     shared: bool = False  # its owner lets every user try it and train on its model
     # Micro-batch changes the trainer made after running out of GPU memory (from microbatch.json).
     microbatch_changes: list[dict[str, Any]] = field(default_factory=list)
@@ -220,8 +221,8 @@ def change_status(
             raise IllegalTransition(job_id, previous, target)
         stamps: dict[str, Any] = {}
         if target == JobStatus.QUEUED:
-            stamps.update(queued_at=now, finished_at=None, paused_at=None, error=None, requested=None,
-                          pid=None, exit_code=None)
+            stamps.update(queued_at=now, finished_at=None, paused_at=None, error=None,
+                          requested=None, pid=None, exit_code=None)
         elif target == JobStatus.RUNNING:
             stamps.update(started_at=now, finished_at=None, requested=None)
         elif target == JobStatus.PAUSED:
