@@ -261,8 +261,7 @@ def to_trainer_row(fmt: str, record: dict) -> dict[str, Any]:
     if fmt == "text":
         return {"text": record["text"]}
     if fmt == "preference":
-        return {"prompt": record["prompt"], "chosen": record["chosen"],
-                "rejected": record["rejected"]}
+        return {key: record[key] for key in ("prompt", "chosen", "rejected")}
     raise ValueError(f"unknown format {fmt}")
 
 
@@ -358,10 +357,6 @@ def validate_local(path: str | os.PathLike, fmt: str = AUTO, method: str = "sft"
 
     detected = scan_rows(read_records(file), str(path), fmt, method, keep)
     return DatasetSummary(str(path), detected, count, fingerprint_file(file), preview)
-
-
-def is_local_dataset(value: str) -> bool:
-    return Path(value).suffix.lower() in EXTENSIONS or Path(value).exists()
 
 
 def held_out_count(rows: int, eval_split: float) -> int:

@@ -19,14 +19,6 @@ EXIT_INVALID = 2  # the job file, the model or the dataset is unusable; nothing 
 EXIT_PAUSED = 75  # a pause request was honoured: a complete checkpoint was written
 EXIT_CANCELLED = 76  # a cancel request was honoured
 
-EXIT_MEANINGS = {
-    EXIT_COMPLETED: "completed",
-    EXIT_FAILED: "failed",
-    EXIT_INVALID: "invalid job",
-    EXIT_PAUSED: "paused",
-    EXIT_CANCELLED: "cancelled",
-}
-
 # exit.json's "stopped_for" beside EXIT_PAUSED or EXIT_CANCELLED: what the trainer honoured. A
 # cluster's notice (Slurm's SIGTERM before a requeue or preemption, its USR1 ahead of the time
 # limit) checkpoints as a pause does, but is never a person's pause; "notice" names its signal.
@@ -34,9 +26,21 @@ STOPPED_FOR_REQUEST = "request"  # a pause or cancel request file
 STOPPED_FOR_NOTICE = "cluster notice"
 
 SUPERVISED_ENV = "TRAINDECK_SUPERVISED"  # set by the console, whose supervisor captures output
-CHECKPOINT_PREFIX = "checkpoint-"
 INCOMPLETE_MARKER = ".incomplete"  # inside a checkpoint folder while it is being written
-CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# HF Trainer's name for the folder of the checkpoint saved at a step; ASCII digits only, whole.
+_CHECKPOINT_NAME = re.compile(r"checkpoint-([0-9]+)")
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint saved at `step`."""
+    return f"checkpoint-{step}"
+
+
+def checkpoint_step(name: object) -> int | None:
+    """The step of a checkpoint folder's bare name; None for anything else (a path, `latest`,
+    a folder of another kind, not a string)."""
+    match = _CHECKPOINT_NAME.fullmatch(name) if isinstance(name, str) else None
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,12 @@ class JobPaths:
             return []
         found = []
         for entry in self.checkpoints_dir.iterdir():
-            match = CHECKPOINT_NAME.match(entry.name)
-            if not match or not entry.is_dir():
+            step = checkpoint_step(entry.name)
+            if step is None or not entry.is_dir():
                 continue
             if complete_only and (entry / INCOMPLETE_MARKER).exists():
                 continue
-            found.append((int(match.group(1)), entry))
+            found.append((step, entry))
         return [path for _, path in sorted(found)]
 
     def latest_checkpoint(self) -> Path | None:

@@ -171,8 +171,9 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     """What belongs to one job (its message, download, checkpoint choice, Try-it answers) is gone
     when another is selected, and a download then is the new job's. The log shows its last line."""
     client = Client(console, verbose=False)
-    with_checkpoints = client.predict({"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
-                                      api_name="/submit_job")["job_id"]
+    with_checkpoints = client.predict(
+        {"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
+        api_name="/submit_job")["job_id"]
     final_only = client.predict({"max_steps": 2, "save_steps": 1000, "name": "final only"},
                                 api_name="/submit_job")["job_id"]
     for job_id in (with_checkpoints, final_only):
@@ -191,7 +192,7 @@ def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(pag
     message.get_by_text(f"model_{with_checkpoints}_checkpoint-30.zip").wait_for(timeout=60000)
     page.get_by_text("Try it: the trained model").click()
     page.get_by_label("Prompt").fill("What is the capital of Peru?")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Try it", exact=True).click()
     tuned = page.locator("#try-tuned textarea")
     # The slow action shows that it is working (generation imports its libraries: seconds).
     wait_until(lambda: tuned.input_value() == "generating…", 10, "Try it's busy state")

@@ -32,7 +32,7 @@ TOASTS = '[data-testid="toast-body"]'
 PROSE = '[data-testid="markdown"]'
 # The job view's buttons in the order they are pressed: what leaves the job as it is first, then
 # what moves it, and Delete last.
-JOB_BUTTONS = ("share", "set-priority", "download_logs", "download_model", "export_merged",
+JOB_BUTTONS = ("share", "set-priority", "download_logs", "download_model", "export_model",
                "export_gguf", "pause", "resume", "cancel", "delete")
 SLOW_S = 180  # an export or a generation starts a process and loads the model: on a busy CPU
 
@@ -165,9 +165,9 @@ def sweep_job_view(sweep: Sweep, name: str, job_id: str) -> None:
             before = page.locator(f"#job-message {PROSE}").inner_text().strip()
             sweep.click(f"{name}: {button}", locator, message_answered(page, before), SLOW_S)
     tuned = page.locator("#try-tuned textarea")
-    sweep.click(f"{name}: Try it / Generate", page.get_by_role("button", name="Generate"),
+    sweep.click(f"{name}: Try it", page.locator("#try_model-button"),
                 lambda: tuned.input_value() not in ("", "generating…"), SLOW_S)
-    sweep.look(f"{name}: Try it / Generate", tuned.input_value(),
+    sweep.look(f"{name}: Try it", tuned.input_value(),
                page.locator("#try-base textarea").input_value())
 
 

@@ -71,7 +71,7 @@ def test_a_resumed_job_shows_this_attempt_and_its_total_run_time():
     ("running", "pause", {"cancel", "share", "download_logs"}),
     ("running", "cancel", {"share", "download_logs"}),
     ("paused", None, {"resume", "cancel", "delete", "share", "download_logs"}),
-    ("completed", None, {"delete", "share", "download_logs", "download_model", "export_merged",
+    ("completed", None, {"delete", "share", "download_logs", "download_model", "export_model",
                       "export_gguf"}),
     ("failed", None, {"resume", "delete", "share", "download_logs"}),
 ])
@@ -84,7 +84,7 @@ def test_buttons_follow_the_state_machine(status, requested, expected):
 
 
 def test_a_full_fine_tune_has_no_merge_and_checkpoints_allow_a_download():
-    assert "export_merged" not in enabled_actions(
+    assert "export_model" not in enabled_actions(
         job("completed", config={"adapter": "full"}), BOB)
     assert "download_model" in enabled_actions(
         job("paused", checkpoints=[{"name": "checkpoint-5"}]), BOB)

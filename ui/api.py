@@ -1,6 +1,7 @@
-"""The API contract (DESIGN.md): one named endpoint per row, plain JSON in and out, files for
-downloads and uploads. Every endpoint calls the same engine methods as the UI; each function's
-docstring is its description on the API page."""
+"""The API contract (the README's "The API" section lists every endpoint): one named endpoint
+per action, plain JSON in and out, files for downloads and uploads. Every endpoint calls the
+same engine method as the UI's button, under the endpoint's name; each function's docstring is
+its description on the API page. Scripts call these names: an endpoint is never renamed."""
 
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def _file_endpoints(engine: Engine) -> None:
     @endpoint
     def export_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
-        return str(artifacts.export_merged(user_of(engine, request), job_id, checkpoint or None))
+        return str(artifacts.export_model(user_of(engine, request), job_id, checkpoint or None))
 
     @endpoint
     def export_gguf(job_id: str, checkpoint: str | None, quantization: str | None,

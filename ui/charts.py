@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from engine.jobfiles import checkpoint_step
+
 MAX_POINTS = 2000
 GRID = "#EBF0F8"
 COLORS = ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880"]
@@ -273,9 +275,9 @@ def run_events(job: dict[str, Any]) -> list[tuple[int, str]]:
     """Steps where an attempt resumed from a checkpoint, or the micro-batch was lowered."""
     events = []
     for attempt in job.get("attempts", [])[1:]:
-        name = attempt.get("resume_from") or ""
-        if name.startswith("checkpoint-") and name.split("-")[1].isdigit():
-            events.append((int(name.split("-")[1]), "resumed"))
+        step = checkpoint_step(attempt.get("resume_from"))
+        if step is not None:
+            events.append((step, "resumed"))
     for change in job.get("microbatch_changes") or []:
         if isinstance(change.get("at_step"), int):
             to = change.get("to", {}).get("per_device_train_batch_size")

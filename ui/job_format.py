@@ -19,7 +19,7 @@ from ui.safe_text import as_text
 TABLE_COLUMNS = ["name", "status", "queue", "owner", "priority", "method", "model", "progress",
                  "loss", "started", "duration", "job id"]
 # The job view's buttons, in order, and the action each needs the state machine to allow.
-ACTION_BUTTONS = ("pause", "resume", "cancel", "download_model", "download_logs", "export_merged",
+ACTION_BUTTONS = ("pause", "resume", "cancel", "download_model", "download_logs", "export_model",
                   "export_gguf", "delete")
 
 
@@ -131,7 +131,7 @@ def enabled_actions(job: dict[str, Any] | None, user: User) -> set[str]:
     if has_model:
         enabled.update(("download_model", "export_gguf"))
         if job["config"].get("adapter") in ("lora", "qlora"):
-            enabled.add("export_merged")
+            enabled.add("export_model")
     if job["status"] != JobStatus.QUEUED or job.get("attempt", 0) > 0:
         enabled.add("download_logs")
     return enabled

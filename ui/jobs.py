@@ -112,7 +112,7 @@ class JobView:
     cancel: gr.Button
     download_model: gr.Button
     download_logs: gr.Button
-    export_merged: gr.Button
+    export_model: gr.Button
     export_gguf: gr.Button
     gguf_quantization: gr.Dropdown
     delete: gr.Button
@@ -201,20 +201,20 @@ def _bind_compare(engine: Engine, compare_ids: gr.Dropdown, compare_plot: gr.Plo
 def _bind_try_it(engine: Engine, view: JobView, try_it: dict[str, Any]) -> None:
     """The prompt box: the base model's and the trained model's answers, side by side."""
     @as_gradio_errors
-    def generate(selected: str, chosen: str | None, text: str, user: User):
+    def try_model(selected: str, chosen: str | None, text: str, user: User):
         return engine.artifacts.try_model(user, selected, text, chosen_checkpoint(chosen))
 
-    def do_generate(selected: str, chosen: str | None, text: str, request: gr.Request = None):
+    def do_try_model(selected: str, chosen: str | None, text: str, request: gr.Request = None):
         try:
-            result = generate(selected, chosen, text, user_of(engine, request))
+            result = try_model(selected, chosen, text, user_of(engine, request))
         except gr.Error as exc:  # in place of the answers, which would otherwise say "generating"
             return "", f"Could not generate: {as_text(exc.message, 400)}"
         return result["base"], result["tuned"]
 
     answers = [try_it["base"], try_it["tuned"]]
-    try_it["generate"].click(lambda: ("generating…", "generating…"), None, answers, queue=False,
-                             **PRIVATE).then(
-        do_generate, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
+    try_it["try_model"].click(lambda: ("generating…", "generating…"), None, answers,
+                              queue=False, **PRIVATE).then(
+        do_try_model, [view.job_id, view.checkpoint, try_it["prompt"]], answers, **PRIVATE)
 
 
 def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
@@ -290,7 +290,7 @@ def _build_header_and_charts() -> dict[str, Any]:
                                    ("cancel", "Cancel", {"variant": "stop"}),
                                    ("download_model", "Download model", {}),
                                    ("download_logs", "Download logs", {}),
-                                   ("export_merged", "Export merged model", {}),
+                                   ("export_model", "Export model", {}),
                                    ("export_gguf", "Export GGUF", {}),
                                    ("delete", "Delete", {}), ("share", "Share", {})):
             parts[name] = gr.Button(label, interactive=False, elem_id=f"{name}-button", **extra)
@@ -323,13 +323,13 @@ def _build_try_it() -> dict[str, Any]:
     with gr.Accordion("Try it: the trained model next to its base model", open=False):
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", placeholder="What is the capital of Peru?", scale=4)
-            generate = gr.Button("Generate", scale=1)
+            try_model = gr.Button("Try it", scale=1, elem_id="try_model-button")
         gr.Markdown("Uses the checkpoint chosen above, or the final model; greedy decoding, "
                     "framed with the model's chat template. Runs in its own process.")
         with gr.Row():
             base = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id="try-base")
             tuned = gr.Textbox(label="Trained", lines=4, interactive=False, elem_id="try-tuned")
-    return {"prompt": prompt, "generate": generate, "base": base, "tuned": tuned}
+    return {"prompt": prompt, "try_model": try_model, "base": base, "tuned": tuned}
 
 
 def _build_compare():
@@ -438,7 +438,7 @@ def _bind_downloads(engine: Engine, view: JobView) -> None:
         [view.download, view.message], **PRIVATE)
     for button, method, with_checkpoint, what in (
             (view.download_model, "download_model", True, "the model zip"),
-            (view.export_merged, "export_merged", True, "the merged model (this can take minutes)"),
+            (view.export_model, "export_model", True, "the merged model (this can take minutes)"),
             (view.download_logs, "download_logs", False, "the logs zip")):
         inputs = [view.job_id, view.checkpoint] if with_checkpoint else [view.job_id]
         outputs = [view.download, view.message]

@@ -36,6 +36,7 @@ from engine.console.records.store import DatabaseDamaged, JobNotFound, JobStore,
 from engine.console.records.workspace import Workspace
 from engine.console.results.artifacts import Artifacts
 from engine.console.results.gates import Gates
+from engine.console.results.uploads import Retention
 from engine.console.running.cluster import ClusterSettings
 from engine.console.running.devices import ClusterDevices, DevicePool
 from engine.console.running.reattach import reattach
@@ -88,7 +89,8 @@ class Engine:
                  gpu_indices: list[int] | None = None, users: Users | None = None,
                  data_roots: list[str | Path] | tuple = (), max_upload_bytes: int | None = None,
                  warm_start: bool = True, cluster: ClusterSettings | None = None,
-                 notifier: Notifier | None = None, disk_floor_bytes: int | None = None):
+                 notifier: Notifier | None = None, disk_floor_bytes: int | None = None,
+                 upload_retention: Retention | None = None):
         self.workspace = Workspace(workspace)
         self.users = users or Users()
         self.presets = presets or PresetLibrary()
@@ -96,7 +98,7 @@ class Engine:
         self.access = Access(self.users, self.workspace.root, self.workspace.uploads_dir,
                              tuple(Path(r).resolve() for r in data_roots), self._find)
         self.gates = Gates()
-        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_bytes, self.upload_retention = max_upload_bytes, upload_retention
         self.cluster = cluster
         self.devices, self.supervisor = executor(self.workspace, self.machine, cluster,
                                                  gpu_indices, warm_start)
@@ -145,7 +147,7 @@ class Engine:
         self.listeners.append(notifications.on_status)
         self.supervisor.on_micro_batch_lowered = notifications.on_micro_batch_lowered
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
-                                   self.max_upload_bytes)
+                                   self.max_upload_bytes, self.upload_retention)
         self.status = ConsoleStatus(self.store, self.machine, self.system, self.disk,
                                     self.supervisor, self.scheduler)
         self.recover()
@@ -153,12 +155,14 @@ class Engine:
         return self
 
     def start(self) -> Engine:
-        """Open, then run the scheduler thread and the telemetry sampler."""
+        """Open, then run the scheduler thread, the telemetry sampler and the removal of unused
+        uploads."""
         self.open()
         self.supervisor.keep_spare()  # ready before the first job comes
         self.notifier.start()
         self.scheduler.start()
         self.system.start()
+        self.artifacts.upload_cleaner.start()
         return self
 
     def close(self) -> None:
@@ -169,6 +173,8 @@ class Engine:
         self.supervisor.spares.stop()
         self.system.stop()
         self.notifier.stop()
+        if self.artifacts is not None:
+            self.artifacts.upload_cleaner.stop()
         if self._store is not None:
             self._store.close()
         self.workspace.release()

@@ -32,6 +32,7 @@ from engine.trainer.hooks import (
     faults,
     injected_faults,
 )
+from engine.trainer.models import torch_dtype
 from engine.trainer.trackers import PROJECT
 
 transformers.logging.set_verbosity_warning()
@@ -63,15 +64,11 @@ def announce_rank() -> None:
         print(f"rank {rank} of {world_size}: pid {os.getpid()}, {device}", flush=True)
 
 
-def compute_dtype(config: JobConfig) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
-
-
 def model_and_adapter(config: JobConfig) -> ModelSetup:
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs one; it is masked out anyway
-    dtype = compute_dtype(config)
+    dtype = torch_dtype(config.precision)
     # Frozen base weights may live in the compute dtype (half the memory); a fully trained model
     # keeps fp32 master weights and runs its maths in autocast.
     init_kwargs: dict[str, Any] = {"dtype": torch.float32 if config.adapter == "full" else dtype,

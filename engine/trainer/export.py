@@ -18,6 +18,7 @@ import yaml
 from engine.atomic import fresh_folder, publish_folder
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
+from engine.trainer.models import has_adapter, merged_model, torch_dtype
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,19 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = JobPaths(args.job_dir.resolve())
     source = paths.root / args.checkpoint if args.checkpoint else paths.final_model
-    if not (source / "adapter_config.json").exists():
+    if not has_adapter(source):
         print(f"error: {source} holds no adapter (a full fine-tune is already a standalone "
               f"model: download it as is)", file=sys.stderr)
         return EXIT_INVALID
     config = JobConfig.from_dict(yaml.safe_load(paths.job_file.read_text())["config"])
 
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
-    merged = PeftModel.from_pretrained(base, source).merge_and_unload()
+    merged = merged_model(source, config.model, torch_dtype(config.precision))
     destination = paths.merged(args.checkpoint)
     tmp = fresh_folder(destination)
     merged.save_pretrained(tmp, safe_serialization=True)

@@ -13,7 +13,7 @@ import torch
 
 from engine.atomic import write_json_atomic
 from engine.config import JobConfig
-from engine.jobfiles import JobPaths, read_json, truncate_after
+from engine.jobfiles import JobPaths, checkpoint_step, read_json, truncate_after
 from engine.trainer.errors import TrainingGaveUp
 
 
@@ -54,7 +54,7 @@ def train(build: Callable[[JobConfig], tuple], config: JobConfig, paths: JobPath
                     f"max_length, gradient_checkpointing, qlora, or a bigger GPU") from exc
             latest = paths.latest_checkpoint()
             resume_from = latest.name if latest else None
-            truncate_after(paths.metrics, int(resume_from.split("-")[1]) if resume_from else 0)
+            truncate_after(paths.metrics, checkpoint_step(latest.name) if latest else 0)
             record(paths, config, lower, step, resume_from, str(exc))
             print(f"out of memory at step {step}: micro-batch {config.per_device_train_batch_size}"
                   f" -> {lower.per_device_train_batch_size}, gradient accumulation "

@@ -18,6 +18,7 @@ import yaml
 
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
+from engine.trainer.models import has_adapter, torch_dtype
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision, torch.float32)
+    dtype = torch_dtype(config.precision)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.chat_template:
         inputs = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device).eval()
     result = {"prompt": args.prompt, "base": answer(base), "source": source.name}
-    if (source / "adapter_config.json").exists():
+    if has_adapter(source):
         from peft import PeftModel
 
         tuned = PeftModel.from_pretrained(base, source).eval()

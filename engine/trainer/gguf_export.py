@@ -24,6 +24,7 @@ import yaml
 from engine.atomic import fresh_folder, publish_folder
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, GGUF_QUANTIZATIONS, JobPaths
+from engine.trainer.models import has_adapter, merged_model
 
 # transformers' model_type -> (GGUF architecture name, whether q/k are permuted for llama.cpp's
 # rotary layout, as its converter does for these)
@@ -223,11 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (source / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, source).merge_and_unload()
+    # fp32 whatever the job's precision: the quantizer rounds once, from exact weights.
+    if has_adapter(source):
+        model = merged_model(source, config.model, torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)

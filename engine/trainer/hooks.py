@@ -25,6 +25,8 @@ from engine.jobfiles import (
     STOPPED_FOR_NOTICE,
     STOPPED_FOR_REQUEST,
     JobPaths,
+    checkpoint_name,
+    checkpoint_step,
     request,
     requested,
 )
@@ -480,11 +482,11 @@ class TrainDeckTrainerMixin:
 
     def _save_checkpoint(self, model, trial):
         output_dir = self._get_output_dir(trial=trial)
-        folder = Path(output_dir) / f"checkpoint-{self.state.global_step}"
+        folder = Path(output_dir) / checkpoint_name(self.state.global_step)
         best_step = self._best_step(Path(output_dir))
         if best_step is not None:
             # save_total_limit rotates old checkpoints away; HF Trainer spares the one named here.
-            self.state.best_model_checkpoint = os.path.join(output_dir, f"checkpoint-{best_step}")
+            self.state.best_model_checkpoint = os.path.join(output_dir, checkpoint_name(best_step))
         if self.args.should_save:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / INCOMPLETE_MARKER).touch()
@@ -508,11 +510,7 @@ class TrainDeckTrainerMixin:
         loss_at = {entry["step"]: entry[metric] for entry in self.state.log_history
                    if metric in entry and "step" in entry}
         steps = {self.state.global_step}
-        for entry in output_dir.glob("checkpoint-*"):
-            if entry.is_dir() and not (entry / INCOMPLETE_MARKER).exists():
-                suffix = entry.name.rsplit("-", 1)[1]
-                if suffix.isdigit():
-                    steps.add(int(suffix))
+        steps |= {checkpoint_step(entry.name) for entry in JobPaths(output_dir).checkpoints()}
         scored = [(loss_at[step], step) for step in steps if step in loss_at]
         return min(scored)[1] if scored else None
 

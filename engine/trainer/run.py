@@ -36,6 +36,7 @@ from engine.jobfiles import (
     PAUSE,
     SUPERVISED_ENV,
     JobPaths,
+    checkpoint_step,
     read_json,
     requested,
     truncate_after,
@@ -102,7 +103,7 @@ def resume_point(asked: str | None, paths: JobPaths) -> str | None:
     if asked != LATEST:
         return asked
     latest = paths.latest_checkpoint()
-    truncate_after(paths.metrics, int(latest.name.rsplit("-", 1)[1]) if latest else 0)
+    truncate_after(paths.metrics, checkpoint_step(latest.name) if latest else 0)
     return latest.name if latest else None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.console.metrics.log import MetricsLog
-from engine.jobfiles import CHECKPOINT_NAME, JobPaths
+from engine.jobfiles import JobPaths, checkpoint_step
 
 
 def mark_best(checkpoints: list[dict[str, Any]]) -> None:
@@ -30,7 +30,7 @@ def checkpoint_rows(paths: JobPaths, metrics: MetricsLog) -> list[dict[str, Any]
             size, created = sum(p.stat().st_size for p in files), folder.stat().st_mtime
         except FileNotFoundError:
             continue  # rotated away by the trainer (save_total_limit) while being listed
-        step = int(CHECKPOINT_NAME.match(folder.name).group(1))
+        step = checkpoint_step(folder.name)
         record = metrics.at(step) or {}
         result.append({"name": folder.name, "step": step, "size_bytes": size,
                        "created_at": created, "loss": record.get("loss"),

@@ -15,7 +15,7 @@ from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.results.zips import checkpoint_folder
 from engine.console.running.devices import DevicePool
-from engine.jobfiles import JobPaths
+from engine.jobfiles import JobPaths, checkpoint_step
 from engine.presets import PresetLibrary
 from engine.resolve import Resolution, resolve
 
@@ -37,7 +37,7 @@ def resume_point(paths: JobPaths, checkpoint: str | None) -> str | None:
 def check_ends_after(checkpoint: str | None, config: JobConfig) -> None:
     """A resume trains from its checkpoint to max_steps: one that ended before the checkpoint
     would have no step to train and a model from past its end."""
-    step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    step = checkpoint_step(checkpoint) or 0
     if 0 < config.max_steps < step:
         raise ConfigError(f"max_steps {config.max_steps} is before {checkpoint}: set max_steps to "
                           f"at least {step}, or resume from an earlier checkpoint")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
 
@@ -19,11 +18,6 @@ def warmup_records(count: int) -> int:
 def steady_state(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records after warm-up: at least the first one is always dropped when there are several."""
     return records[warmup_records(len(records)):]
-
-
-def mean_of(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
-    return statistics.fmean(values) if values else None
 
 
 def analyze(records: list[dict[str, Any]], progress: dict[str, Any], status: str,

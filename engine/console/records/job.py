@@ -53,14 +53,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
-def is_terminal(status: str) -> bool:
-    return JobStatus(status) in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-def is_resumable(status: str) -> bool:
-    return JobStatus.QUEUED in TRANSITIONS[JobStatus(status)]
-
-
 def can_transition(current: str, target: str) -> bool:
     return JobStatus(target) in TRANSITIONS[JobStatus(current)]
 

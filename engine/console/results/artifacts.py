@@ -16,7 +16,7 @@ from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.results.gates import Gates
 from engine.console.results.tools import run_tool
-from engine.console.results.uploads import Uploads
+from engine.console.results.uploads import CleanupTimer, Retention, Uploads
 from engine.console.results.zips import Zips, checkpoint_folder
 from engine.jobfiles import GGUF_ARCHITECTURES, GGUF_QUANTIZATIONS
 
@@ -26,11 +26,13 @@ MAX_PROMPT_CHARS = 8000
 
 class Artifacts:
     def __init__(self, store: JobStore, access: Access, workspace: Workspace, gates: Gates,
-                 max_upload_bytes: int | None = None):
+                 max_upload_bytes: int | None = None, retention: Retention | None = None):
         self.store, self.access, self.workspace, self.gates = store, access, workspace, gates
         self.zips = Zips(workspace.exports_dir)
         self.uploads = Uploads(workspace.uploads_dir)
         self.max_upload_bytes = max_upload_bytes
+        self.retention = retention = retention or Retention()
+        self.upload_cleaner = CleanupTimer(self.clean_uploads, retention.check_every_s)
 
     def download_model(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
         job = self.store.lookup(job_id)
@@ -45,7 +47,7 @@ class Artifacts:
         with self.gates.download.slot(user.name):
             return self.zips.logs_zip(job.job_id, self.workspace.job_paths(job.job_id))
 
-    def export_merged(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
+    def export_model(self, user: User, job_id: str, checkpoint: str | None = None) -> Path:
         """Merge the job's adapter (final, or a checkpoint's) into its base model, in a separate
         process, and return a zip of the standalone model."""
         job = self.store.lookup(job_id)
@@ -136,11 +138,17 @@ class Artifacts:
         return {"dataset": str(stored), "bytes": stored.stat().st_size,
                 "stored_mb": round(self.uploads.used_bytes(user.name) / 2**20, 1)}
 
-    def clean_uploads(self) -> None:
-        """Remove uploads no job names any more (after a day unused)."""
-        in_use = {j.config.dataset for j in self.store.all(copy=False)}
-        for path in self.uploads.clean({p for p in in_use if isinstance(p, str)}):
+    def clean_uploads(self, now: float | None = None) -> list[Path]:
+        """Remove the uploads no job names (as its dataset or eval dataset, whatever its
+        status: deleting a job frees them) once `retention.max_age_s` has passed since their
+        last upload. Under the store's lock, so a job being stored meanwhile is seen."""
+        with self.store.lock:
+            in_use = {Path(name).resolve() for job in self.store.all(copy=False)
+                      for name in (job.config.dataset, job.config.eval_dataset) if name}
+            removed = self.uploads.clean(in_use, self.retention.max_age_s, now)
+        for path in removed:
             log.info("removed unused upload %s", path)
+        return removed
 
 
 def _model_type(source: Path, base_model: str) -> str | None:

@@ -1,28 +1,40 @@
 """Uploaded datasets: one stored copy per user and content, moved (not copied) out of the web
 server's temporary folder, hashed as a stream, within the user's quota, and removed once no job
-uses it."""
+uses it (a day after its last upload; a timer of the console's own looks every hour)."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import ConfigError
 from engine.console.people.users import user_folder_name
 from engine.sources import DATASET_SUFFIXES
 
+log = logging.getLogger("traindeck.uploads")
 BLOCK = 4 << 20
-UNUSED_MAX_AGE_S = 24 * 3600  # an upload no job names is kept this long (time to submit it)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class UploadRefused(ConfigError):
     pass
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long an upload no job names is kept (time to submit it after uploading), and how
+    often the console looks for such uploads."""
+    max_age_s: float = 24 * 3600
+    check_every_s: float = 3600
 
 
 def safe_file_name(name: str) -> str:
@@ -94,19 +106,49 @@ class Uploads:
             raise
         return target
 
-    def clean(self, in_use: set[str], now: float | None = None) -> list[Path]:
-        """Remove uploads that no job names and that were not used for a day."""
+    def clean(self, in_use: set[Path], max_age_s: float, now: float | None = None) -> list[Path]:
+        """Remove the stored files not in `in_use` (resolved paths) that were last uploaded more
+        than `max_age_s` ago. Returns what was removed."""
         now = time.time() if now is None else now
         removed = []
         if not self.root.is_dir():
             return removed
         for folder in self.root.iterdir():
-            if not folder.is_dir():
+            if not folder.is_dir() or folder.is_symlink():
                 continue
             for path in folder.iterdir():
-                if str(path) in in_use or not path.is_file():
+                if not path.is_file() or path.is_symlink() or path.resolve() in in_use:
                     continue
-                if now - path.stat().st_mtime > UNUSED_MAX_AGE_S:
+                if now - path.stat().st_mtime > max_age_s:
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed
+
+
+class CleanupTimer:
+    """Runs `clean` at start and then every `every_s` seconds on a thread of its own, until
+    stopped. Not the scheduler's round: the scheduler sleeps while the queue is idle, and an idle
+    console must still remove old uploads."""
+
+    def __init__(self, clean: Callable[[], object], every_s: float):
+        self.clean, self.every_s = clean, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="upload retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.clean()
+            except Exception:  # a failed round (a file in use on a network disk) is retried
+                log.exception("removing unused uploads failed")
+            if self._stop.wait(self.every_s):
+                return

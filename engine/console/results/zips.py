@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from engine.config import ConfigError, shorten
-from engine.jobfiles import CHECKPOINT_NAME, INCOMPLETE_MARKER, JobPaths
+from engine.jobfiles import INCOMPLETE_MARKER, JobPaths, checkpoint_step
 
 STORED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".zip")
 EXPORT_MAX_AGE_S = 24 * 3600  # unused zips older than this are removed
@@ -68,7 +68,7 @@ def write_zip(files: list[Path], base: Path, destination: Path, prefix: str = ""
 def checkpoint_folder(paths: JobPaths, checkpoint: str) -> Path:
     """A complete checkpoint of this job, by its bare name: anything else is refused."""
     available = [p.name for p in paths.checkpoints()]
-    if not isinstance(checkpoint, str) or not CHECKPOINT_NAME.match(checkpoint):
+    if checkpoint_step(checkpoint) is None:
         raise ConfigError(f"checkpoint must be a name like checkpoint-100 from the job's list "
                           f"({', '.join(available) or 'none yet'}); got {shorten(checkpoint)}")
     folder = paths.root / checkpoint

@@ -35,6 +35,7 @@ from engine.jobfiles import (
     PAUSE,
     SUPERVISED_ENV,
     JobPaths,
+    checkpoint_step,
     clear_requests,
     request,
     truncate_after,
@@ -109,7 +110,7 @@ class Supervisor(TrainerFollower):
         clear_requests(paths)
         paths.exit_record.unlink(missing_ok=True)
         if job.resume_from:
-            truncate_after(paths.metrics, int(job.resume_from.rsplit("-", 1)[1]))
+            truncate_after(paths.metrics, checkpoint_step(job.resume_from) or 0)
         else:
             paths.metrics.unlink(missing_ok=True)  # a fresh start (or restart from scratch)
         paths.heartbeat.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The trainer processes a supervisor follows, one interface with three kinds:
+"""The trainer processes a supervisor follows: one interface (Trainer), and the kinds a
+supervisor on this machine starts or finds (a Slurm job's, SlurmTrainer, lives in slurm.py):
 
 - ChildTrainer: started by this console (`python -m engine.train`); its exit code is the truth;
 - TorchrunTrainer: a child running torchrun's ranks; torchrun hides the ranks' codes, so rank 0's

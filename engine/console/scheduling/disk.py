@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.console.records.job import Job
 from engine.console.records.workspace import Workspace
-from engine.jobfiles import CHECKPOINT_NAME
+from engine.jobfiles import checkpoint_step
 
 GIB = 2**30
 MIN_FLOOR_BYTES = GIB
@@ -56,7 +56,7 @@ def recorded_checkpoints(workspace: Workspace, jobs: Iterable[Job]) -> Iterator[
     """The last checkpoint each job recorded (a plain folder name, never a path elsewhere)."""
     for job in jobs:
         name = job.last_checkpoint
-        if name and CHECKPOINT_NAME.fullmatch(name):
+        if checkpoint_step(name) is not None:
             yield workspace.job_paths(job.job_id).root / name
 
 
