@@ -48,9 +48,11 @@ def unit_tests_start_no_process(request, monkeypatch):
     earlier = set(threading.enumerate()) - {threading.main_thread()}
     started = []
     execute_child = POPEN._execute_child
+    # A test marked `tool(path)` may run that one program (the linter), and nothing else.
+    tools = {str(marker.args[0]) for marker in request.node.iter_markers("tool")}
 
     def refuse(popen, args, *rest, **kwargs):
-        if threading.current_thread() in earlier:
+        if threading.current_thread() in earlier or (args and str(args[0]) in tools):
             return execute_child(popen, args, *rest, **kwargs)
         if threading.current_thread() is not threading.main_thread():
             started.append(args)  # a thread may swallow the error: the test fails all the same
@@ -151,7 +153,7 @@ def default_run(tmp_path_factory):
     shutdown(engine)
 
 
-# ---- the unit tier --------------------------------------------------------------------------------
+# ---- the unit tier ------------------------------------------------------------------------------
 
 
 class StandInSupervisor:

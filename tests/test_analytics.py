@@ -12,7 +12,8 @@ from ui.charts import MAX_POINTS, job_charts
 
 def records(count, start_step=1, seed=0):
     rng = random.Random(seed)
-    return [{"step": s, "time": 1000.0 + s * 0.1, "loss": 3 * math.exp(-s / 500) + rng.random() * 0.1,
+    return [{"step": s, "time": 1000.0 + s * 0.1,
+             "loss": 3 * math.exp(-s / 500) + rng.random() * 0.1,
              "samples_per_s": 100 + rng.random() * 10, "tokens_per_s": 9000 + rng.random() * 100,
              "rss_mb": 500 + s % 7, "learning_rate": 1e-4, "grad_norm": 1.0}
             for s in range(start_step, start_step + count)]

@@ -28,7 +28,8 @@ def test_instruction_rows_become_chat_prompt_and_completion():
     first = rows[0]
     assert first["prompt"][0]["role"] == "user"
     assert "Answer the question" in first["prompt"][0]["content"]
-    assert first["completion"] == [{"role": "assistant", "content": first["completion"][0]["content"]}]
+    answer = first["completion"][0]["content"]
+    assert first["completion"] == [{"role": "assistant", "content": answer}]
 
 
 def test_csv_parquet_and_json_files(tmp_path):
@@ -44,15 +45,18 @@ def test_csv_parquet_and_json_files(tmp_path):
 @pytest.mark.parametrize("content,method,message", [
     ('{"text": "a"}\n{"text": "b"}\n{"text": "c",}\n', "sft",
      "line 3 is not valid JSON (Expecting property name enclosed in double quotes at column 14)"),
-    ('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', "sft", "line 2: output: missing"),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', "sft",
+     "line 2: output: missing"),
     ('{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}\n', "sft",
      "line 1: messages[2].role: 'bot' is not one of system, user, assistant, tool"),
     ('{"messages": [{"role": "user", "content": "hi"}]}\n', "sft",
      "line 1: messages: no assistant turn to learn from"),
     ('{"text": 5}\n', "sft", "line 1: text: expected text, got int"),
     ('{"text": "   "}\n', "sft", "line 1: text: empty"),
-    ('{"question": "a", "answer": "b"}\n', "sft", "cannot tell the format from its fields (answer, question)"),
-    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n', "dpo",
+    ('{"question": "a", "answer": "b"}\n', "sft",
+     "cannot tell the format from its fields (answer, question)"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+     "dpo",
      "its format is messages, but method dpo needs preference (prompt, chosen, rejected)"),
     ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n', "sft",
      "its format is preference, but method sft needs messages or instruction"),

@@ -1,4 +1,5 @@
-"""The job state machine: every legal move works, every illegal one is refused and changes nothing."""
+"""The job state machine: every legal move works, every illegal one is refused and changes
+nothing."""
 
 import itertools
 
