@@ -276,6 +276,24 @@ IDLE_CHECK_S = 5.0
 # max_threads events at once (40 by default): room for many tabs, so they never make API calls
 # wait (each account keeps at most TRAINDECK_LIVE_VIEWS_PER_USER, 8 by default).
 MAX_THREADS = 400
+# How long the console may take to answer its own address after launch on a busy machine.
+LOCAL_URL_DEADLINE_S = 60.0
+
+
+def wait_until_served(url: str, deadline_s: float) -> None:
+    """The console's own page answers at `url`, or the console stops saying why."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.head(url, timeout=10).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"error: the console does not answer at {url} after {deadline_s:.0f} s: "
+                     "is localhost reachable (a proxy setting)? --share serves a public link")
 
 
 def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
@@ -308,7 +326,12 @@ def serve(engine: Engine, args: argparse.Namespace, users: Users) -> None:
                                 "may try again; the wait doubles with each further one.",
                    show_error=True, allowed_paths=[str(engine.workspace.exports_dir)], css=CSS,
                    max_file_size=args.max_upload_mb << 20, app_kwargs={"middleware": middleware},
-                   prevent_thread_lock=True, quiet=True, max_threads=MAX_THREADS)
+                   prevent_thread_lock=True, quiet=True, max_threads=MAX_THREADS,
+                   # Gradio's own check gives the page one 3 s try and fails the launch on a busy
+                   # machine (a trainer importing torch beside it); ours waits with a deadline.
+                   _frontend=False)
+    if not args.share:
+        wait_until_served(console.local_url, LOCAL_URL_DEADLINE_S)
     # Gradio's own lines would tell people to "set share=True in launch()": ours name our flag.
     print(f"TrainDeck is running on {console.local_url}", flush=True)
     if console.share_url:

@@ -19,12 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from engine.config import ConfigError, shorten, url_problem
-from engine.console.people.users import NotYourJob
+from engine.console.metrics.log import MetricsLog
+from engine.console.people.users import NotYourJob, Users
 from engine.console.people.webhook import Resolver, WebhookClient, reaches_inside, system_resolver
+from engine.console.records.job import Job
+from engine.console.records.store import JobStore
 
 log = logging.getLogger("traindeck.notify")
 FORMATS = ("json", "slack")
@@ -251,14 +254,22 @@ def check_job_url(url: str, shared_console: bool, admin: bool) -> None:
                           f"can set console-wide ones with --notify-url)")
 
 
+class JobFacts(Protocol):
+    """What a notification tells of a job (the console's job views provide it)."""
+
+    def metrics(self, job_id: str) -> MetricsLog: ...
+
+    def summary(self, job: Job) -> dict[str, Any]: ...
+
+
 class JobNotifications:
     """Turns what happens to jobs into notifications: listens to status changes (completed,
     failed, cancelled, paused by preemption) and to lowered micro-batches."""
 
-    def __init__(self, notifier: Notifier, store, views, users):
+    def __init__(self, notifier: Notifier, store: JobStore, views: JobFacts, users: Users):
         self.notifier, self.store, self.views, self.users = notifier, store, views, users
 
-    def on_status(self, job, previous: str) -> None:
+    def on_status(self, job: Job, previous: str) -> None:
         status = str(job.status)
         if status in ("completed", "failed", "cancelled"):
             self._send(status, job)
@@ -277,7 +288,7 @@ class JobNotifications:
         except KeyError:
             pass
 
-    def _send(self, event: str, job) -> None:
+    def _send(self, event: str, job: Job) -> None:
         stats = self.views.metrics(job.job_id).stats
         data = {**self.views.summary(job), "final_loss": stats.last_loss,
                 "best_loss": stats.best_loss, "best_eval_loss": stats.best_eval_loss}
@@ -285,7 +296,7 @@ class JobNotifications:
         self.notifier.notify(event, data, job.config.notify_url or None, restricted)
 
 
-def _is_admin(users, name: str) -> bool:
+def _is_admin(users: Users, name: str) -> bool:
     try:
         return users.get(name).is_admin
     except NotYourJob:  # an owner no longer in the users file: a plain user

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 
 
 def job_key(job_id: str) -> str:
@@ -28,7 +29,7 @@ class Changes:
         with self._lock:
             return self._versions.get(key, 0)
 
-    def versions(self, keys) -> dict[str, int]:
+    def versions(self, keys: Iterable[str]) -> dict[str, int]:
         with self._lock:
             return {key: self._versions.get(key, 0) for key in keys}
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document
 
 from engine.atomic import write_atomic
 from engine.config import ConfigError, JobConfig, shorten
@@ -269,7 +270,7 @@ class TinyDBJobStore(JobStore):
                 self._damaged[doc.doc_id] = problems
             self._doc_ids[doc["job_id"]] = doc.doc_id
 
-    def _job(self, doc, copy: bool = True) -> Job:
+    def _job(self, doc: Document, copy: bool = True) -> Job:
         problems = self._damaged.get(doc.doc_id)
         if problems:
             return Job.from_dict(readable_record(dict(doc), problems))
@@ -318,7 +319,7 @@ class TinyDBJobStore(JobStore):
         known = set(self._doc_ids.values())  # skip unusable records
         return [doc for doc in docs if doc.doc_id in known]
 
-    def _status(self, doc) -> str:
+    def _status(self, doc: Document) -> str:
         return self._job(doc, copy=False).status if doc.doc_id in self._damaged else doc["status"]
 
     def _statuses(self) -> list[str]:

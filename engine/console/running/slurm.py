@@ -22,6 +22,7 @@ from typing import Any
 from engine import REPO_DIR
 from engine.console.records.job import Job
 from engine.console.running.cluster import ClusterSettings
+from engine.console.running.following import TrainerExit
 from engine.console.running.supervisor import Supervisor, attempt_banner
 from engine.console.running.trainers import Trainer
 from engine.jobfiles import CANCEL, EXIT_PAUSED, JobPaths, read_json
@@ -293,7 +294,7 @@ class SlurmSupervisor(Supervisor):
             # Nothing runs yet to honour a request file: take it out of Slurm's queue.
             trainer.kill()
 
-    def poll(self, now: float | None = None):
+    def poll(self, now: float | None = None) -> list[TrainerExit]:
         now = time.time() if now is None else now
         if now - self.queried_at >= STATE_QUERY_S:
             trainers = [t for t in self.running.values() if isinstance(t, SlurmTrainer)]

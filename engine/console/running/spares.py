@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class SpareProcess:
     def importing(self) -> bool:
         return self.alive and self.status is None
 
-    def wait_for(self, predicate, timeout: float):
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         with self.changed:
             self.changed.wait_for(predicate, timeout)
             return predicate()
