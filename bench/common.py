@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,20 @@ def samples_per_s(records: list[dict[str, Any]], batch: int) -> float:
     steady = steady_state(records)
     return ((steady[-1]["step"] - steady[0]["step"]) * batch
             / (steady[-1]["time"] - steady[0]["time"]))
+
+
+def alternate(pairs: int, run_a: Callable[[], dict[str, Any]],
+              run_b: Callable[[], dict[str, Any]],
+              describe: Callable[[dict[str, Any], dict[str, Any]], str]) -> tuple[float, float]:
+    """A then B, `pairs` times (alternating spreads the machine's drift over both), printing
+    "pair N: " + describe(a, b) after each pair; the median samples_per_s of A and of B."""
+    a_rates, b_rates = [], []
+    for pair in range(pairs):
+        a, b = run_a(), run_b()
+        a_rates.append(a["samples_per_s"])
+        b_rates.append(b["samples_per_s"])
+        print(f"pair {pair + 1}: {describe(a, b)}", flush=True)
+    return statistics.median(a_rates), statistics.median(b_rates)
 
 
 def plain_trl_command(out: Path, steps: int, *extra: str) -> list[str]:

@@ -11,12 +11,10 @@ thread's samples spent in each part of the step. What the console adds shows up 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import command_line, plain_trl_command, scratch  # noqa: E402
 from engine.jobfiles import SUPERVISED_ENV  # noqa: E402
 from engine.machine import detect  # noqa: E402
 from engine.presets import PresetLibrary  # noqa: E402
@@ -32,7 +31,8 @@ from tests.harness import REPO  # noqa: E402
 
 # The first matching part names a sample, most specific first.
 PARTS = [
-    ("TrainDeck callbacks (metrics, heartbeat, requests)", ("engine/trainer/hooks.py", "engine/trainer/heartbeat.py")),
+    ("TrainDeck callbacks (metrics, heartbeat, requests)",
+     ("engine/trainer/hooks.py", "engine/trainer/heartbeat.py")),
     ("logging (HF: loss/grad-norm gather, callbacks)", ("_maybe_log_save_evaluate",)),
     ("optimizer and scheduler step", ("optimizer.py", "adamw", "lr_scheduler")),
     ("forward and backward", ("training_step", "compute_loss")),
@@ -41,19 +41,29 @@ PARTS = [
 STEPS = 3000  # long enough to outlast start-up and the sampling window
 
 
-def profile(command: list[str], env: dict[str, str], seconds: float, warmup: float) -> Counter:
+def py_spy() -> str:
+    found = shutil.which("py-spy") or Path(sys.executable).parent / "py-spy"
+    if not Path(found).exists():
+        sys.exit("profile_overhead: py-spy is not installed (pip install py-spy, or the project's "
+                 "test extra)")
+    return str(found)
+
+
+def profile(command: list[str], env: dict[str, str], seconds: float, warmup: float,
+            out: Path) -> Counter:
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(warmup)
-        out = Path(tempfile.mkdtemp()) / "profile.txt"
-        subprocess.run([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-                        "record", "--pid", str(process.pid), "--duration", str(int(seconds)),
-                        "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
-                       check=True, capture_output=True)
+        sampled = subprocess.run([py_spy(), "record", "--pid", str(process.pid), "--duration",
+                                  str(max(1, round(seconds))), "--rate", "200", "--format", "raw",
+                                  "--output", str(out), "--nonblocking"], capture_output=True,
+                                 text=True)
     finally:
         process.kill()
         process.wait()
+    if sampled.returncode != 0:
+        raise RuntimeError(f"py-spy exited {sampled.returncode}: {sampled.stderr[-2000:]}")
     parts: Counter = Counter()
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -65,31 +75,31 @@ def profile(command: list[str], env: dict[str, str], seconds: float, warmup: flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser = command_line(__doc__, seconds=10.0)
     parser.add_argument("--warmup", type=float, default=15, help="seconds before sampling starts")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    config = resolve({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(),
-                                detect()).config
+    folder = scratch("profile")
+    config = resolve({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(), detect(),
+                     base_dir=REPO).config
     (folder / "job").mkdir()
     job_file = folder / "job" / "job.yaml"
     job_file.write_text(yaml.safe_dump({"job_id": "profile", "config": config.to_dict(),
                                         "cache_dir": str(folder / "cache")}))
     runs = {
-        "plain TRL script": ([sys.executable, "bench/plain_trl.py", str(folder / "plain.jsonl"),
-                              "--steps", str(STEPS)], {}),
+        "plain TRL script": (plain_trl_command(folder / "plain.jsonl", STEPS), {}),
         "console trainer": ([sys.executable, "-m", "engine.train", str(job_file)],
                             {SUPERVISED_ENV: "1"}),
     }
-    results = {name: profile(command, env, args.seconds, args.warmup)
-               for name, (command, env) in runs.items()}
+    results = {name: profile(command, env, args.seconds, args.warmup,
+                             folder / f"profile-{number}.txt")
+               for number, (name, (command, env)) in enumerate(runs.items())}
     names = [part for part, _ in PARTS] + ["other"]
     print(f"machine: {os.cpu_count()} CPUs; py-spy, {args.seconds:.0f} s of steady training each; "
           f"share of the main thread's samples")
     print(f"  {'':<52}" + "".join(f"{name:>20}" for name in results))
     for part in names:
-        cells = "".join(f"{100 * r[part] / max(1, sum(r.values())):19.1f}%" for r in results.values())
+        cells = "".join(f"{100 * r[part] / max(1, sum(r.values())):19.1f}%"
+                        for r in results.values())
         print(f"  {part:<52}{cells}")
 
 
