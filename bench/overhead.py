@@ -11,7 +11,7 @@ script or a browser tab watching the job does). B is submitted with every speed 
 script's settings, so both do the same work.
 Targets: ratio >= 0.95 with the job followed; B's time to first step at most 1 s above A's.
 
-    python bench/overhead.py [--pairs 3] [--steps 300] [--poll 0.5]
+    python bench/overhead.py [--pairs 3] [--steps 300] [--poll 0.5] [--warm-up-steps 5]
 """
 
 from __future__ import annotations
@@ -62,14 +62,15 @@ def run_console(client: HTTPCaller, steps: int, poll_s: float = 0.5) -> tuple[fl
 
 
 def main() -> None:
-    parser = command_line(__doc__, pairs=3, steps=300)
+    parser = command_line(__doc__, pairs=3, steps=300, warm_up_steps=5)
     parser.add_argument("--poll", type=float, default=0.5,
                         help="seconds between the following client's /get_job calls")
     args = parser.parse_args()
     folder = scratch("overhead")
     plain, console = [], []
     with running_console(folder / "workspace") as running:
-        run_console(running.client, 3)  # fills the tokenized-dataset cache, as for any re-run
+        if args.warm_up_steps:  # fills the tokenized-dataset cache, as for any re-run
+            wait_completed(running.client, submit(running.client, args.warm_up_steps))
         for pair in range(args.pairs):
             a = run_plain(args.steps, folder)
             b = run_console(running.client, args.steps, args.poll)

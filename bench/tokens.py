@@ -10,7 +10,7 @@ padded to its longest example) and (B) `python -m engine.train` with TrainDeck's
 and the mean per-token training loss of each over the same steps (the same examples in the same
 order: the losses must agree).
 
-    python bench/tokens.py [--pairs 2] [--steps 60] [--rows 2000]
+    python bench/tokens.py [--pairs 2] [--steps 60] [--rows 2000] [--warm-up-steps 3]
 """
 
 from __future__ import annotations
@@ -65,19 +65,22 @@ def run_plain(data: Path, steps: int, folder: Path) -> tuple[float, float]:
     return rates([line for line in lines if "step" in line])
 
 
+def traindeck_config(data: Path, steps: int) -> dict:
+    return {"dataset": str(data), "max_length": MAX_LENGTH, "max_steps": steps,
+            "per_device_train_batch_size": BATCH, "save_steps": 100000, "warmup_steps": 0.03,
+            "learning_rate": 2e-4, "num_train_epochs": 1}
+
+
 def run_traindeck(data: Path, steps: int, folder: Path, cache: Path) -> tuple[float, float, dict]:
     run = folder / f"traindeck-{time.time():.0f}"
-    config = {"dataset": str(data), "max_length": MAX_LENGTH, "max_steps": steps,
-              "per_device_train_batch_size": BATCH, "save_steps": 100000, "warmup_steps": 0.03,
-              "learning_rate": 2e-4, "num_train_epochs": 1}
-    records = run_trainer(run, config, cache)
+    records = run_trainer(run, traindeck_config(data, steps), cache)
     chosen = json.loads((run / "resolved.json").read_text()) if (run / "resolved.json").exists() \
         else {}
     return (*rates(records), chosen)
 
 
 def main() -> None:
-    args = command_line(__doc__, pairs=2, steps=60, rows=2000).parse_args()
+    args = command_line(__doc__, pairs=2, steps=60, rows=2000, warm_up_steps=3).parse_args()
     folder = scratch("tokens")
     data = folder / "skewed.jsonl"
     lengths = write_dataset(data, args.rows)
@@ -85,7 +88,8 @@ def main() -> None:
           f"{statistics.median(lengths):.0f}, mean {statistics.fmean(lengths):.0f}, "
           f"max {max(lengths)}", flush=True)
     cache = folder / "cache"
-    run_traindeck(data, 3, folder, cache)  # tokenizes once into the cache, as any re-run reuses
+    if args.warm_up_steps:  # tokenizes once into the cache, as any re-run reuses
+        run_trainer(folder / "warm-up", traindeck_config(data, args.warm_up_steps), cache)
     plain, deck = [], []
     for pair in range(args.pairs):
         a = run_plain(data, args.steps, folder)

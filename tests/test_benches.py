@@ -64,7 +64,7 @@ SMALLEST = {
         [rf"^pair 1: no tab {NUMBER} samples/s .* 1 tabs {NUMBER} samples/s .* \d+ updates",
          rf"^ratio 1 tabs / no tab: {NUMBER} \(target >= 0.95\)$"]),
     "overhead.py": Smallest(
-        ["--pairs", "1", "--steps", "3"],
+        ["--pairs", "1", "--steps", "3", "--warm-up-steps", "0"],
         [rf"^steady-state samples/s: plain {NUMBER}, console {NUMBER}, ratio {NUMBER}",
          rf"^time to first step: plain {NUMBER} s, console {NUMBER} s, difference {NUMBER} s"]),
     "plain_trl.py": Smallest(["{out}", "--steps", "3"],
@@ -85,11 +85,11 @@ SMALLEST = {
          rf"^  job view, charts drawn anew +median +{NUMBER} ms.*, charts \d+ KiB$",
          rf"^  job view, charts already drawn +median +{NUMBER} ms"]),
     "startup.py": Smallest(
-        ["--rounds", "1", "--steps", "3"],
+        ["--rounds", "1", "--steps", "3", "--warm-up-steps", "0"],
         [rf"^round 1: plain script {NUMBER} s, warm start {NUMBER} s, cold start {NUMBER} s$",
          rf"^time to first step \(median\): plain script {NUMBER} s .* {NUMBER} s without$"]),
     "tokens.py": Smallest(
-        ["--pairs", "1", "--steps", "3", "--rows", "50"],
+        ["--pairs", "1", "--steps", "3", "--rows", "50", "--warm-up-steps", "0"],
         [rf"^useful tokens/s: plain TRL \(padded\) {NUMBER}, TrainDeck {NUMBER}, ratio {NUMBER}",
          rf"^mean per-token loss: plain {NUMBER}, TrainDeck {NUMBER}, difference {NUMBER}%"]),
     "zip_checkpoint.py": Smallest(
