@@ -2,20 +2,21 @@
 (an engine or UI change under it) fails the full tier, not the day someone needs its numbers.
 
 The scripts are found, not listed: a new bench without an entry in SMALLEST fails until it gets
-one. Each runs as `python bench/NAME` would, in its own session, with a deadline; the test checks
+one. Each runs as `python bench/NAME` would, two at a time, with a deadline; the test checks
 the exit code and the result lines the bench promises (its numbers), not only the exit code."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.common import NO_DEVICE_EXIT
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 BENCH = REPO / "bench"
 NUMBER = r"-?\d+(?:\.\d+)?"
 DEADLINE_S = 420  # one bench at its smallest, on a busy 2-core machine, with room to spare
+PARALLEL = 2
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Smallest:
     report must hold (regular expressions, searched line by line)."""
     args: list[str]
     promises: list[str]
-    result_file: str | None = None  # read the promises here instead of the output
+    result_file: bool = False  # the promises are in the file "{out}", not in the output
     on_gpu: Smallest | None = None  # a GPU bench's run where there is one; without: NO_GPU
 
 
@@ -69,7 +71,7 @@ SMALLEST = {
          rf"^time to first step: plain {NUMBER} s, console {NUMBER} s, difference {NUMBER} s"]),
     "plain_trl.py": Smallest(["{out}", "--steps", "3"],
                              ['^{"start": ', rf'^{{"step": 3, "time": {NUMBER}}}$'],
-                             result_file="{out}"),
+                             result_file=True),
     "polling.py": Smallest(
         ["--pairs", "1", "--clients", "1", "--steps", "3"],
         [rf"^pair 1: quiet {NUMBER} samples/s, 1 clients {NUMBER} samples/s",
@@ -113,30 +115,68 @@ def gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
-def run_bench(command: list[str], folder: Path) -> tuple[int, str, float]:
-    """(exit code, stdout and stderr, seconds). Past the deadline the bench gets SIGINT, so its
-    `finally` stops the consoles it started, then its whole session is killed."""
+@dataclass
+class BenchRun:
+    smallest: Smallest  # what was run
+    expected_exit: int
+    result_file: Path | None
+    code: int | None = None  # None: still running at the deadline, then stopped
+    output: str = ""
+    seconds: float = 0.0
+
+
+def run_bench(name: str, folder: Path) -> BenchRun:
+    """Run bench/NAME with its smallest arguments in `folder`; past the deadline, stop it and
+    everything it started."""
+    smallest, out = SMALLEST[name], str(folder / "result.jsonl")
+    lacks_gpu = smallest.on_gpu is not None and not gpu_present()
+    if smallest.on_gpu is not None and not lacks_gpu:
+        smallest = smallest.on_gpu
+    run = BenchRun(smallest, NO_DEVICE_EXIT if lacks_gpu else 0,
+                   Path(out) if smallest.result_file else None)
+    launcher = ["bash"] if name.endswith(".sh") else [sys.executable]
+    command = [*launcher, f"bench/{name}", *(a.replace("{out}", out) for a in smallest.args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder), "PYTHON": sys.executable}
     started = time.monotonic()
     with open(folder / "output.txt", "w+") as output:
-        # SIGINT as Python's default (a KeyboardInterrupt), even where pytest runs in the
-        # background of a shell, which starts its children with SIGINT ignored.
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                   stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=DEADLINE_S)
+            run.code = process.wait(timeout=DEADLINE_S)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            finally:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            pytest.fail(f"{command[1]} was still running after {DEADLINE_S} s: "
-                        f"{(folder / 'output.txt').read_text()[-3000:]}")
+            stop(process)
+        run.seconds = time.monotonic() - started
         output.seek(0)
-        return process.returncode, output.read(), time.monotonic() - started
+        run.output = output.read()
+    return run
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill the bench and its descendants: its consoles, and their trainers, which lead process
+    groups of their own (so a group kill would miss them)."""
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    for child in [*started, process]:
+        try:
+            child.kill()
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            pass
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def bench_runs(tmp_path_factory) -> dict[str, Future]:
+    """Every bench, PARALLEL at a time: most of a bench's time is spent waiting (for a console,
+    a trainer, a poll), so two share the machine's cores well. In test order, so a test waits
+    at most for its own bench."""
+    pool = ThreadPoolExecutor(max_workers=PARALLEL)
+    try:
+        yield {name: pool.submit(run_bench, name, tmp_path_factory.mktemp(name.replace(".", "-")))
+               for name in bench_scripts() if name in SMALLEST}
+    finally:  # an interrupted session starts no more benches
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def test_every_bench_has_its_smallest_arguments():
@@ -148,21 +188,17 @@ def test_every_bench_has_its_smallest_arguments():
     assert {"scale.py", "plain_trl.py", "gpu_check.sh"} <= set(found)  # the walk sees them
 
 
+@pytest.mark.timeout(DEADLINE_S + 120)
 @pytest.mark.parametrize("name", bench_scripts())
-def test_the_bench_runs_with_its_smallest_arguments(name, tmp_path):
+def test_the_bench_runs_with_its_smallest_arguments(name, bench_runs):
     if name not in SMALLEST:
         pytest.fail(f"bench/{name} has no smallest-arguments entry in SMALLEST: add one")
-    smallest, out = SMALLEST[name], str(tmp_path / "result.jsonl")
-    lacks_gpu = smallest.on_gpu is not None and not gpu_present()
-    if smallest.on_gpu is not None and not lacks_gpu:
-        smallest = smallest.on_gpu
-    launcher = ["bash"] if name.endswith(".sh") else [sys.executable]
-    command = [*launcher, f"bench/{name}", *(a.replace("{out}", out) for a in smallest.args)]
-    code, output, seconds = run_bench(command, tmp_path)
-    print(f"bench/{name}: exit {code} in {seconds:.1f} s")
-    expected = NO_DEVICE_EXIT if lacks_gpu else 0
-    assert code == expected, f"bench/{name} exited {code}, not {expected}: {output[-3000:]}"
-    report = Path(smallest.result_file.replace("{out}", out)).read_text() \
-        if smallest.result_file else output
-    broken = [p for p in smallest.promises if not re.search(p, report, re.MULTILINE)]
+    run = bench_runs[name].result()
+    print(f"bench/{name}: exit {run.code} in {run.seconds:.1f} s")
+    assert run.code is not None, \
+        f"bench/{name} was still running after {DEADLINE_S} s: {run.output[-3000:]}"
+    assert run.code == run.expected_exit, \
+        f"bench/{name} exited {run.code}, not {run.expected_exit}: {run.output[-3000:]}"
+    report = run.result_file.read_text() if run.result_file else run.output
+    broken = [p for p in run.smallest.promises if not re.search(p, report, re.MULTILINE)]
     assert not broken, f"bench/{name}'s report lacks {broken}: {report[-3000:]}"
