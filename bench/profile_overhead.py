@@ -6,7 +6,7 @@ each with py-spy for --seconds once training is under way, and reports the share
 thread's samples spent in each part of the step. What the console adds shows up as its own lines
 (TrainDeck's callbacks, per-step logging).
 
-    python bench/profile_overhead.py [--seconds 10]     (needs py-spy: pip install py-spy)
+    python bench/profile_overhead.py [--seconds 10] [--warmup 5]    (needs py-spy)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ PARTS = [
     ("data loading and collation", ("dataloader", "data_collator", "get_batch_samples", "collate")),
 ]
 STEPS = 3000  # long enough to outlast start-up and the sampling window
+TRAINING_WITHIN_S = 300
 
 
 def py_spy() -> str:
@@ -49,12 +50,25 @@ def py_spy() -> str:
     return str(found)
 
 
+def wait_for_training(pid: int, deadline: float) -> None:
+    """Until the process's main thread is inside a training step (one py-spy dump a second):
+    start-up takes from seconds to minutes, depending on how busy the machine is."""
+    while time.monotonic() < deadline:
+        dump = subprocess.run([py_spy(), "dump", "--pid", str(pid), "--nonblocking"],
+                              capture_output=True, text=True)
+        if "training_step" in dump.stdout:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"process {pid} did not start training within {TRAINING_WITHIN_S} s")
+
+
 def profile(command: list[str], env: dict[str, str], seconds: float, warmup: float,
             out: Path) -> Counter:
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(warmup)
+        wait_for_training(process.pid, deadline=time.monotonic() + TRAINING_WITHIN_S)
+        time.sleep(warmup)  # past the first steps, which are slower than the steady ones
         sampled = subprocess.run([py_spy(), "record", "--pid", str(process.pid), "--duration",
                                   str(max(1, round(seconds))), "--rate", "200", "--format", "raw",
                                   "--output", str(out), "--nonblocking"], capture_output=True,
@@ -76,7 +90,8 @@ def profile(command: list[str], env: dict[str, str], seconds: float, warmup: flo
 
 def main() -> None:
     parser = command_line(__doc__, seconds=10.0)
-    parser.add_argument("--warmup", type=float, default=15, help="seconds before sampling starts")
+    parser.add_argument("--warmup", type=float, default=5,
+                        help="seconds between the first training step and sampling")
     args = parser.parse_args()
     folder = scratch("profile")
     config = resolve({"max_steps": STEPS, "save_steps": 100000}, PresetLibrary(), detect(),

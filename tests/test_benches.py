@@ -77,7 +77,7 @@ SMALLEST = {
         [rf"^pair 1: quiet {NUMBER} samples/s, 1 clients {NUMBER} samples/s",
          rf"^ratio polled/quiet: {NUMBER} \(target >= 0.95\)$"]),
     "profile_overhead.py": Smallest(
-        ["--seconds", "1", "--warmup", "8"],
+        ["--seconds", "1", "--warmup", "0"],
         [rf"^  forward and backward +{NUMBER}% +{NUMBER}%$", rf"^  other +{NUMBER}% +{NUMBER}%$"]),
     "scale.py": Smallest(
         ["--jobs", "10", "--steps", "100", "--calls", "5", "--train-steps", "3"],
