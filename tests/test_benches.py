@@ -40,7 +40,7 @@ class Smallest:
     on_gpu: Smallest | None = None  # a GPU bench's run where there is one; without: NO_GPU
 
 
-# Without a GPU a GPU bench must say so, with its own exit code, and do nothing else.
+# Without a GPU a GPU bench must say so, with its own exit code (not a crash).
 NO_GPU = ["^gpu_check: no GPU"]
 GPU_CHECK = Smallest(["--steps", "3"], [rf"^0.5B +lora +ratio +{NUMBER}",
                                         rf"^1.5B +qlora +ratio +{NUMBER}"])
@@ -167,14 +167,16 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def bench_runs(tmp_path_factory) -> dict[str, Future]:
-    """Every bench, PARALLEL at a time: most of a bench's time is spent waiting (for a console,
-    a trainer, a poll), so two share the machine's cores well. In test order, so a test waits
-    at most for its own bench."""
+def bench_runs(request, tmp_path_factory) -> dict[str, Future]:
+    """The selected benches, PARALLEL at a time: most of a bench's time is spent waiting (for a
+    console, a trainer, a poll), so two share the machine's cores well. In test order, so a
+    test waits at most for its own bench."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")]
     pool = ThreadPoolExecutor(max_workers=PARALLEL)
     try:
         yield {name: pool.submit(run_bench, name, tmp_path_factory.mktemp(name.replace(".", "-")))
-               for name in bench_scripts() if name in SMALLEST}
+               for name in selected if name in SMALLEST}
     finally:  # an interrupted session starts no more benches
         pool.shutdown(wait=True, cancel_futures=True)
 
