@@ -12,6 +12,7 @@ thread's samples spent in each part of the step. What the console adds shows up 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,10 +30,13 @@ from engine.presets import PresetLibrary  # noqa: E402
 from engine.resolve import resolve  # noqa: E402
 from tests.harness import REPO  # noqa: E402
 
-# The first matching part names a sample, most specific first.
+# The first matching part names a sample, most specific first (regular expressions searched in
+# the sample's stack of "function (file:line)" frames).
 PARTS = [
+    # The callbacks' own frames: the trainer's whole epoch loop also runs in hooks.py (its
+    # _run_epoch override), so the file's name alone would claim every sample.
     ("TrainDeck callbacks (metrics, heartbeat, requests)",
-     ("engine/trainer/hooks.py", "engine/trainer/heartbeat.py")),
+     (r"\.on_\w+ \(engine/trainer/hooks\.py", r"engine/trainer/heartbeat\.py")),
     ("logging (HF: loss/grad-norm gather, callbacks)", ("_maybe_log_save_evaluate",)),
     ("optimizer and scheduler step", ("optimizer.py", "adamw", "lr_scheduler")),
     ("forward and backward", ("training_step", "compute_loss")),
@@ -83,7 +87,8 @@ def profile(command: list[str], env: dict[str, str], seconds: float, warmup: flo
         stack, _, count = line.rpartition(" ")
         if not stack.startswith(("<module>", "_run_module_as_main")):
             continue  # other threads (heartbeat, autograd) are not the step's timeline
-        name = next((part for part, marks in PARTS if any(m in stack for m in marks)), "other")
+        name = next((part for part, marks in PARTS if any(re.search(m, stack) for m in marks)),
+                    "other")
         parts[name] += int(count)
     return parts
 
