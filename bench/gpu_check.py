@@ -19,14 +19,12 @@ weights, so its real work is nearer 4 x) and peak GPU memory.
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import NO_DEVICE_EXIT, command_line, run_plain_trl, scratch  # noqa: E402
 from bench.tokens import rates, write_dataset  # noqa: E402
 from bench.trainer_run import run_trainer  # noqa: E402
 from tests.harness import REPO  # noqa: E402
@@ -97,28 +95,19 @@ def _job_config(folder: Path) -> dict:
 def run_stock(folder: Path, model: Path, data: Path, adapter: str, steps: int,
               chosen: dict) -> tuple[float, float]:
     """The hand-written script with the job's precision and checkpointing: (tokens/s, peak MiB)."""
-    out = folder / "stock.jsonl"
-    command = [sys.executable, "bench/plain_trl.py", str(out), "--steps", str(steps),
-               "--data", str(data), "--max-length", str(MAX_LENGTH), "--tokens",
+    options = ["--data", str(data), "--max-length", str(MAX_LENGTH), "--tokens",
                "--model", str(model), "--adapter", adapter, "--batch", str(BATCH)]
     if chosen.get("precision") == "bf16":
-        command.append("--bf16")
+        options.append("--bf16")
     if chosen.get("gradient_checkpointing"):
-        command.append("--gradient-checkpointing")
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "stock.log", "wb") as log:
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        raise RuntimeError(f"the stock script exited {code}: "
-                           f"{(folder / 'stock.log').read_text()[-2000:]}")
-    lines = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+        options.append("--gradient-checkpointing")
+    lines = run_plain_trl(folder / "stock.jsonl", steps, *options)[1:]
     memory = next((line["gpu_mem_peak_mb"] for line in lines if "gpu_mem_peak_mb" in line), 0.0)
     return rates([line for line in lines if "step" in line])[0], memory
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser = command_line(__doc__, steps=30)
     parser.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s")
     parser.add_argument("--self-check", "--allow-cpu", action="store_true", dest="self_check",
                         help="tiny models on the CPU, a few steps: checks this script end to end")
@@ -126,11 +115,12 @@ def main() -> None:
     import torch
 
     if not torch.cuda.is_available() and not args.self_check:
-        sys.exit("gpu_check: no CUDA device visible to PyTorch (torch.cuda.is_available() is "
-                 "False); run with --self-check to check the script on the CPU")
+        print("gpu_check: no GPU: no CUDA device visible to PyTorch (torch.cuda.is_available() "
+              "is False); run with --self-check to check the script on the CPU", file=sys.stderr)
+        sys.exit(NO_DEVICE_EXIT)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU self-check)"
     steps = min(args.steps, 6) if args.self_check else args.steps
-    folder = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    folder = scratch("gpu")
     data = folder / "data.jsonl"
     lengths = write_dataset(data, rows=max(400, BATCH * steps * 2))
     peak = peak_flops(gpu, args.peak_tflops)

@@ -4,21 +4,20 @@ Starts `python app.py` on a fresh workspace, waits until it is ready (spare trai
 then measures the CPU time of the console and everything it started (the spare trainer) over
 --seconds with nobody connected. Target: at most 0.5% of one core.
 
-    python bench/idle.py [--seconds 60]
+    python bench/idle.py [--seconds 60] [--settle 5]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import HTTPCaller, start_console, stop_console, wait_warm  # noqa: E402
+from bench.common import command_line, running_console, scratch  # noqa: E402
+from tests.harness import wait_warm  # noqa: E402
 
 
 def cpu_seconds(root: psutil.Process) -> dict[str, float]:
@@ -35,31 +34,24 @@ def cpu_seconds(root: psutil.Process) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))
-    process, url = start_console(folder / "workspace")
-    try:
-        client = HTTPCaller(url)
-        wait_warm(client)
-        client.http.close()
-        time.sleep(5)  # let the last request's work settle
-        root = psutil.Process(process.pid)
+    args = command_line(__doc__, seconds=60.0, settle=5.0).parse_args()
+    with running_console(scratch("idle") / "workspace") as console:
+        wait_warm(console.client)
+        console.client.http.close()
+        time.sleep(args.settle)  # let the last request's work settle
+        root = psutil.Process(console.process.pid)
         before = cpu_seconds(root)
         time.sleep(args.seconds)
         after = cpu_seconds(root)
-        total = 0.0
-        for name, end in after.items():
-            used = end - before.get(name, 0.0)
-            total += used
-            print(f"{name}: {used:.3f} s CPU in {args.seconds:.0f} s "
-                  f"({100 * used / args.seconds:.2f}% of a core)")
-        share = 100 * total / args.seconds
-        print(f"idle console, all processes: {share:.2f}% of a core "
-              f"(target <= 0.5%): {'met' if share <= 0.5 else 'NOT met'}")
-    finally:
-        stop_console(process)
+    total = 0.0
+    for name, end in after.items():
+        used = end - before.get(name, 0.0)
+        total += used
+        print(f"{name}: {used:.3f} s CPU in {args.seconds:g} s "
+              f"({100 * used / args.seconds:.2f}% of a core)")
+    share = 100 * total / args.seconds
+    print(f"idle console, all processes: {share:.2f}% of a core "
+          f"(target <= 0.5%): {'met' if share <= 0.5 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ same machine, same clock). Target: median under 1 s.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
+from bench.common import command_line, running_console, scratch, submit  # noqa: E402
+from tests.harness import HTTPCaller  # noqa: E402
 
 
 def follow(client: HTTPCaller, job_id: str, interval: float) -> list[float]:
@@ -35,25 +34,16 @@ def follow(client: HTTPCaller, job_id: str, interval: float) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--interval", type=float, default=0.2)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    process, url = start_console(folder / "workspace")
-    try:
-        client = HTTPCaller(url)
+    args = command_line(__doc__, steps=400, interval=0.2).parse_args()
+    with running_console(scratch("latency") / "workspace") as console:
         for interval in (args.interval, 1.0):
-            job_id = client.predict({"max_steps": args.steps, "save_steps": 100000, "logging_steps": 1},
-                                    api_name="/submit_job")["job_id"]
-            latencies = follow(client, job_id, interval)
-            p95 = statistics.quantiles(latencies, n=20)[-1]
+            job_id = submit(console.client, args.steps, logging_steps=1)
+            latencies = follow(console.client, job_id, interval)
+            p95 = statistics.quantiles(latencies, n=20, method="inclusive")[-1]
             print(f"polling every {interval:.1f} s: {len(latencies)} records, latency median "
                   f"{statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
                   f"max {max(latencies) * 1000:.0f} ms", flush=True)
-        print(f"machine: {os.cpu_count()} CPUs; target: median under 1 s")
-    finally:
-        stop_console(process)
+    print(f"machine: {os.cpu_count()} CPUs; target: median under 1 s")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,9 @@ selecting a row does, and reads the updates pushed on its event stream.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import sys
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -29,8 +26,8 @@ import psutil
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import alternate, command_line, running_console, scratch  # noqa: E402
 from bench.polling import start_running, wait_and_measure  # noqa: E402
-from tests.harness import start_console, stop_console  # noqa: E402
 
 
 def job_view_stream(url: str) -> int:
@@ -82,34 +79,23 @@ def run_job(url: str, steps: int, tabs: int, fn_index: int, console: psutil.Proc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--tabs", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=400)
-    args = parser.parse_args()
-    workspace = Path(tempfile.mkdtemp(prefix="bench-live-")) / "workspace"
+    args = command_line(__doc__, pairs=3, tabs=20, steps=400).parse_args()
     # Each tab is one account's view in practice; here one account opens them all.
-    process, url = start_console(workspace, env={"TRAINDECK_LIVE_VIEWS_PER_USER": str(args.tabs)})
-    console = psutil.Process(process.pid)
-    fn_index = job_view_stream(url)
-    os.nice(19)  # the tabs stand for other machines: what is measured is the console's cost
-    try:
-        quiet, watched = [], []
-        for pair in range(args.pairs):
-            a = run_job(url, args.steps, 0, fn_index, console)
-            b = run_job(url, args.steps, args.tabs, fn_index, console)
-            quiet.append(a["samples_per_s"])
-            watched.append(b["samples_per_s"])
-            print(f"pair {pair + 1}: no tab {a['samples_per_s']:.1f} samples/s (console CPU "
-                  f"{a['console_cpu_s']:.2f} s), {args.tabs} tabs {b['samples_per_s']:.1f} "
-                  f"samples/s (console CPU {b['console_cpu_s']:.2f} s, {b['updates']} updates "
-                  "pushed)", flush=True)
-        ratio = statistics.median(watched) / statistics.median(quiet)
-        print(f"machine: {os.cpu_count()} CPUs; median no tab {statistics.median(quiet):.1f}, "
-              f"median {args.tabs} tabs {statistics.median(watched):.1f} samples/s")
-        print(f"ratio {args.tabs} tabs / no tab: {ratio:.3f} (target >= 0.95)")
-    finally:
-        stop_console(process)
+    with running_console(scratch("live") / "workspace",
+                         env={"TRAINDECK_LIVE_VIEWS_PER_USER": str(args.tabs)}) as running:
+        url, console = running.url, psutil.Process(running.process.pid)
+        fn_index = job_view_stream(url)
+        os.nice(19)  # the tabs stand for other machines: what is measured is the console's cost
+        quiet, watched = alternate(
+            args.pairs, lambda: run_job(url, args.steps, 0, fn_index, console),
+            lambda: run_job(url, args.steps, args.tabs, fn_index, console),
+            lambda a, b: f"no tab {a['samples_per_s']:.1f} samples/s (console CPU "
+                         f"{a['console_cpu_s']:.2f} s), {args.tabs} tabs "
+                         f"{b['samples_per_s']:.1f} samples/s (console CPU "
+                         f"{b['console_cpu_s']:.2f} s, {b['updates']} updates pushed)")
+    print(f"machine: {os.cpu_count()} CPUs; median no tab {quiet:.1f}, "
+          f"median {args.tabs} tabs {watched:.1f} samples/s")
+    print(f"ratio {args.tabs} tabs / no tab: {watched / quiet:.3f} (target >= 0.95)")
 
 
 if __name__ == "__main__":

@@ -11,24 +11,28 @@ script or a browser tab watching the job does). B is submitted with every speed 
 script's settings, so both do the same work.
 Targets: ratio >= 0.95 with the job followed; B's time to first step at most 1 s above A's.
 
-    python bench/overhead.py [--pairs 3] [--steps 300] [--poll 0.5]
+    python bench/overhead.py [--pairs 3] [--steps 300] [--poll 0.5] [--warm-up-steps 5]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.console.metrics.analytics import steady_state  # noqa: E402
-from tests.harness import REPO, HTTPCaller, start_console, stop_console  # noqa: E402
+from bench.common import (  # noqa: E402
+    command_line,
+    machine_line,
+    run_plain_trl,
+    running_console,
+    samples_per_s,
+    scratch,
+    submit,
+    wait_completed,
+)
+from tests.harness import HTTPCaller  # noqa: E402
 
 BATCH = 8
 # bench/plain_trl.py's settings, as the job's resolved config must have them.
@@ -39,68 +43,52 @@ PLAIN_SETTINGS = {"precision": "fp32", "gradient_checkpointing": False, "padding
                   "lr_scheduler_type": "cosine", "use_liger_kernel": False}
 
 
-def rate(points: list[dict]) -> float:
-    steady = steady_state(points)
-    return (steady[-1]["step"] - steady[0]["step"]) * BATCH / (steady[-1]["time"] - steady[0]["time"])
-
-
 def run_plain(steps: int, folder: Path) -> tuple[float, float]:
-    out = folder / f"plain-{time.time():.0f}.jsonl"
-    subprocess.run([sys.executable, "bench/plain_trl.py", str(out), "--steps", str(steps)],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    start, points = lines[0]["start"], lines[1:]
-    return rate(points), points[0]["time"] - start
+    """(steady samples/s, seconds from process start to the first step) of the plain script."""
+    lines = run_plain_trl(folder / f"plain-{time.time():.0f}.jsonl", steps)
+    start, points = lines[0]["start"], [line for line in lines if "step" in line]
+    return samples_per_s(points, BATCH), points[0]["time"] - start
 
 
 def run_console(client: HTTPCaller, steps: int, poll_s: float = 0.5) -> tuple[float, float]:
     submitted = time.time()
-    job_id = client.predict({"max_steps": steps, "save_steps": 100000, "padding_free": False},
-                            api_name="/submit_job")["job_id"]
-    while client.predict(job_id, api_name="/get_job")["status"] in ("queued", "running"):
-        time.sleep(poll_s)
-    job = client.predict(job_id, api_name="/get_job")
-    assert job["status"] == "completed", job["error"]
+    job = wait_completed(client, submit(client, steps, padding_free=False), poll_s)
+    job_id = job["job_id"]
     differs = {k: (job["config"].get(k), v) for k, v in PLAIN_SETTINGS.items()
                if job["config"].get(k) != v}
     assert not differs, f"the job's resolved config differs from the plain script's: {differs}"
     points = client.predict(job_id, 0, api_name="/get_metrics")
-    return rate(points), points[0]["time"] - submitted
+    return samples_per_s(points, BATCH), points[0]["time"] - submitted
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=300)
+    parser = command_line(__doc__, pairs=3, steps=300, warm_up_steps=5)
     parser.add_argument("--poll", type=float, default=0.5,
                         help="seconds between the following client's /get_job calls")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    process, url = start_console(folder / "workspace")
-    try:
-        client = HTTPCaller(url)
-        run_console(client, 5)  # first job fills the tokenized-dataset cache, as for any re-run
-        plain, console = [], []
+    folder = scratch("overhead")
+    plain, console = [], []
+    with running_console(folder / "workspace") as running:
+        if args.warm_up_steps:  # fills the tokenized-dataset cache, as for any re-run
+            wait_completed(running.client, submit(running.client, args.warm_up_steps))
         for pair in range(args.pairs):
             a = run_plain(args.steps, folder)
-            b = run_console(client, args.steps, args.poll)
+            b = run_console(running.client, args.steps, args.poll)
             plain.append(a)
             console.append(b)
-            print(f"pair {pair + 1}: plain TRL {a[0]:.1f} samples/s (first step after {a[1]:.2f} s), "
-                  f"console {b[0]:.1f} samples/s (first step {b[1]:.2f} s after submit)", flush=True)
-        a_rate = statistics.median(r for r, _ in plain)
-        b_rate = statistics.median(r for r, _ in console)
-        a_first = statistics.median(f for _, f in plain)
-        b_first = statistics.median(f for _, f in console)
-        print(f"machine: {os.cpu_count()} CPUs, no GPU" if not os.path.exists("/dev/nvidia0")
-              else f"machine: {os.cpu_count()} CPUs with a GPU")
-        print(f"steady-state samples/s: plain {a_rate:.1f}, console {b_rate:.1f}, "
-              f"ratio {b_rate / a_rate:.3f} (target >= 0.95, followed by one client polling "
-              f"/get_job every {args.poll:g} s)")
-        print(f"time to first step: plain {a_first:.2f} s, console {b_first:.2f} s, "
-              f"difference {b_first - a_first:+.2f} s (target <= +1 s)")
-    finally:
-        stop_console(process)
+            print(f"pair {pair + 1}: plain TRL {a[0]:.1f} samples/s (first step after "
+                  f"{a[1]:.2f} s), console {b[0]:.1f} samples/s (first step {b[1]:.2f} s "
+                  "after submit)", flush=True)
+    a_rate = statistics.median(r for r, _ in plain)
+    b_rate = statistics.median(r for r, _ in console)
+    a_first = statistics.median(f for _, f in plain)
+    b_first = statistics.median(f for _, f in console)
+    print(machine_line())
+    print(f"steady-state samples/s: plain {a_rate:.1f}, console {b_rate:.1f}, "
+          f"ratio {b_rate / a_rate:.3f} (target >= 0.95, followed by one client polling "
+          f"/get_job every {args.poll:g} s)")
+    print(f"time to first step: plain {a_first:.2f} s, console {b_first:.2f} s, "
+          f"difference {b_first - a_first:+.2f} s (target <= +1 s)")
 
 
 if __name__ == "__main__":

@@ -10,28 +10,24 @@ padded to its longest example) and (B) `python -m engine.train` with TrainDeck's
 and the mean per-token training loss of each over the same steps (the same examples in the same
 order: the losses must agree).
 
-    python bench/tokens.py [--pairs 2] [--steps 60] [--rows 2000]
+    python bench/tokens.py [--pairs 2] [--steps 60] [--rows 2000] [--warm-up-steps 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import command_line, machine_line, run_plain_trl, scratch  # noqa: E402
 from bench.trainer_run import run_trainer  # noqa: E402
 from engine.console.metrics.analytics import steady_state  # noqa: E402
 from engine.sources import SAMPLES_DIR, TINY_MODEL  # noqa: E402
-from tests.harness import REPO  # noqa: E402
 
 BATCH, MAX_LENGTH = 8, 1024
 
@@ -64,38 +60,36 @@ def rates(records: list[dict]) -> tuple[float, float]:
 
 
 def run_plain(data: Path, steps: int, folder: Path) -> tuple[float, float]:
-    out = folder / f"plain-{time.time():.0f}.jsonl"
-    subprocess.run([sys.executable, "bench/plain_trl.py", str(out), "--steps", str(steps),
-                    "--data", str(data), "--max-length", str(MAX_LENGTH), "--tokens"],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return rates([json.loads(line) for line in out.read_text().splitlines()[1:]])
+    lines = run_plain_trl(folder / f"plain-{time.time():.0f}.jsonl", steps, "--data", str(data),
+                          "--max-length", str(MAX_LENGTH), "--tokens")
+    return rates([line for line in lines if "step" in line])
+
+
+def traindeck_config(data: Path, steps: int) -> dict:
+    return {"dataset": str(data), "max_length": MAX_LENGTH, "max_steps": steps,
+            "per_device_train_batch_size": BATCH, "save_steps": 100000, "warmup_steps": 0.03,
+            "learning_rate": 2e-4, "num_train_epochs": 1}
 
 
 def run_traindeck(data: Path, steps: int, folder: Path, cache: Path) -> tuple[float, float, dict]:
     run = folder / f"traindeck-{time.time():.0f}"
-    config = {"dataset": str(data), "max_length": MAX_LENGTH, "max_steps": steps,
-              "per_device_train_batch_size": BATCH, "save_steps": 100000, "warmup_steps": 0.03,
-              "learning_rate": 2e-4, "num_train_epochs": 1}
-    records = run_trainer(run, config, cache)
+    records = run_trainer(run, traindeck_config(data, steps), cache)
     chosen = json.loads((run / "resolved.json").read_text()) if (run / "resolved.json").exists() \
         else {}
     return (*rates(records), chosen)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--rows", type=int, default=2000)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
+    args = command_line(__doc__, pairs=2, steps=60, rows=2000, warm_up_steps=3).parse_args()
+    folder = scratch("tokens")
     data = folder / "skewed.jsonl"
     lengths = write_dataset(data, args.rows)
     print(f"dataset: {len(lengths)} texts, tokens min {min(lengths)}, median "
           f"{statistics.median(lengths):.0f}, mean {statistics.fmean(lengths):.0f}, "
           f"max {max(lengths)}", flush=True)
     cache = folder / "cache"
-    run_traindeck(data, 3, folder, cache)  # tokenizes once into the cache, as any re-run reuses
+    if args.warm_up_steps:  # tokenizes once into the cache, as any re-run reuses
+        run_trainer(folder / "warm-up", traindeck_config(data, args.warm_up_steps), cache)
     plain, deck = [], []
     for pair in range(args.pairs):
         a = run_plain(data, args.steps, folder)
@@ -106,8 +100,7 @@ def main() -> None:
               f"TrainDeck {b[0]:.0f} useful tokens/s (loss {b[1]:.4f})", flush=True)
     a_rate, b_rate = statistics.median(r[0] for r in plain), statistics.median(r[0] for r in deck)
     a_loss, b_loss = statistics.fmean(r[1] for r in plain), statistics.fmean(r[1] for r in deck)
-    print(f"machine: {os.cpu_count()} CPUs" + (", GPU" if os.path.exists("/dev/nvidia0") else
-                                               ", no GPU"))
+    print(machine_line())
     print(f"TrainDeck auto chose: {deck[-1][2] or 'see the job file'}")
     print(f"useful tokens/s: plain TRL (padded) {a_rate:.0f}, TrainDeck {b_rate:.0f}, "
           f"ratio {b_rate / a_rate:.2f} (target >= 1.5)")

@@ -1,4 +1,4 @@
-"""Run `python -m engine.train` on a plain config, as the console would, and read its speed."""
+"""Run `python -m engine.train` on a plain config, as the console would; its metrics records."""
 
 from __future__ import annotations
 
@@ -12,19 +12,11 @@ from typing import Any
 
 import yaml
 
-from engine.console.metrics.analytics import steady_state
 from engine.jobfiles import SUPERVISED_ENV
 from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from tests.harness import REPO
-
-
-def steady_rate(records: list[dict[str, Any]], samples_per_step: int) -> float:
-    """Samples/s over the steady part of a run: step count over wall time, warm-up skipped."""
-    steady = steady_state(records)
-    return ((steady[-1]["step"] - steady[0]["step"]) * samples_per_step
-            / (steady[-1]["time"] - steady[0]["time"]))
 
 
 def run_trainer(folder: Path, config: dict[str, Any], cache_dir: Path,

@@ -10,11 +10,9 @@ Targets: RSS growth < 100 MB; every concurrent call answered within 200 ms.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,15 @@ import psutil
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import HTTPCaller, start_console, stop_console  # noqa: E402
+from bench.common import (  # noqa: E402
+    Console,
+    command_line,
+    running_console,
+    scratch,
+    submit,
+    wait_completed,
+)
+from tests.harness import HTTPCaller  # noqa: E402
 
 
 def plant_weights(path: Path, size_mb: int) -> None:
@@ -34,63 +40,63 @@ def plant_weights(path: Path, size_mb: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=1024)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-zip-"))
-    process, url = start_console(root / "workspace")
-    try:
-        client = Client(url, verbose=False)
-        job_id = client.predict({"max_steps": 2, "save_steps": 2}, api_name="/submit_job")["job_id"]
-        while client.predict(job_id, api_name="/get_job")["status"] in ("queued", "running"):
-            time.sleep(0.5)
-        checkpoint = root / "workspace" / "jobs" / job_id / "checkpoint-2"
+    args = command_line(__doc__, size_mb=1024).parse_args()
+    with running_console(scratch("zip") / "workspace") as console:
+        client = Client(console.url, verbose=False)
+        job_id = submit(client, 2, save_steps=2)
+        wait_completed(client, job_id)
+        checkpoint = console.workspace / "jobs" / job_id / "checkpoint-2"
         plant_weights(checkpoint / "planted.safetensors", args.size_mb)
-
-        console = psutil.Process(process.pid)
-        baseline = console.memory_info().rss
-        peak = baseline
-        latencies: list[float] = []
-        done = threading.Event()
-
-        def sample_rss() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, console.memory_info().rss)
-                time.sleep(0.02)
-
-        def probe() -> None:
-            prober = HTTPCaller(url)  # plain HTTP: gradio_client's own CPU would blur the timing
-            while not done.is_set():
-                for name, call_args in (("/health", ()), ("/get_job", (job_id,))):
-                    started = time.perf_counter()
-                    prober.predict(*call_args, api_name=name)
-                    latencies.append(time.perf_counter() - started)
-                time.sleep(0.05)
-
-        threads = [threading.Thread(target=sample_rss, daemon=True),
-                   threading.Thread(target=probe, daemon=True)]
-        for thread in threads:
-            thread.start()
-        started = time.time()
-        zipped = client.predict(job_id, "checkpoint-2", api_name="/download_model")
-        wall = time.time() - started
-        done.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        size = Path(zipped).stat().st_size / 2**20
-        latencies.sort()
         print(f"machine: {os.cpu_count()} CPUs; checkpoint with a {args.size_mb} MB weights file")
-        print(f"download_model: {wall:.1f} s wall, zip {size:.0f} MB (zip written and sent)")
-        print(f"console RSS: baseline {baseline / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB, "
-              f"growth {(peak - baseline) / 2**20:.1f} MB (target < 100)")
-        if latencies:
-            p95 = latencies[int(0.95 * (len(latencies) - 1))]
-            print(f"concurrent /health and /get_job: {len(latencies)} calls, median "
-                  f"{1000 * statistics.median(latencies):.0f} ms, p95 {1000 * p95:.0f} ms, "
-                  f"max {1000 * latencies[-1]:.0f} ms (target: all < 200)")
-    finally:
-        stop_console(process)
+        measure_download(console, client, job_id)
+
+
+def measure_download(console: Console, client: Client, job_id: str) -> None:
+    """Download checkpoint-2 while sampling the console's RSS and timing concurrent calls."""
+    process = psutil.Process(console.process.pid)
+    baseline = process.memory_info().rss
+    peak = baseline
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.02)
+
+    def probe() -> None:
+        prober = HTTPCaller(console.url)  # plain HTTP: gradio_client's CPU would blur the timing
+        while not done.is_set():
+            for name, call_args in (("/health", ()), ("/get_job", (job_id,))):
+                started = time.perf_counter()
+                prober.predict(*call_args, api_name=name)
+                latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=sample_rss, daemon=True),
+               threading.Thread(target=probe, daemon=True)]
+    for thread in threads:
+        thread.start()
+    started = time.time()
+    zipped = client.predict(job_id, "checkpoint-2", api_name="/download_model")
+    wall = time.time() - started
+    done.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    size = Path(zipped).stat().st_size / 2**20
+    print(f"download_model: {wall:.1f} s wall, zip {size:.0f} MB (zip written and sent)")
+    print(f"console RSS: baseline {baseline / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB, "
+          f"growth {(peak - baseline) / 2**20:.1f} MB (target < 100)")
+    report_latencies(sorted(latencies))
+
+
+def report_latencies(latencies: list[float]) -> None:
+    if latencies:
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        print(f"concurrent /health and /get_job: {len(latencies)} calls, median "
+              f"{1000 * statistics.median(latencies):.0f} ms, p95 {1000 * p95:.0f} ms, "
+              f"max {1000 * latencies[-1]:.0f} ms (target: all < 200)")
 
 
 if __name__ == "__main__":
