@@ -32,6 +32,13 @@ AUTH_ENV = "TRAINDECK_AUTH"  # USER:PASSWORD[:ROLE] logins, one per line (kept o
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="TrainDeck fine-tuning console")
+    for add_options in (_add_server_options, _add_login_options, _add_machine_options,
+                        _add_cluster_options, _add_notify_options):
+        add_options(parser)
+    return parser.parse_args(argv)
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860)
@@ -39,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for the job database, job folders and exports")
     parser.add_argument("--share", action="store_true",
                         help="also serve through a public share link (requires --auth)")
+
+
+def _add_login_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLE]",
                         help="require this login (repeat for several users); ROLE is user "
                              "(default) or admin. @FILE reads such lines from a file, and "
@@ -46,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth-file", metavar="USERS.yaml",
                         help="logins with hashed passwords, roles and quotas "
                              "(written by `python app.py add-user`)")
+
+
+def _add_machine_options(parser: argparse.ArgumentParser) -> None:
+    """What jobs may use here: GPUs, data, uploads, disk, spare trainers."""
     parser.add_argument("--gpus", metavar="0,1,...",
                         help="the GPU indices jobs may use (default: every GPU NVML finds)")
     parser.add_argument("--data-root", action="append", default=[], metavar="DIR",
@@ -59,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-warm-start", action="store_true",
                         help="start every trainer as a fresh process instead of handing jobs to "
                              "a spare trainer that has its libraries imported already")
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", choices=("slurm",),
                         help="run jobs on a Slurm cluster (sbatch) instead of this machine; the "
                              "workspace must be on storage every node mounts")
@@ -66,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cluster settings (default: cluster.yaml in the workspace)")
     for name in ("partition", "account", "qos", "time-limit"):
         parser.add_argument(f"--{name}", help=f"Slurm {name} (overrides cluster.yaml)")
+
+
+def _add_notify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notify-url", action="append", default=[], metavar="URL",
                         help="a webhook every job's end (completed, failed, cancelled), "
                              "preemption and lowered micro-batch is POSTed to (repeatable)")
@@ -75,7 +95,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--public-url", metavar="URL",
                         help="the address people open the console at, for links in "
                              "notifications (default: the --share link when there is one)")
-    return parser.parse_args(argv)
 
 
 def load_cluster(args: argparse.Namespace):

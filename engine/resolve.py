@@ -24,7 +24,7 @@ from engine.config import (
 )
 from engine.data import DatasetError, DatasetSummary, held_out_count, validate_local
 from engine.memory import needs_checkpointing
-from engine.presets import PresetLibrary
+from engine.presets import Preset, PresetLibrary
 from engine.sources import SourceRules, resolve_dataset_location, resolve_model, sample_dataset
 
 
@@ -45,12 +45,29 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
     """`submission`: field values over a preset (`preset` names it; none: the default) or, for a
     resume, over `base`, the job's config. `rules`: where this submitter's models and datasets may
     come from (None: anywhere). `check_data=False` skips reading every dataset row."""
+    config, preset = _merge_submission(submission, presets, base)
+    base_dir = base_dir or Path.cwd()
+    resolved: dict[str, Any] = {}
+    changes: dict[str, Any] = {"model": resolve_model(config.model, base_dir, rules)}
+    dataset_changes, summary = _resolve_dataset(config, preset, base_dir, rules, resolved,
+                                                check_data)
+    changes.update(dataset_changes)
+    changes.update(_resolve_evaluation(config.replace(**changes), summary, base_dir, rules,
+                                       resolved, check_data))
+    changes.update(_resolve_auto(config.replace(**changes), resolved, machine))
+    _check_trackers_installed(config)
+    return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
+
+
+def _merge_submission(submission: Any, presets: PresetLibrary,
+                      base: JobConfig | None) -> tuple[JobConfig, Preset | None]:
+    """The submitted fields over their preset (or over `base`, for a resume), checked field by
+    field and as a combination; with the preset they started from, if it still exists."""
     if submission is None:
         submission = {}
     if not isinstance(submission, dict):
         raise ConfigError(f"config must be an object of field: value, got "
                           f"{type(submission).__name__}")
-    base_dir = base_dir or Path.cwd()
     overrides = validate_fields({k: v for k, v in submission.items() if k != "preset"})
     if base is None:
         preset = presets.get(submission.get("preset"))
@@ -60,34 +77,38 @@ def resolve(submission: Any, presets: PresetLibrary, machine: machines.Machine,
         values = {**base.to_dict(), **overrides}
     config = JobConfig.from_dict(values)
     check_combinations(config)
-    resolved: dict[str, Any] = {}
+    return config, preset
 
-    changes: dict[str, Any] = {"model": resolve_model(config.model, base_dir, rules)}
-    if not config.dataset:
-        fmt = config.dataset_format
-        if fmt == AUTO:
-            sample = preset.sample if preset else None
-            suited = METHOD_FORMATS[config.method]
-            fmt = sample if sample in suited else suited[0]
-        changes["dataset"] = str(sample_dataset(fmt))
-    location, is_local = resolve_dataset_location(changes.get("dataset", config.dataset), base_dir,
-                                                  rules)
-    changes["dataset"] = location
-    summary = None
-    if is_local and check_data:
-        try:
-            summary = validate_local(location, config.dataset_format, config.method)
-        except DatasetError as exc:
-            raise ConfigError(str(exc), ("dataset",)) from None
-        if config.dataset_format == AUTO:
-            resolved["dataset_format"] = summary.format
-        changes["dataset_format"] = summary.format
-        resolved["dataset_rows"] = summary.rows
-    changes.update(_resolve_evaluation(config.replace(**changes), summary, base_dir, rules,
-                                       resolved, check_data))
-    changes.update(_resolve_auto(config.replace(**changes), resolved, machine))
-    _check_trackers_installed(config)
-    return Resolution(config=config.replace(**changes), resolved=resolved, dataset=summary)
+
+def _resolve_dataset(config: JobConfig, preset: Preset | None, base_dir: Path,
+                     rules: SourceRules | None, resolved: dict[str, Any],
+                     check_data: bool) -> tuple[dict[str, Any], DatasetSummary | None]:
+    """The training data's location (none given: the sample in a format the method suits) and,
+    when it is a local file, every row checked and its format detected."""
+    dataset = config.dataset or str(sample_dataset(_sample_format(config, preset)))
+    location, is_local = resolve_dataset_location(dataset, base_dir, rules)
+    changes: dict[str, Any] = {"dataset": location}
+    if not (is_local and check_data):
+        return changes, None
+    try:
+        summary = validate_local(location, config.dataset_format, config.method)
+    except DatasetError as exc:
+        raise ConfigError(str(exc), ("dataset",)) from None
+    if config.dataset_format == AUTO:
+        resolved["dataset_format"] = summary.format
+    changes["dataset_format"] = summary.format
+    resolved["dataset_rows"] = summary.rows
+    return changes, summary
+
+
+def _sample_format(config: JobConfig, preset: Preset | None) -> str:
+    """The sample dataset's format: the one asked for, else the preset's if the method suits it,
+    else the method's first."""
+    if config.dataset_format != AUTO:
+        return config.dataset_format
+    sample = preset.sample if preset else None
+    suited = METHOD_FORMATS[config.method]
+    return sample if sample in suited else suited[0]
 
 
 def _check_trackers_installed(config: JobConfig) -> None:

@@ -30,7 +30,7 @@ def register_api(engine: Engine) -> None:
                   _sweep_endpoints):
         for fn in group(engine):
             gr.api(endpoint(fn), api_name=fn.__name__, concurrency_limit=None)
-    _file_endpoints(engine)
+    _register_file_endpoints(engine)
 
 
 def _console_endpoints(engine: Engine) -> list:
@@ -169,31 +169,38 @@ def _sweep_endpoints(engine: Engine) -> list:
     return [submit_sweep, get_sweep, list_sweeps, cancel_sweep]
 
 
-def _file_endpoints(engine: Engine) -> None:
+def _register_file_endpoints(engine: Engine) -> None:
     """Files in and out need File components: hidden ones serve the API."""
-    artifacts = engine.artifacts
     with gr.Column(visible=False):
         job_id, checkpoint = gr.Textbox(label="job_id"), gr.Textbox(label="checkpoint")
         dataset_file = gr.File(label="dataset file")
         quantization = gr.Textbox(label="quantization")
-        names = ("upload_dataset", "download_model", "download_logs", "export_model", "export_gguf")
-        triggers = {name: gr.Button(name) for name in names}
-        results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in names}
+        inputs = {"upload_dataset": [dataset_file],
+                  "download_model": [job_id, checkpoint],
+                  "download_logs": [job_id],
+                  "export_model": [job_id, checkpoint],
+                  "export_gguf": [job_id, checkpoint, quantization]}
+        triggers = {name: gr.Button(name) for name in inputs}
+        results = {name: gr.JSON() if name == "upload_dataset" else gr.File() for name in inputs}
+    functions = {fn.__name__: fn for fn in _file_endpoints(engine)}
+    for name in inputs:
+        triggers[name].click(endpoint(functions[name]), inputs[name], results[name], api_name=name,
+                             concurrency_limit=None)
 
-    @endpoint
+
+def _file_endpoints(engine: Engine) -> list:
+    artifacts = engine.artifacts
+
     def download_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         return str(artifacts.download_model(user_of(engine, request), job_id, checkpoint or None))
 
-    @endpoint
     def download_logs(job_id: str, request: gr.Request = None) -> str:
         return str(artifacts.download_logs(user_of(engine, request), job_id))
 
-    @endpoint
     def export_model(job_id: str, checkpoint: str | None, request: gr.Request = None) -> str:
         """Merge a LoRA/QLoRA adapter into its base model; a zip of the standalone model."""
         return str(artifacts.export_model(user_of(engine, request), job_id, checkpoint or None))
 
-    @endpoint
     def export_gguf(job_id: str, checkpoint: str | None, quantization: str | None,
                     request: gr.Request = None) -> str:
         """The model (an adapter merged first) as GGUF for llama.cpp and Ollama, quantization
@@ -201,7 +208,6 @@ def _file_endpoints(engine: Engine) -> None:
         return str(artifacts.export_gguf(user_of(engine, request), job_id, checkpoint or None,
                                          quantization or "q8_0"))
 
-    @endpoint
     def upload_dataset(file: str | None, request: gr.Request = None) -> dict:
         """Store a dataset file for the caller (within their upload quota); returns
         {dataset: the path to name in /submit_job, bytes, stored_mb}."""
@@ -209,10 +215,4 @@ def _file_endpoints(engine: Engine) -> None:
             raise gr.Error("no file was uploaded")
         return artifacts.upload_dataset(user_of(engine, request), file, Path(file).name)
 
-    wiring = {"upload_dataset": (upload_dataset, [dataset_file]),
-              "download_model": (download_model, [job_id, checkpoint]),
-              "download_logs": (download_logs, [job_id]),
-              "export_model": (export_model, [job_id, checkpoint]),
-              "export_gguf": (export_gguf, [job_id, checkpoint, quantization])}
-    for name, (fn, inputs) in wiring.items():
-        triggers[name].click(fn, inputs, results[name], api_name=name, concurrency_limit=None)
+    return [download_model, download_logs, export_model, export_gguf, upload_dataset]

@@ -21,7 +21,7 @@ from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
 from engine.trainer.models import has_adapter, torch_dtype
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine.trainer.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_dir", type=Path)
@@ -31,45 +31,64 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.prompt is None:
         args.prompt = sys.stdin.read()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     paths = JobPaths(args.job_dir.resolve())
     source = paths.root / args.checkpoint if args.checkpoint else paths.final_model
     if not source.is_dir():
         print(f"error: {source.name} does not exist yet", file=sys.stderr)
         return EXIT_INVALID
     config = JobConfig.from_dict(yaml.safe_load(paths.job_file.read_text())["config"])
+    result = answer_both(config, source, args.prompt, args.max_new_tokens)
+    print(json.dumps(result), flush=True)
+    return EXIT_COMPLETED
 
+
+def frame_prompt(tokenizer, prompt: str, device: str) -> dict:
+    """The prompt as the model's tokens, in its chat template when it has one."""
+    if tokenizer.chat_template:
+        inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                               add_generation_prompt=True, return_dict=True,
+                                               return_tensors="pt")
+    else:
+        inputs = tokenizer(prompt, return_tensors="pt")
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def answer(model, tokenizer, inputs: dict, max_new_tokens: int) -> str:
+    """The model's greedy continuation, without the prompt."""
+    import torch
+
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def answer_both(config: JobConfig, source: Path, prompt: str, max_new_tokens: int) -> dict:
+    """The base model's answer, then the trained one's from `source` (adapter or full model)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch_dtype(config.precision)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.chat_template:
-        inputs = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
-                                               add_generation_prompt=True, return_dict=True,
-                                               return_tensors="pt")
-    else:
-        inputs = tokenizer(args.prompt, return_tensors="pt")
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-
-    def answer(model) -> str:
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
+    inputs = frame_prompt(tokenizer, prompt, device)
     base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device).eval()
-    result = {"prompt": args.prompt, "base": answer(base), "source": source.name}
+    result = {"prompt": prompt, "base": answer(base, tokenizer, inputs, max_new_tokens),
+              "source": source.name}
     if has_adapter(source):
         from peft import PeftModel
 
         tuned = PeftModel.from_pretrained(base, source).eval()
     else:
-        del base
+        del base  # a full model replaces the base: free its memory first
         tuned = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
-    result["tuned"] = answer(tuned)
-    print(json.dumps(result), flush=True)
-    return EXIT_COMPLETED
+    result["tuned"] = answer(tuned, tokenizer, inputs, max_new_tokens)
+    return result
 
 
 if __name__ == "__main__":

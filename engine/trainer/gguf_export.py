@@ -65,15 +65,27 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any], model_type: str) -> str:
 def write_gguf(model, tokenizer, destination: Path, quantization: str,
                name: str) -> None:
     import gguf
-    import numpy as np
 
     config = model.config
     tokenizer_json = json.loads(tokenizer.backend_tokenizer.to_str())
     check_supported(config.to_dict(), tokenizer_json)
-    arch_name, permuted = ARCHITECTURES[config.model_type]
-    arch = getattr(gguf.MODEL_ARCH, arch_name)
+    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.model_type][0])
     writer = gguf.GGUFWriter(str(destination), gguf.MODEL_ARCH_NAMES[arch])
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    rows = model.get_input_embeddings().weight.shape[0]
+    add_hyperparameters(writer, config, name, quantization, rows)
+    add_tokenizer(writer, tokenizer, tokenizer_json, config, rows)
+    add_tensors(writer, model, arch, quantization)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def add_hyperparameters(writer, config, name: str, quantization: str, vocab_rows: int) -> None:
+    """The model's shape and rotary settings, as llama.cpp reads them from the metadata."""
+    import gguf
+
+    heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_theta") \
         or getattr(config, "rope_theta", 10000.0)
@@ -85,17 +97,23 @@ def write_gguf(model, tokenizer, destination: Path, quantization: str,
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(float(rope))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    rows = model.get_input_embeddings().weight.shape[0]
-    writer.add_vocab_size(rows)
+    writer.add_vocab_size(vocab_rows)
     writer.add_file_type(file_types[quantization])
-    add_tokenizer(writer, tokenizer, tokenizer_json, config, rows)
 
+
+def add_tensors(writer, model, arch, quantization: str) -> None:
+    """Every weight under its GGUF name, q/k permuted where the architecture needs it."""
+    import gguf
+    import numpy as np
+
+    config = model.config
+    permuted = ARCHITECTURES[config.model_type][1]
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     state = {key: value.detach().float().cpu().numpy() for key, value in model.state_dict().items()}
     if "lm_head.weight" not in state or config.tie_word_embeddings:
@@ -106,14 +124,10 @@ def write_gguf(model, tokenizer, destination: Path, quantization: str,
         if gguf_name is None:
             raise Unsupported(f"no GGUF name for tensor {key}")
         if permuted and key.endswith("q_proj.weight"):
-            data = permute(data, heads)
+            data = permute(data, config.num_attention_heads)
         elif permuted and key.endswith("k_proj.weight"):
-            data = permute(data, kv_heads)
+            data = permute(data, config.num_key_value_heads)
         add_tensor(writer, gguf_name, data, quantization, np, gguf)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def add_tensor(writer, name: str, data, quantization: str, np, gguf) -> None:

@@ -183,17 +183,13 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
     # ---- config ---------------------------------------------------------------------------------
     job, resume_from = start_job(args, paths)
     config = job.config
-    from engine.trainer import build, fallback  # heavy: only once start_job found the job good
 
     # ---- model and adapter, then data -----------------------------------------------------------
     model, data = load_model_and_data(config, heartbeat)
     phases["load_s"] = time.time() - started
 
     # ---- trainer --------------------------------------------------------------------------------
-    def build_for(settings):
-        return build.build_trainer(settings, paths, job.cache_dir, model, data, heartbeat,
-                                   run_name(job.job_id, job.name))
-
+    build_for = trainer_builder(job, paths, model, data, heartbeat)
     trainer, control = build_for(config)
     phases["tokenize_s"] = time.time() - started - phases["load_s"]
     early = stopped_before_training(paths, rank)
@@ -201,12 +197,8 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
         return early
 
     # ---- train ----------------------------------------------------------------------------------
-    if resume_from:
-        print(f"resuming from {resume_from}", flush=True)
-    train_started = time.time()
-    trainer, control, config = fallback.train(build_for, config, paths, resume_from,
-                                              first=(trainer, control))
-    phases["train_s"] = time.time() - train_started
+    trainer, control, config = run_training(build_for, config, paths, resume_from,
+                                            (trainer, control), phases)
     heartbeat.beat(force=True, phase="saving")
     if control.stopped_for:
         return honoured(control, trainer.state.global_step, stop)
@@ -242,6 +234,32 @@ def load_model_and_data(config: JobConfig, heartbeat: Heartbeat):
     data = build.read_data(config)
     print(data.describe(), flush=True)
     return model, data
+
+
+def trainer_builder(job: JobFile, paths: JobPaths, model, data, heartbeat: Heartbeat):
+    """A function that builds the trainer for a config: first the job's, then again for each
+    fallback (a lower micro-batch, for one) on the same model and data."""
+    from engine.trainer import build
+
+    def build_for(settings: JobConfig):
+        return build.build_trainer(settings, paths, job.cache_dir, model, data, heartbeat,
+                                   run_name(job.job_id, job.name))
+
+    return build_for
+
+
+def run_training(build_for, config: JobConfig, paths: JobPaths, resume_from: str | None, first,
+                 phases: dict[str, float]):
+    """Training itself, through fallback.train (which may rebuild the trainer), timed into
+    `phases`. Returns the trainer, its control and the config it ended with."""
+    from engine.trainer import fallback
+
+    if resume_from:
+        print(f"resuming from {resume_from}", flush=True)
+    train_started = time.time()
+    result = fallback.train(build_for, config, paths, resume_from, first=first)
+    phases["train_s"] = time.time() - train_started
+    return result
 
 
 def stopped_before_training(paths: JobPaths, rank: int) -> int | None:

@@ -116,7 +116,7 @@ class SlurmClient:
         self._run("scancel", job_id)
 
 
-def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
+def train_command(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
     """One process: the trainer itself. Several (GPUs or nodes): srun starts one torchrun per
     node, which starts one rank per GPU; rank 0 speaks for the job, as locally."""
     python = shlex.quote(settings.python or sys.executable)
@@ -124,12 +124,17 @@ def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
     processes = job.config.gpus
     nodes = job.config.nodes
     if processes * nodes == 1:
-        run = f"{python} {train}"
-    else:
-        run = (f"srun --kill-on-bad-exit=1 {python} -m torch.distributed.run "
-               f"--nnodes=\"$SLURM_NNODES\" --nproc_per_node={processes} "
-               f"--rdzv_backend=c10d --rdzv_endpoint=\"$(scontrol show hostnames "
-               f"\"$SLURM_JOB_NODELIST\" | head -n1):29500\" --rdzv_id=\"$SLURM_JOB_ID\" {train}")
+        return f"{python} {train}"
+    return (f"srun --kill-on-bad-exit=1 {python} -m torch.distributed.run "
+            f"--nnodes=\"$SLURM_NNODES\" --nproc_per_node={processes} "
+            f"--rdzv_backend=c10d --rdzv_endpoint=\"$(scontrol show hostnames "
+            f"\"$SLURM_JOB_NODELIST\" | head -n1):29500\" --rdzv_id=\"$SLURM_JOB_ID\" {train}")
+
+
+def batch_script(job: Job, paths: JobPaths, settings: ClusterSettings) -> str:
+    """The sbatch script: the trainer's command, resuming when Slurm requeued the job, with
+    Slurm's notices passed on to the trainer."""
+    run = train_command(job, paths, settings)
     log_file = shlex.quote(str(paths.log))
     return "\n".join([
         "#!/bin/bash",
