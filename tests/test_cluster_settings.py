@@ -9,6 +9,7 @@ import pytest
 
 from engine.config import ConfigError, JobConfig
 from engine.console.records.job import Job
+from engine.console.running import slurm
 from engine.console.running.cluster import ClusterSettings
 from engine.console.running.exits import ExitCause, ExitFacts, exit_cause, exit_message
 from engine.console.running.slurm import (
@@ -19,7 +20,7 @@ from engine.console.running.slurm import (
     batch_script,
     sbatch_options,
 )
-from engine.jobfiles import STOPPED_FOR_NOTICE, STOPPED_FOR_REQUEST, JobPaths
+from engine.jobfiles import STOPPED_FOR_NOTICE, STOPPED_FOR_REQUEST, JobPaths, read_json
 
 
 def job(priority=0, **config) -> Job:
@@ -82,6 +83,7 @@ def test_an_ending_by_slurm_without_an_exit_record_names_slurms_reason(tmp_path)
     paused = ExitFacts(code=75, cluster_reason=trainer.cluster_reason(), stop_action="pause")
     assert exit_cause(paused) == ExitCause.PAUSED  # a pause the user asked for stays a pause
     paths.exit_record.write_text('{"pid": 99, "code": 0}')
+    assert trainer.poll_exit() == 0  # the facts are those of the record read at the ending
     assert trainer.cluster_reason() is None
 
 
@@ -147,6 +149,25 @@ def test_a_checkpoint_on_slurms_notice_is_followed_through_a_requeue_and_never_p
     assert finished.status == "failed" and finished.exit_code == 75
     assert finished.error.startswith("the cluster stopped the job (SIGTERM) and did not queue it "
                                      "again; it saved a checkpoint first. Resume continues")
+
+
+def test_an_exit_record_removed_by_slurms_restart_while_read_keeps_its_notice(tmp_path,
+                                                                             monkeypatch):
+    """The ending is judged on one reading of exit.json: the run Slurm restarts removes the file
+    (batch script) right after the console first read its code, and the stop on Slurm's notice
+    is still the cluster's doing, never a pause."""
+    supervisor, paths = followed(tmp_path, FakeSlurm(SlurmState("COMPLETED", "", "", "75:0")))
+    paths.exit_record.write_text(json.dumps(NOTICED))
+
+    def read_then_restart(path):
+        found = read_json(path)
+        path.unlink(missing_ok=True)  # the restarted run's `rm -f`, landing between two reads
+        return found
+
+    monkeypatch.setattr(slurm, "read_json", read_then_restart)
+    [finished] = supervisor.poll(now=100.0)
+    assert finished.status == "failed" and finished.exit_code == 75
+    assert finished.error.startswith("the cluster stopped the job (SIGTERM)"), finished.error
 
 
 def test_a_pause_record_with_the_same_exit_stays_a_pause(tmp_path):

@@ -43,8 +43,10 @@ def test_a_default_job_runs_as_a_slurm_job_and_streams_its_metrics(slurm_cluster
 
 
 def test_two_jobs_wanting_both_gpus_run_one_after_the_other(cluster_console):
+    """The first trains until the test has seen the second wait in Slurm for its GPUs (a job
+    of fixed length could end before the console looks), then makes room by a cancel."""
     client, _ = cluster_console
-    first = client.predict({**EXACT, "gpus": 2, "max_steps": 40, "name": "first"},
+    first = client.predict({**EXACT, "gpus": 2, "max_steps": 100000, "name": "first"},
                            api_name="/submit_job")["job_id"]
     second = client.predict({**EXACT, "gpus": 2, "max_steps": 2, "name": "second"},
                             api_name="/submit_job")["job_id"]
@@ -54,13 +56,14 @@ def test_two_jobs_wanting_both_gpus_run_one_after_the_other(cluster_console):
                          .get("reason") == "Resources" and j, 60,
                          "the second job to wait in Slurm for resources")
     assert pending["progress"]["cluster"]["state"] == "PENDING"
-    assert settled(client, first, 300)["status"] == "completed"
+    client.predict(first, api_name="/cancel_job")
+    assert settled(client, first, 60)["status"] == "cancelled"
     assert settled(client, second, 300)["status"] == "completed"
-    # Each ran as two gloo ranks (srun, then torchrun) in one allocation; one metrics stream.
-    log = (client.workspace / "jobs" / first / "training.log").read_text()
+    # It ran as two gloo ranks (srun, then torchrun) in one allocation; one metrics stream.
+    log = (client.workspace / "jobs" / second / "training.log").read_text()
     assert "rank 0 of 2" in log and "rank 1 of 2" in log
-    steps = [m["step"] for m in client.predict(first, 0, api_name="/get_metrics")]
-    assert steps == list(range(1, 41))
+    steps = [m["step"] for m in client.predict(second, 0, api_name="/get_metrics")]
+    assert steps == [1, 2]
 
 
 def test_cancel_a_pending_and_a_running_slurm_job(cluster_console):

@@ -51,6 +51,9 @@ def preempt(cluster, slurm_id: str):
                    capture_output=True, env=env)
 
 
+# Its own deadlines (with the straight run and the time-limited job it may set up first) add up
+# to more than the default 300 s: each wait, not pytest's timeout, says what did not happen.
+@pytest.mark.timeout(1200)
 def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(cluster_console,
                                                                          straight_losses):
     """Preemption: `scontrol requeue` signals the running job, which checkpoints at the step's

@@ -190,6 +190,7 @@ class SlurmTrainer(Trainer):
     slurm: SlurmState = field(default_factory=lambda: SlurmState("PENDING"))
     running_since: float | None = None
     missing_rounds: int = 0
+    ended_record: dict[str, Any] | None = None  # exit.json as read when the job was seen ended
 
     def note(self, state: SlurmState | None, now: float) -> None:
         if state is None:
@@ -205,6 +206,10 @@ class SlurmTrainer(Trainer):
     def poll_exit(self) -> int | None:
         if self.slurm.state in ACTIVE and self.missing_rounds < 3:
             return None
+        # Read once, and every fact of this ending (code, Slurm's reason, the notice) taken from
+        # that one reading: a run Slurm restarts meanwhile removes the file (batch script).
+        recorded = read_json(self.paths.exit_record)
+        self.ended_record = recorded if isinstance(recorded, dict) else {}
         code = self.recorded_exit()
         if code is not None:
             return code
@@ -216,9 +221,8 @@ class SlurmTrainer(Trainer):
     def exit_record(self) -> dict[str, Any]:
         # The trainer ran on a node: its pid there means nothing here. The record was removed
         # before this attempt was submitted, and by the batch script before each run Slurm
-        # restarts, so any record is this run's.
-        recorded = read_json(self.paths.exit_record)
-        return recorded if isinstance(recorded, dict) else {}
+        # restarts, so the one read when the job ended is this run's.
+        return self.ended_record or {}
 
     def has_exit_record(self) -> bool:
         return self.recorded_exit() is not None
