@@ -114,7 +114,9 @@ class Sweep:
         """Click, wait until `answered()` or a toast shows, and note an internal error."""
         self.close_toasts()
         try:
-            button.click(timeout=10000)
+            # The answer is awaited below; a navigation the click may schedule is not (waiting
+            # for it timed out on a busy machine after the click was done).
+            button.click(timeout=10000, no_wait_after=True)
         except PlaywrightTimeout:
             if button.is_disabled():  # the job moved on since the button was offered
                 return
