@@ -14,7 +14,7 @@ from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import LOCAL_USER
-from engine.jobfiles import INCOMPLETE_MARKER
+from engine.jobfiles import INCOMPLETE_MARKER, JobPaths
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
@@ -209,7 +209,9 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
         return (job := job_of(job_id))["status"] not in states and job
 
     workspace = tmp_path / "workspace"
-    console, url = launch_console(workspace)
+    # The survivor waits after step 2 (not training on through the restart, which would only
+    # slow the new console down) until the test lets it go on.
+    console, url = launch_console(workspace, env={"TRAINDECK_FAULTS": "hold-at-step:2"})
     client = Client(url, verbose=False)
     survivor = client.predict({"max_steps": 100000, "save_steps": 100000, "name": "survivor"},
                               api_name="/submit_job")["job_id"]
@@ -223,12 +225,13 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
     console.wait()
     os.kill(trainer_pid, 0)  # the trainer outlived its console
 
-    console, url = launch_console(workspace)
+    console, url = launch_console(workspace)  # whose trainers are held nowhere
     try:
         client = Client(url, verbose=False)
         job = job_of(survivor)
         assert job["status"] == "running" and job["pid"] == trainer_pid  # re-attached
         step = job["progress"]["step"]
+        JobPaths(workspace / "jobs" / survivor).hold_release.touch()
         wait_until(lambda: job_of(survivor)["progress"]["step"] >= step + 3, 60,
                    "the re-attached survivor's metrics to keep coming")
         # The re-attached trainer is under control and its ending is read from its exit record.

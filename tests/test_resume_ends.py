@@ -81,7 +81,7 @@ def test_a_cluster_notice_at_a_step_end_is_never_taken_for_a_pause(exact_engine)
                                    "sigterm-at-step:3,pause-at-microstep:12"}
     both = engine.jobs.submit(LOCAL_USER, {**EVALUATED, "name": "both"})["job_id"]
     paused = wait_for_status(engine, both)
-    engine.supervisor.extra_env = {}
+    engine.supervisor.extra_env = slurm  # resumed as the cluster would (and by the same spare)
     assert job["status"] == "failed" and job["last_checkpoint"] == "checkpoint-3", job["error"]
     assert job["error"].startswith("the cluster stopped the job (SIGTERM) and did not queue it")
     record = json.loads(engine.workspace.job_paths(noticed).exit_record.read_text())
