@@ -64,6 +64,24 @@ def unit_tests_start_no_process(request, monkeypatch):
     assert not started, f"a thread of a unit test started processes: {started!r}"
 
 
+# pytest names the running test and phase in PYTEST_CURRENT_TEST; trainers inherit the test
+# process's environment, and a spare trainer serves only the environment it imported under, so a
+# value changing with each test would import a new spare for each. One value for the session.
+STABLE_TEST_VAR = "tests/ (traindeck's test session)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    os.environ["PYTEST_CURRENT_TEST"] = STABLE_TEST_VAR
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    os.environ["PYTEST_CURRENT_TEST"] = STABLE_TEST_VAR
+    return (yield)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many browser tests ran: a run where they were all skipped must not look green."""
     counts = {}
@@ -244,12 +262,25 @@ def idle_engine(tmp_path, team):
     engine.close()
 
 
-@pytest.fixture(scope="module")
-def exact_engine(tmp_path_factory):
-    """An engine of the module's own, for runs compared bitwise with a straight run."""
+@pytest.fixture(scope="session")
+def exact_session_engine(tmp_path_factory):
     engine = open_engine(tmp_path_factory.mktemp("exact") / "workspace")
     yield engine
     shutdown(engine)
+
+
+@pytest.fixture
+def exact_engine(exact_session_engine):
+    """One engine for the session's runs compared bitwise with a straight run, so a straight run
+    serves every test comparing with it. Each test leaves it as it found it: no fault injected,
+    nothing queued or running."""
+    engine = exact_session_engine
+    yield engine
+    engine.supervisor.extra_env = {}
+    for job in engine.views.list_jobs(LOCAL_USER):
+        if job["status"] not in SETTLED:
+            engine.jobs.cancel(LOCAL_USER, job["job_id"])
+            wait_for_status(engine, job["job_id"])
 
 
 @pytest.fixture(scope="session")

@@ -116,7 +116,8 @@ def test_an_early_stopped_job_killed_at_its_end_resumes_to_the_same_end(evaluate
     engine, jobs = evaluated
     stopped = jobs["stopped"]
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-before-model"}
-    job_id = engine.jobs.submit(LOCAL_USER, {**stopped["config"], "name": "stopped, killed"})["job_id"]
+    job_id = engine.jobs.submit(LOCAL_USER,
+                                {**stopped["config"], "name": "stopped, killed"})["job_id"]
     assert wait_for_status(engine, job_id, timeout=300)["status"] == "failed"
     engine.supervisor.extra_env = {}
     engine.jobs.resume(LOCAL_USER, job_id)

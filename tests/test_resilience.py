@@ -8,20 +8,22 @@ import time
 import pytest
 import torch
 from conftest import losses, processes_of, wait_for_status, wait_for_step
-from exact_runs import EXACT, final_tensors, straight_run
+from exact_runs import EVALUATED, EXACT, final_tensors, straight_run
 from harness import start_console as launch_console
 from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import LOCAL_USER
-from engine.jobfiles import INCOMPLETE_MARKER
+from engine.jobfiles import INCOMPLETE_MARKER, JobPaths
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
-KINDS = {"sft-lora": {}, "sft-full": {"adapter": "full", "learning_rate": 1e-3},
-         "dpo-lora": {"preset": "dpo-preference"},
-         # evaluating every 2 steps: before the pause at step 3 and after it
-         "sft-lora-evaluated": {"eval_split": 0.1, "eval_steps": 2}}
+# One per mechanism: LoRA SFT with its dropout's RNG and evaluations on both sides of the pause
+# (a plain LoRA SFT run takes the same path with no evaluation), full weights in the checkpoint,
+# and the preference trainer with its own collator.
+KINDS = {"sft-lora-evaluated": EVALUATED,
+         "sft-full": {**EXACT, "adapter": "full", "learning_rate": 1e-3},
+         "dpo-lora": {**EXACT, "preset": "dpo-preference"}}
 LONG = {"max_steps": 100000, "save_steps": 5, "learning_rate": 1e-3}
 
 
@@ -48,7 +50,7 @@ def straight_and_paused(engine, config, resume_faults=""):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
     engine = exact_engine
-    straight, paused = straight_and_paused(engine, {**EXACT, **KINDS[kind]})
+    straight, paused = straight_and_paused(engine, KINDS[kind])
     straight_metrics = engine.views.get_metrics(LOCAL_USER, straight, 0)
     straight_losses = losses(straight_metrics)
     assert len(straight_losses) == 10
@@ -58,7 +60,7 @@ def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
     assert evaluations == [(m["step"], m["eval_loss"])
                            for m in engine.views.get_metrics(LOCAL_USER, paused, 0)
                            if "eval_loss" in m]
-    assert len(evaluations) == (5 if "eval_split" in KINDS[kind] else 0)
+    assert len(evaluations) == (5 if "eval_split" in KINDS[kind] else 0)  # at 2, 4, ... 10
     a, b = final_tensors(engine, straight), final_tensors(engine, paused)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -68,18 +70,30 @@ def test_pause_mid_cycle_then_resume_equals_a_straight_run(exact_engine, kind):
 @pytest.mark.slow
 def test_negative_control_resume_without_rng_and_data_position_diverges(exact_engine):
     engine = exact_engine
-    straight, paused = straight_and_paused(engine, EXACT, resume_faults="resume-without-state")
-    a, b = losses(engine.views.get_metrics(LOCAL_USER, straight, 0)), losses(engine.views.get_metrics(LOCAL_USER, paused, 0))
+    straight, paused = straight_and_paused(engine, EVALUATED,
+                                           resume_faults="resume-without-state")
+    a, b = (losses(engine.views.get_metrics(LOCAL_USER, job, 0)) for job in (straight, paused))
     assert a[:3] == b[:3]  # identical until the pause...
     assert a[3:] != b[3:]  # ...and the comparison sees the divergence after it
     ta, tb = final_tensors(engine, straight), final_tensors(engine, paused)
     assert not all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
+def held_at_step_6(engine, config):
+    """A job submitted with `config`, held once its step 6 is done (checkpoint-5 complete and no
+    later one begun), where a test kills it without racing it; and the job as it is then."""
+    engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "hold-at-step:6"}
+    job_id = engine.jobs.submit(LOCAL_USER, config)["job_id"]
+    running = wait_for_step(engine, job_id, step=6)
+    engine.supervisor.extra_env = {}  # later attempts and jobs run unheld
+    wait_until(lambda: "held at step 6" in engine.workspace.job_paths(job_id).log.read_text(),
+               30, "the trainer to be held at step 6")
+    return job_id, running
+
+
 def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
-    victim = engine.jobs.submit(LOCAL_USER, {**LONG, "name": "victim"})["job_id"]
+    victim, running = held_at_step_6(engine, {**LONG, "name": "victim"})
     waiting = engine.jobs.submit(LOCAL_USER, {"max_steps": 3, "name": "next"})["job_id"]
-    running = wait_for_step(engine, victim, step=6)  # checkpoint-5 exists by now
     job_file = engine.workspace.job_paths(victim).job_file
     os.kill(running["pid"], signal.SIGKILL)
     killed = time.time()
@@ -92,12 +106,12 @@ def test_kill_9_fails_the_job_fast_and_the_queue_moves_on(engine):
     assert wait_for_status(engine, waiting)["status"] == "completed"
 
     # The failed job resumes from its last complete checkpoint.
-    checkpoint = failed["last_checkpoint"]
-    assert checkpoint and checkpoint.startswith("checkpoint-")
-    engine.jobs.resume(LOCAL_USER, victim, changes={"max_steps": int(checkpoint.split("-")[1]) + 3})
+    assert failed["last_checkpoint"] == "checkpoint-5"
+    engine.jobs.resume(LOCAL_USER, victim, changes={"max_steps": 8})
     done = wait_for_status(engine, victim)
     assert done["status"] == "completed" and done["attempt"] == 2
-    assert f"resuming from {checkpoint}" in engine.workspace.job_paths(victim).log.read_text()
+    assert "resuming from checkpoint-5" in engine.workspace.job_paths(victim).log.read_text()
+    assert done["progress"]["step"] == 8
 
 
 def test_a_hung_trainer_is_killed_after_its_timeout(engine):
@@ -117,36 +131,40 @@ def test_a_hung_trainer_is_killed_after_its_timeout(engine):
 
 
 def test_a_checkpoint_killed_mid_save_is_skipped_on_resume(engine):
-    engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-in-save:10"}
-    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 14, "save_steps": 5,
+    engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "kill-in-save:4"}
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 6, "save_steps": 2,
                                              "save_total_limit": 0, "name": "torn"})["job_id"]
     failed = wait_for_status(engine, job_id)
     engine.supervisor.extra_env = {}
     paths = engine.workspace.job_paths(job_id)
     assert failed["status"] == "failed"
-    assert (paths.root / "checkpoint-10" / INCOMPLETE_MARKER).exists()  # a torn checkpoint
+    assert (paths.root / "checkpoint-4" / INCOMPLETE_MARKER).exists()  # a torn checkpoint
     checkpoints = engine.views.list_checkpoints(LOCAL_USER, job_id)
-    assert [c["name"] for c in checkpoints] == ["checkpoint-5"]
-    assert failed["last_checkpoint"] == "checkpoint-5"
-    with pytest.raises(ConfigError, match="no complete checkpoint checkpoint-10"):
-        engine.jobs.resume(LOCAL_USER, job_id, "checkpoint-10")
+    assert [c["name"] for c in checkpoints] == ["checkpoint-2"]
+    assert failed["last_checkpoint"] == "checkpoint-2"
+    with pytest.raises(ConfigError, match="no complete checkpoint checkpoint-4"):
+        engine.jobs.resume(LOCAL_USER, job_id, "checkpoint-4")
     engine.jobs.resume(LOCAL_USER, job_id)
     done = wait_for_status(engine, job_id)
     assert done["status"] == "completed"
-    assert "resuming from checkpoint-5" in paths.log.read_text()
-    assert not (paths.root / "checkpoint-10" / INCOMPLETE_MARKER).exists()  # rewritten whole
+    assert "resuming from checkpoint-2" in paths.log.read_text()
+    assert not (paths.root / "checkpoint-4" / INCOMPLETE_MARKER).exists()  # rewritten whole
+    assert [c["name"] for c in engine.views.list_checkpoints(LOCAL_USER, job_id)] == \
+        ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
 
 
 def test_a_crashed_job_is_retried_from_its_checkpoint(engine):
-    job_id = engine.jobs.submit(LOCAL_USER, {**LONG, "max_steps": 12, "max_retries": 1, "name": "retry"})["job_id"]
-    running = wait_for_step(engine, job_id, step=6)
+    job_id, running = held_at_step_6(engine, {**LONG, "max_steps": 8, "max_retries": 1,
+                                              "name": "retry"})
     os.kill(running["pid"], signal.SIGKILL)
     done = wait_for_status(engine, job_id, statuses={"completed"}, timeout=120)
     assert done["attempt"] == 2
     assert [a["status"] for a in done["attempts"]] == ["failed", "completed"]
-    assert done["attempts"][1]["resume_from"] == "checkpoint-5" or \
-        done["attempts"][1]["resume_from"].startswith("checkpoint-")
-    assert len(losses(engine.views.get_metrics(LOCAL_USER, job_id, 0))) == 12
+    assert done["attempts"][1]["resume_from"] == "checkpoint-5"  # the last complete one
+    assert "resuming from checkpoint-5" in engine.workspace.job_paths(job_id).log.read_text()
+    # steps 6 to 8 again, after the first attempt's step 6 was dropped with it
+    assert [m["step"] for m in engine.views.get_metrics(LOCAL_USER, job_id, 0)
+            if "loss" in m] == list(range(1, 9))
 
 
 def test_resume_refuses_changes_that_break_exactness(engine):
@@ -184,59 +202,67 @@ def test_resume_refuses_changes_that_break_exactness(engine):
 def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
     from gradio_client import Client
 
+    def job_of(job_id):
+        return client.predict(job_id, api_name="/get_job")
+
+    def ended(job_id, states=("running",)):
+        return (job := job_of(job_id))["status"] not in states and job
+
     workspace = tmp_path / "workspace"
-    console, url = launch_console(workspace)
+    # The survivor waits after step 2 (not training on through the restart, which would only
+    # slow the new console down) until the test lets it go on.
+    console, url = launch_console(workspace, env={"TRAINDECK_FAULTS": "hold-at-step:2"})
     client = Client(url, verbose=False)
     survivor = client.predict({"max_steps": 100000, "save_steps": 100000, "name": "survivor"},
                               api_name="/submit_job")["job_id"]
-    behind = client.predict({"max_steps": 3, "name": "behind"}, api_name="/submit_job")["job_id"]
-    wait_until(lambda: client.predict(survivor, api_name="/get_job")["progress"]["step"] >= 5, 60,
-               "the survivor to reach step 5")
-    trainer_pid = client.predict(survivor, api_name="/get_job")["pid"]
+    # Queued behind the survivor; later the trainer lost while no console watches.
+    lost = client.predict({"max_steps": 100000, "save_steps": 2, "name": "lost"},
+                          api_name="/submit_job")["job_id"]
+    wait_until(lambda: job_of(survivor)["progress"]["step"] >= 2, 60,
+               "the survivor to reach step 2")
+    trainer_pid = job_of(survivor)["pid"]
     console.send_signal(signal.SIGKILL)
     console.wait()
     os.kill(trainer_pid, 0)  # the trainer outlived its console
 
-    console, url = launch_console(workspace)
+    console, url = launch_console(workspace)  # whose trainers are held nowhere
     try:
         client = Client(url, verbose=False)
-        job = client.predict(survivor, api_name="/get_job")
+        job = job_of(survivor)
         assert job["status"] == "running" and job["pid"] == trainer_pid  # re-attached
         step = job["progress"]["step"]
-        wait_until(lambda: client.predict(survivor, api_name="/get_job")["progress"]["step"]
-                   >= step + 20, 60, "the re-attached survivor's metrics to keep coming")
+        JobPaths(workspace / "jobs" / survivor).hold_release.touch()
+        wait_until(lambda: job_of(survivor)["progress"]["step"] >= step + 3, 60,
+                   "the re-attached survivor's metrics to keep coming")
         # The re-attached trainer is under control and its ending is read from its exit record.
         client.predict(survivor, api_name="/pause_job")
-        job = wait_until(lambda: (j := client.predict(survivor, api_name="/get_job"))["status"]
-                         != "running" and j, 60, "the re-attached survivor to pause")
+        job = wait_until(lambda: ended(survivor), 60, "the re-attached survivor to pause")
         assert job["status"] == "paused", job["error"]
         metrics = client.predict(survivor, step, api_name="/get_metrics")
         assert [m["step"] for m in metrics] == list(range(step + 1, metrics[-1]["step"] + 1))
         assert metrics[-1]["step"] == int(job["last_checkpoint"].split("-")[1])
-        wait_until(lambda: client.predict(behind, api_name="/get_job")["status"] == "completed",
-                   60, "the job queued behind the survivor to complete")
 
-        # A trainer that dies while no console watches: failed on restart, then resumable.
-        lost = client.predict({"max_steps": 100000, "save_steps": 5, "name": "lost"},
-                              api_name="/submit_job")["job_id"]
-        wait_until(lambda: client.predict(lost, api_name="/get_job")["progress"]["step"] >= 6, 60,
-                   "the job to be lost to reach step 6 (past its first checkpoint)")
-        lost_pid = client.predict(lost, api_name="/get_job")["pid"]
+        # The job queued behind it starts; its trainer dies while no console watches: failed
+        # on restart, then resumable.
+        wait_until(lambda: job_of(lost)["progress"]["step"] >= 3, 60,
+                   "the job queued behind the survivor to start and reach step 3 "
+                   "(past its first checkpoint)")
+        lost_pid = job_of(lost)["pid"]
         console.send_signal(signal.SIGKILL)
         console.wait()
         os.killpg(lost_pid, signal.SIGKILL)
         console, url = launch_console(workspace)
         client = Client(url, verbose=False)
-        job = wait_until(lambda: (j := client.predict(lost, api_name="/get_job"))["status"]
-                         != "running" and j, 10, "the lost job to be reaped after the restart")
+        job = wait_until(lambda: ended(lost), 10, "the lost job to be reaped after the restart")
         assert job["status"] == "failed"
-        assert job["error"].startswith("interrupted: the trainer stopped while the console was not running")
+        assert job["error"].startswith(
+            "interrupted: the trainer stopped while the console was not running")
         # A few steps past its last checkpoint, wherever a busy machine let it get to.
         end = int(job["last_checkpoint"].split("-")[1]) + 3
         assert client.predict(lost, None, {"max_steps": end}, False,
                               api_name="/resume_job")["status"] == "queued"
-        job = wait_until(lambda: (j := client.predict(lost, api_name="/get_job"))["status"]
-                         not in ("queued", "running") and j, 120, "the resumed lost job to end")
+        job = wait_until(lambda: ended(lost, ("queued", "running")), 120,
+                         "the resumed lost job to end")
         assert job["status"] == "completed", job["error"]
         assert job["progress"]["step"] == end
     finally:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import losses, wait_for_status
-from exact_runs import EXACT, final_tensors, straight_run
+from exact_runs import EVALUATED, EXACT, final_tensors, straight_run
 
 from engine.console.people.users import LOCAL_USER
 from engine.jobfiles import read_json
@@ -71,17 +71,17 @@ def test_a_cluster_notice_at_a_step_end_is_never_taken_for_a_pause(exact_engine)
     nothing, fails the job with that cause (resumable, and resumed exactly) instead of calling
     it paused. A person's pause request at the same step end wins and stays a pause."""
     engine = exact_engine
-    straight = straight_run(engine, EXACT)
+    straight = straight_run(engine, EVALUATED)  # the one test_resilience compares with
     slurm = {"SLURM_JOB_ID": "4242"}  # the trainer listens for the cluster's notices
     engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS": "sigterm-at-step:3"}
-    noticed = engine.jobs.submit(LOCAL_USER, {**EXACT, "name": "noticed"})["job_id"]
+    noticed = engine.jobs.submit(LOCAL_USER, {**EVALUATED, "name": "noticed"})["job_id"]
     job = wait_for_status(engine, noticed)
     # Micro-batch 12 is step 3's last: its pause request and the SIGTERM meet at that step's end.
     engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS":
                                    "sigterm-at-step:3,pause-at-microstep:12"}
-    both = engine.jobs.submit(LOCAL_USER, {**EXACT, "name": "both"})["job_id"]
+    both = engine.jobs.submit(LOCAL_USER, {**EVALUATED, "name": "both"})["job_id"]
     paused = wait_for_status(engine, both)
-    engine.supervisor.extra_env = {}
+    engine.supervisor.extra_env = slurm  # resumed as the cluster would (and by the same spare)
     assert job["status"] == "failed" and job["last_checkpoint"] == "checkpoint-3", job["error"]
     assert job["error"].startswith("the cluster stopped the job (SIGTERM) and did not queue it")
     record = json.loads(engine.workspace.job_paths(noticed).exit_record.read_text())
