@@ -30,7 +30,7 @@ from engine.jobfiles import EXIT_INVALID, JobPaths
 
 pytestmark = __import__("pytest").mark.slow
 
-SHORT = {"max_steps": 30, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
+SHORT = {"max_steps": 15, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
          "lora_dropout": 0.1}
 
 
