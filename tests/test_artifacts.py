@@ -65,7 +65,8 @@ def test_downloaded_adapter_gives_the_trainers_logits(console, tmp_path, checkpo
     saved = workspace / "jobs" / job_id / (checkpoint or "model")
     assert torch.equal(adapter_logits(downloaded), adapter_logits(saved))
     if checkpoint:  # a checkpoint zip carries what resuming needs, too
-        assert {"optimizer.pt", "trainer_state.json", "rng_state.pth"} <= {p.name for p in downloaded.iterdir()}
+        assert {"optimizer.pt", "trainer_state.json", "rng_state.pth"} <= {
+            p.name for p in downloaded.iterdir()}
 
 
 @pytest.mark.parametrize("checkpoint", [None, "checkpoint-5"])
@@ -202,7 +203,8 @@ def test_symlinks_planted_in_the_job_folder_are_not_followed(console, tmp_path):
     os.symlink(tmp_path, job_dir / "checkpoint-77")  # a checkpoint that is a link
     with pytest.raises(Exception, match="no complete checkpoint checkpoint-77"):
         client.predict(job_id, "checkpoint-77", api_name="/download_model")
-    assert "checkpoint-77" not in [c["name"] for c in client.predict(job_id, api_name="/list_checkpoints")]
+    listed = client.predict(job_id, api_name="/list_checkpoints")
+    assert "checkpoint-77" not in [c["name"] for c in listed]
     planted = job_dir / "checkpoint-5" / "stolen.txt"
     os.symlink(secret, planted)  # a link inside a real checkpoint
     try:

@@ -123,7 +123,7 @@ def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp
 def console_over_its_floor(tmp_path):
     """A console whose floor is far above any disk's free space: nothing may start."""
     process, url = start_console(tmp_path / "workspace", "--disk-floor-gb", "1000000",
-                                 log_dir=tmp_path)
+                                 "--no-warm-start", log_dir=tmp_path)  # no job starts here
     yield Client(url, verbose=False), url
     stop_console(process)
 

@@ -112,7 +112,7 @@ def test_with_every_lever_off_a_job_trains_bitwise_like_a_plain_trl_script(engin
 
 def test_out_of_memory_steps_the_micro_batch_down_and_training_goes_on(engine):
     engine.supervisor.extra_env = {"TRAINDECK_FAULTS": "oom-at-step:5"}
-    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 10, "save_steps": 2,
+    job_id = engine.jobs.submit(LOCAL_USER, {"max_steps": 10, "save_steps": 4,
                                              "learning_rate": 5e-3, "warmup_steps": 0,
                                              "per_device_train_batch_size": 8})["job_id"]
     job = wait_for_status(engine, job_id)

@@ -16,7 +16,8 @@ BAD_SUBMISSIONS = [
     ({"learning_rate": 0}, "learning_rate must be > 0"),
     ({"adapter": "dora"}, "adapter must be one of lora, qlora, full"),
     ({"lora_rank": 8}, "unknown field 'lora_rank'"),
-    ({"model": "Org/does-not-exist"}, "model Org/does-not-exist: not in the local Hugging Face cache"),
+    ({"model": "Org/does-not-exist"},
+     "model Org/does-not-exist: not in the local Hugging Face cache"),
     ({"dataset": "/no/such/file.jsonl"}, "dataset /no/such/file.jsonl: no such file"),
 ]
 

@@ -65,8 +65,8 @@ def shared(tmp_path_factory):
         folder / "workspace", "--auth-file", str(users), "--auth", f"@{logins}",
         "--data-root", str(data_root), "--max-upload-mb", "160",
         env={"TRAINDECK_AUTH": "dave:dave-secret-1", "GRADIO_TEMP_DIR": str(gradio_tmp)})
-    clients = {name: Client(url, auth=(name, f"{name}-secret" + ("-1" if name in "dave erin" else "")),
-                            verbose=False)
+    clients = {name: Client(url, verbose=False,
+                            auth=(name, f"{name}-secret" + ("-1" if name in "dave erin" else "")))
                for name in ("alice", "bob", "carol", "dave", "erin")}
     bobs = call(clients["bob"], "/submit_job", {**QUICK_RUN, "name": "bob's model"})["job_id"]
     settle(clients["bob"], bobs)
@@ -225,7 +225,8 @@ def test_an_invalid_job_is_never_retried(shared):
 def test_uploads_are_bounded_stored_once_and_leave_no_temporary_copy(shared, tmp_path):
     bob, carol = shared["clients"]["bob"], shared["clients"]["carol"]
     one = tmp_path / "one.jsonl"
-    one.write_text("".join(json.dumps({"text": f"row {n} " + "w" * 60}) + "\n" for n in range(9000)))
+    one.write_text("".join(json.dumps({"text": f"row {n} " + "w" * 60}) + "\n"
+                           for n in range(9000)))
     first = call(bob, "/upload_dataset", handle_file(str(one)))
     again = call(bob, "/upload_dataset", handle_file(str(one)))
     assert first["dataset"] == again["dataset"] and again["stored_mb"] == first["stored_mb"]
@@ -338,7 +339,7 @@ def test_nothing_was_lost_and_the_console_still_answers(shared):
     assert set(SUBMITTED) <= listed
 
 
-# ---- 7. a damaged or empty database ----------------------------------------------------------------
+# ---- 7. a damaged or empty database -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -412,7 +413,7 @@ def test_a_damaged_record_is_listed_as_damaged_and_never_started(finished_worksp
             record.update(priority=10**30, status="queued", config={**record["config"],
                                                                     "seed": 10**30})
     (workspace / "jobs.json").write_text(json.dumps(database))
-    process, url = start_console(workspace)
+    process, url = start_console(workspace, "--no-warm-start")  # it starts no job
     try:
         client = Client(url, verbose=False)
         listed = {j["job_id"]: j for j in client.predict(None, api_name="/list_jobs")}

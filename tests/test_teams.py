@@ -1,15 +1,16 @@
 """A shared console: logins and owners through gradio_client, priorities, preemption, several
 GPUs (faked on the CPU) and a multi-process DDP job on gloo. Real consoles, real trainers."""
 
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 from harness import REPO, call, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
@@ -43,7 +44,7 @@ def test_share_needs_logins():
 
 def test_unauthenticated_calls_are_refused(team_console):
     _, url, _ = team_console
-    with pytest.raises(Exception):
+    with pytest.raises((AuthenticationError, ValueError)):
         Client(url, verbose=False)  # cannot even read the API description
     response = httpx.post(f"{url}gradio_api/call/list_jobs", json={"data": [None]}, timeout=10)
     assert response.status_code in (401, 403)
@@ -97,8 +98,9 @@ def test_over_quota_submits_are_refused_with_the_quota_named(team_console):
 
 
 def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_console):
-    """A low-priority job holds the CPU; five queued jobs are reordered; an admin's urgent job
-    preempts the low one (paused exactly, re-queued by itself); all start in the shown order."""
+    """A low-priority job holds the CPU; three queued jobs are reordered (the middle one moved to
+    the front); an admin's urgent job preempts the low one (paused exactly, re-queued by itself);
+    all start in the shown order."""
     clients, _, workspace = team_console
     alice = clients["alice"]
     low = call(alice, "/submit_job", {"max_steps": 60, "save_steps": 5, "priority": -1,
@@ -106,17 +108,17 @@ def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_
     wait_until(lambda: call(alice, "/get_job", low)["progress"].get("step", 0) >= 1, 60,
                "the low-priority job to take its first step")
     queued = [call(alice, "/submit_job", {"max_steps": 1, "save_steps": 100, "name": f"q{n}"})
-              for n in range(5)]
-    assert [q["position"] for q in queued] == [1, 2, 3, 4, 5]  # each as submitted
+              for n in range(3)]
+    assert [q["position"] for q in queued] == [1, 2, 3]  # each as submitted
     queued = [q["job_id"] for q in queued]
     doomed = call(alice, "/submit_job", {"max_steps": 1, "priority": 9, "name": "doomed"})
     assert doomed["position"] == 1  # jumped the queue by priority...
     assert call(alice, "/cancel_job", doomed["job_id"])["status"] == "cancelled"  # ...and left it
-    assert call(alice, "/set_priority", queued[3], 5)["position"] == 1
+    assert call(alice, "/set_priority", queued[1], 5)["position"] == 1
     shown = sorted((j for j in call(alice, "/list_jobs", "queued") if j["job_id"] in queued),
                    key=lambda j: j["position"])
     shown_order = [j["job_id"] for j in shown]
-    assert shown_order == [queued[3], queued[0], queued[1], queued[2], queued[4]]
+    assert shown_order == [queued[1], queued[0], queued[2]]
 
     urgent = call(alice, "/submit_job", {"max_steps": 1, "priority": 10, "preempt": True,
                                          "name": "urgent"})["job_id"]
@@ -130,8 +132,8 @@ def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_
     # The low job was paused to make room, and resumed by itself after the queue ahead of it.
     attempts = jobs[low]["attempts"]
     assert [a["status"] for a in attempts] == ["paused", "completed"]
-    assert attempts[0]["finished_at"] <= first_starts[urgent] < first_starts[queued[3]]
-    assert attempts[1]["started_at"] >= first_starts[queued[4]]
+    assert attempts[0]["finished_at"] <= first_starts[urgent] < first_starts[queued[1]]
+    assert attempts[1]["started_at"] >= first_starts[queued[2]]
     checkpoint = attempts[1]["resume_from"]
     assert checkpoint.startswith("checkpoint-")
     assert f"resuming from {checkpoint}" in (workspace / "jobs" / low / "training.log").read_text()
@@ -145,7 +147,7 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
     ranks on gloo; one is paused by its owner and resumed, and trains exactly like the other."""
     engine = Engine(tmp_path / "workspace", gpu_indices=[0, 1, 2, 3]).start()
     engine.scheduler.tick_s = 0.1
-    config = {"gpus": 2, "max_steps": 12, "gradient_accumulation_steps": 2,
+    config = {"gpus": 2, "max_steps": 8, "gradient_accumulation_steps": 2,
               "per_device_train_batch_size": 4, "lora_dropout": 0.1, "learning_rate": 5e-3,
               "warmup_steps": 0, "save_steps": 1000}
     try:
@@ -162,7 +164,7 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
         job = wait_for_status(engine, paused)
         assert job["status"] == "paused", job["error"]
         step = int(job["last_checkpoint"].split("-")[1])
-        assert 2 <= step < 12
+        assert 2 <= step < config["max_steps"]
         assert processes_of(engine.workspace.job_paths(paused).job_file) == []  # every rank
         third_job = wait_for_status(engine, third, statuses={"running"}, timeout=60)
         # It took the pair of whichever job ended first (the paused one, or the straight one if
@@ -176,19 +178,24 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
         log = engine.workspace.job_paths(straight).log.read_text()
         assert "rank 0 of 2" in log and "rank 1 of 2" in log and "CPU (gloo)" in log
         straight_losses = losses(engine.views.get_metrics(LOCAL_USER, straight, 0))
-        assert len(straight_losses) == 12  # one metrics stream: rank 0's, one record a step
+        assert len(straight_losses) == config["max_steps"]  # rank 0's, a record a step
 
-        # Cancel reaches every rank at the same step boundary: torchrun and both ranks are gone.
+        # Cancel reaches every rank at the same step boundary: both ranks honour it at one step
+        # (each says so in the log; a rank killed after the grace would not), and torchrun and
+        # both ranks are gone.
         wait_for_step(engine, third, step=1)
-        asked = time.time()
         engine.jobs.cancel(LOCAL_USER, third)
-        assert wait_for_status(engine, third, timeout=30)["status"] == "cancelled"
-        assert time.time() - asked < CANCEL_GRACE_S  # honoured by the ranks, not killed after the grace
+        cancelled = wait_for_status(engine, third, timeout=CANCEL_GRACE_S + 60)
+        assert cancelled["status"] == "cancelled", cancelled["error"]
+        honoured = re.findall(r"cancel honoured at step (\d+)",
+                              engine.workspace.job_paths(third).log.read_text())
+        assert len(honoured) == 2 and len(set(honoured)) == 1, honoured
         assert processes_of(engine.workspace.job_paths(third).job_file) == []
 
         engine.jobs.resume(LOCAL_USER, paused)
         assert wait_for_status(engine, paused)["status"] == "completed"
-        assert f"resuming from checkpoint-{step}" in engine.workspace.job_paths(paused).log.read_text()
+        resumed_log = engine.workspace.job_paths(paused).log.read_text()
+        assert f"resuming from checkpoint-{step}" in resumed_log
         assert losses(engine.views.get_metrics(LOCAL_USER, paused, 0)) == straight_losses
     finally:
         shutdown(engine)

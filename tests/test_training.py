@@ -28,7 +28,8 @@ KINDS = {
 def trained(tmp_path_factory):
     """The four kinds submitted at once to one engine; they run one after another."""
     engine = open_engine(tmp_path_factory.mktemp("kinds") / "workspace")
-    ids = {kind: engine.jobs.submit(LOCAL_USER, {**config, "name": kind})["job_id"] for kind, config in KINDS.items()}
+    ids = {kind: engine.jobs.submit(LOCAL_USER, {**config, "name": kind})["job_id"]
+           for kind, config in KINDS.items()}
     jobs = {kind: wait_for_status(engine, job_id, timeout=300) for kind, job_id in ids.items()}
     yield engine, jobs
     shutdown(engine)
@@ -108,7 +109,8 @@ def test_default_preset_finishes_well_under_a_minute(default_run):
     assert job["status"] == "completed", job["error"]
     print(f"default preset: {wall_s:.1f}s from submit to final save")
     assert wall_s < 60
-    summary = json.loads((engine.workspace.job_paths(job["job_id"]).root / "summary.json").read_text())
+    summary_file = engine.workspace.job_paths(job["job_id"]).root / "summary.json"
+    summary = json.loads(summary_file.read_text())
     assert summary["global_step"] == job["progress"]["total_steps"] == 33
     curve = losses(engine.views.get_metrics(LOCAL_USER, job["job_id"], 0))
     assert curve[-1] < curve[0]

@@ -3,15 +3,12 @@ It touches no GPU before a job has one; each job runs in its own process and ses
 job's command line, the same code and exit code; the job sees exactly the devices it was given;
 and it trains bitwise like a fresh process."""
 
-import json
 import os
-import subprocess
 import sys
 
 import psutil
 import torch
 from conftest import (
-    REPO,
     losses,
     processes_of,
     shutdown,
@@ -30,20 +27,8 @@ from engine.jobfiles import EXIT_INVALID, JobPaths
 
 pytestmark = __import__("pytest").mark.slow
 
-SHORT = {"max_steps": 30, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
+SHORT = {"max_steps": 15, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
          "lora_dropout": 0.1}
-
-
-def test_the_spare_process_imports_the_libraries_and_leaves_cuda_alone():
-    spare = subprocess.Popen([sys.executable, "-m", "engine.trainer.spare"], cwd=REPO,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={"PYTHONPATH": str(REPO), "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
-                                  "PATH": "/usr/bin:/bin"})
-    status = json.loads(spare.stdout.readline())
-    assert status["status"] == "ready" and status["cuda_initialized"] is False
-    assert {"torch", "transformers", "trl", "peft"} <= set(status["modules"])  # no CUDA here
-    spare.stdin.close()  # no job after all: it goes
-    assert spare.wait(timeout=30) == 0
 
 
 def started(tmp_path, name, **kwargs) -> Engine:
@@ -84,20 +69,29 @@ def test_a_warm_job_runs_as_its_own_process_and_trains_like_a_cold_one(tmp_path)
 
 
 def test_a_job_submitted_while_the_spare_imports_waits_for_it_and_starts_warm(tmp_path):
+    """A spare process of its own (the one import of this file): it imports the libraries and
+    leaves CUDA alone, a job waits for it, and it goes when its input ends."""
     engine = Engine(tmp_path / "workspace")
     pool = engine.supervisor.spares.pool = SparePool()  # a console just started: nothing imported
     engine.start()
     engine.scheduler.tick_s = 0.1
     try:
-        job_id = engine.jobs.submit(LOCAL_USER, {**SHORT, "max_steps": 2})["job_id"]
-        waiting = wait_until(lambda: engine.views.get_job(LOCAL_USER, job_id)["waiting"], 10,
-                             "the job to say what it waits for")
-        assert "the warm trainer is importing its libraries" in waiting
-        assert engine.views.get_job(LOCAL_USER, job_id)["status"] == "queued"
-        assert wait_for_status(engine, job_id)["status"] == "completed"
-        assert engine.supervisor.spares.handed_off == 1  # it started warm, not beside the import
+        try:
+            spare = engine.supervisor.spares.spare
+            job_id = engine.jobs.submit(LOCAL_USER, {**SHORT, "max_steps": 2})["job_id"]
+            waiting = wait_until(lambda: engine.views.get_job(LOCAL_USER, job_id)["waiting"], 10,
+                                 "the job to say what it waits for")
+            assert "the warm trainer is importing its libraries" in waiting
+            assert engine.views.get_job(LOCAL_USER, job_id)["status"] == "queued"
+            assert wait_for_status(engine, job_id)["status"] == "completed"
+            assert engine.supervisor.spares.handed_off == 1  # warm, not beside the import
+            assert spare.status["status"] == "ready" and spare.status["cuda_initialized"] is False
+            assert {"torch", "transformers", "trl", "peft"} <= set(spare.status["modules"])
+        finally:
+            shutdown(engine)
+        spare.popen.stdin.close()  # no more jobs: it goes
+        assert spare.popen.wait(timeout=30) == 0
     finally:
-        shutdown(engine)
         pool.end_all()
 
 
