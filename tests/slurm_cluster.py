@@ -25,6 +25,11 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # One pid file per running cluster: its configuration, and the pytest process that owns it.
 REGISTRY = Path(tempfile.gettempdir()) / "traindeck-test-slurm"
 STOP_DEADLINE_S = 30.0
+# Jobs the node runs at once per real core (each job takes one CPU). Most test jobs wait rather
+# than compute (starting Python, held, suspended at their time limit, checkpointing for Slurm),
+# and a waiting job must not keep the next test's job out of the node; the slurmd of the node
+# takes the configured CPUs as they are (SlurmdParameters=config_overrides).
+SLOTS_PER_CORE = 2
 
 
 def missing() -> str | None:
@@ -107,7 +112,7 @@ class SlurmCluster:
                  registry: Path = REGISTRY):
         self.folder = folder
         self.gpus = gpus
-        self.cpus = cpus or os.cpu_count() or 2
+        self.cpus = cpus or SLOTS_PER_CORE * (os.cpu_count() or 2)
         self.node = socket.gethostname()
         self.processes: list[subprocess.Popen] = []
         self.registry = registry
@@ -164,6 +169,7 @@ class SlurmCluster:
             "JobCompType=jobcomp/none", "MpiDefault=none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill", "SchedulerParameters=sched_interval=1",
+            "SlurmdParameters=config_overrides",
             "GresTypes=gpu", "ReturnToService=2", "MinJobAge=600", "KillWait=5",
             "InactiveLimit=0", "SlurmctldTimeout=30", "SlurmdTimeout=30",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} Boards=1 "

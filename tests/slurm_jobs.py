@@ -1,6 +1,7 @@
 """What the cluster tests share: a console on the test Slurm cluster and ways to ask about jobs."""
 
 import os
+import signal
 import subprocess
 
 from harness import start_console, stop_console, wait_until
@@ -26,6 +27,25 @@ def open_cluster_console(cluster, workspace, cluster_yaml: str = "partition: deb
 
 def close_cluster_console(process) -> None:
     stop_console(process)
+
+
+class ClusterConsole:
+    """A console on the test cluster that a test may kill and start again on its workspace (a
+    console restart): the tests sharing it read `client` when they call, never keep it."""
+
+    def __init__(self, cluster, workspace):
+        self.cluster = cluster
+        self.workspace = workspace
+        self.process, self.client = open_cluster_console(cluster, workspace)
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the console, as a crash would, then start a new one on the same workspace."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process, self.client = open_cluster_console(self.cluster, self.workspace)
+
+    def close(self) -> None:
+        close_cluster_console(self.process)
 
 
 def job_of(client, job_id):

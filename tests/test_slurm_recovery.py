@@ -3,29 +3,51 @@ preemption (requeue) resumed by itself, a console restart, and Slurm's time limi
 where it can be: resumed runs equal a straight run bitwise (CPU, fp32)."""
 
 import os
-import signal
 import subprocess
 
 import psutil
 import pytest
 from conftest import losses
 from harness import wait_until
-from slurm_jobs import EXACT, close_cluster_console, job_of, open_cluster_console, settled, squeue
+from slurm_jobs import (
+    EXACT,
+    ClusterConsole,
+    close_cluster_console,
+    job_of,
+    open_cluster_console,
+    settled,
+    squeue,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def straight_losses(cluster_console):
-    """The per-step losses of one uninterrupted run of EXACT, the reference of the exact tests."""
-    client, _ = cluster_console
-    straight = client.predict({**EXACT, "name": "straight"}, api_name="/submit_job")["job_id"]
-    assert settled(client, straight)["status"] == "completed"
-    return losses(client.predict(straight, 0, api_name="/get_metrics"))
+def console(slurm_cluster, tmp_path_factory):
+    """One console for this file's tests on the shared cluster; the restart test restarts it."""
+    shared = ClusterConsole(slurm_cluster,
+                            tmp_path_factory.mktemp("slurm-console") / "workspace")
+    yield shared
+    shared.close()
 
 
-def test_pause_then_resume_on_slurm_equals_a_straight_run(cluster_console, straight_losses):
-    client, _ = cluster_console
+@pytest.fixture(scope="module")
+def straight_run(console):
+    """One uninterrupted run of EXACT, the reference of the exact tests: submitted as the first
+    of them starts, it trains beside that test's own job."""
+    return console.client.predict({**EXACT, "name": "straight"},
+                                  api_name="/submit_job")["job_id"]
+
+
+def straight_losses(console, straight_run: str) -> list[float]:
+    """The per-step losses of the straight run, once it has ended."""
+    job = settled(console.client, straight_run)
+    assert job["status"] == "completed", job["error"]
+    return losses(console.client.predict(straight_run, 0, api_name="/get_metrics"))
+
+
+def test_pause_then_resume_on_slurm_equals_a_straight_run(console, straight_run):
+    client = console.client
     paused = client.predict({**EXACT, "name": "paused"},
                             api_name="/submit_job")["job_id"]
     wait_until(lambda: job_of(client, paused)["progress"]["step"] >= 3, 180,
@@ -37,7 +59,8 @@ def test_pause_then_resume_on_slurm_equals_a_straight_run(cluster_console, strai
     job = settled(client, paused)
     assert job["status"] == "completed", job["error"]
     assert job["attempt"] == 2
-    assert losses(client.predict(paused, 0, api_name="/get_metrics")) == straight_losses
+    assert losses(client.predict(paused, 0, api_name="/get_metrics")) == \
+        straight_losses(console, straight_run)
 
 
 def preempt(cluster, slurm_id: str):
@@ -54,12 +77,11 @@ def preempt(cluster, slurm_id: str):
 # Its own deadlines (with the straight run and the time-limited job it may set up first) add up
 # to more than the default 300 s: each wait, not pytest's timeout, says what did not happen.
 @pytest.mark.timeout(1200)
-def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(cluster_console,
-                                                                         straight_losses):
+def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(console, straight_run):
     """Preemption: `scontrol requeue` signals the running job, which checkpoints at the step's
     end; Slurm queues it again and it resumes from that checkpoint by itself. Twice, ending
     bitwise like a straight run."""
-    client, cluster = cluster_console
+    client, cluster = console.client, console.cluster
     requeued = client.predict({**EXACT, "name": "preempted"}, api_name="/submit_job")["job_id"]
     job = wait_until(lambda: (j := job_of(client, requeued))["progress"]["step"] >= 3 and j, 180,
                      "the job to reach step 3")
@@ -72,36 +94,33 @@ def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(cluster_
     preempt(cluster, slurm_id)
     job = settled(client, requeued, 300)
     assert job["status"] == "completed", job["error"]
-    assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == straight_losses
+    assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == \
+        straight_losses(console, straight_run)
     assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run again
     text = log.read_text()
     assert text.count("SIGTERM from the cluster: checkpointing") == 2, text
     assert "requeued by Slurm (restart 2)" in text
 
 
-def test_a_restarted_console_reattaches_to_its_running_slurm_job(slurm_cluster, tmp_path):
-    workspace = tmp_path / "workspace"
-    process, client = open_cluster_console(slurm_cluster, workspace)
-    try:
-        job_id = client.predict({"max_steps": 100000, "save_steps": 1000},
-                                api_name="/submit_job")["job_id"]
-        job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2 and j,
-                         180, "the job to train")
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process, client = open_cluster_console(slurm_cluster, workspace)
-        again = job_of(client, job_id)
-        assert again["status"] == "running"
-        assert again["cluster_job"]["id"] == job["cluster_job"]["id"]
-        step = again["progress"]["step"]
-        wait_until(lambda: job_of(client, job_id)["progress"]["step"] > step + 5, 120,
-                   "the re-attached job's metrics to keep coming")
-        client.predict(job_id, api_name="/cancel_job")  # and it is under control again
-        assert settled(client, job_id, 60)["status"] == "cancelled"
-        assert len(squeue(slurm_cluster, "-t", "all", "-n", f"traindeck-{job_id}",
-                          "-o", "%i").split()) == 1  # submitted once
-    finally:
-        close_cluster_console(process)
+def test_a_restarted_console_reattaches_to_its_running_slurm_job(console):
+    """The file's console is killed (as a crash would) and started again on its workspace."""
+    client = console.client
+    job_id = client.predict({"max_steps": 100000, "save_steps": 1000},
+                            api_name="/submit_job")["job_id"]
+    job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2 and j,
+                     180, "the job to train")
+    console.kill_and_restart()
+    client = console.client
+    again = job_of(client, job_id)
+    assert again["status"] == "running"
+    assert again["cluster_job"]["id"] == job["cluster_job"]["id"]
+    step = again["progress"]["step"]
+    wait_until(lambda: job_of(client, job_id)["progress"]["step"] > step + 5, 120,
+               "the re-attached job's metrics to keep coming")
+    client.predict(job_id, api_name="/cancel_job")  # and it is under control again
+    assert settled(client, job_id, 60)["status"] == "cancelled"
+    assert len(squeue(console.cluster, "-t", "all", "-n", f"traindeck-{job_id}",
+                      "-o", "%i").split()) == 1  # submitted once
 
 
 @pytest.fixture(scope="module", autouse=True)
