@@ -247,8 +247,16 @@ def test_uploads_are_bounded_stored_once_and_leave_no_temporary_copy(shared, tmp
     huge = tmp_path / "huge.jsonl"
     with open(huge, "wb") as f:
         f.truncate(161 << 20)  # over --max-upload-mb 160
-    assert refused(carol, "/upload_dataset", handle_file(str(huge)))
+    # Sent over plain HTTP: gradio_client refuses a file over the limit before sending it, and
+    # what must hold is the server's limit, against any client.
+    with httpx.Client(base_url=shared["url"], timeout=120) as web:
+        web.post("login", data={"username": "carol", "password": "carol-secret"}).raise_for_status()
+        with open(huge, "rb") as body:
+            answer = web.post("gradio_api/upload", files={"files": ("huge.jsonl", body)})
+    assert answer.status_code == 413, (answer.status_code, answer.text)
+    assert "maximum allowed size of 167772160 bytes" in answer.text
     assert not list((shared["workspace"] / "uploads").rglob("*huge*"))
+    assert not [p for p in shared["gradio_tmp"].rglob("*") if p.name == "huge.jsonl"]
 
 
 def test_checking_a_huge_single_line_file_takes_bounded_memory(shared, tmp_path):
