@@ -254,8 +254,7 @@ class TrainingSettings:
     """The optimisation: steps, batch, learning rate, precision."""
 
     learning_rate: Real = spec(2e-4,
-        "Learning rate", "Peak learning rate.", "training", gt=0, le=1,
-        arg="learning_rate")
+        "Learning rate", "Peak learning rate.", "training", gt=0, le=1, arg="learning_rate")
     num_train_epochs: Real = spec(1.0,
         "Epochs", "Passes over the dataset (ignored when max_steps > 0).", "training", gt=0,
         le=1000, arg="num_train_epochs")
@@ -267,8 +266,7 @@ class TrainingSettings:
         ge=1, le=MAX_BATCH, arg="per_device_train_batch_size")
     gradient_accumulation_steps: Whole = spec(1,
         "Gradient accumulation", "Forward passes per optimizer step; effective batch = batch size "
-        "x this x devices.", "training", ge=1, le=MAX_BATCH,
-        arg="gradient_accumulation_steps")
+        "x this x devices.", "training", ge=1, le=MAX_BATCH, arg="gradient_accumulation_steps")
     lr_scheduler_type: Scheduler = spec("cosine",
         "LR schedule", "How the learning rate changes over the run.", "training",
         advanced=True, arg="lr_scheduler_type")
@@ -282,12 +280,10 @@ class TrainingSettings:
         "Gradient clipping", "Clip gradients to this norm; 0 disables clipping.", "training",
         ge=0, le=1e6, advanced=True, arg="max_grad_norm")
     optim: Optimizer = spec(AUTO,
-        "Optimizer", "auto picks fused AdamW.", "training", advanced=True,
-        arg="optim")
+        "Optimizer", "auto picks fused AdamW.", "training", advanced=True, arg="optim")
     precision: Precision = spec(AUTO,
         "Precision", "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older "
-        "ones, fp32 on the CPU.", "training",
-        advanced=True)
+        "ones, fp32 on the CPU.", "training", advanced=True)
     gradient_checkpointing: AutoFlag = spec(AUTO,
         "Gradient checkpointing", "Recompute activations in the backward pass: less memory, "
         "about 20% slower. auto: on when the model's training memory, estimated from its size, "
@@ -311,12 +307,10 @@ class PerformanceSettings:
     # A number that may be "auto" has its bounds on the number.
     dataloader_num_workers: Annotated[Whole, Field(ge=0, le=64)] | Auto = spec(AUTO,
         "Data-loader workers", "Processes preparing batches; auto chooses from the CPU count and "
-        "whether there is a GPU.", "performance", advanced=True,
-        arg="dataloader_num_workers")
+        "whether there is a GPU.", "performance", advanced=True, arg="dataloader_num_workers")
     dataloader_prefetch_factor: Annotated[Whole, Field(ge=1, le=64)] | Auto | None = spec(AUTO,
         "Prefetch per worker", "Batches each worker prepares ahead; auto: 2 with workers, none "
-        "without.", "performance", advanced=True,
-        arg="dataloader_prefetch_factor")
+        "without.", "performance", advanced=True, arg="dataloader_prefetch_factor")
     group_by_length: Flag = spec(False,
         "Group by length", "Batch examples of similar length together to waste less compute on "
         "padding.", "performance", advanced=True)
@@ -328,8 +322,7 @@ class PerformanceSettings:
         "performance", advanced=True, arg="padding_free")
     attn_implementation: Attention = spec(AUTO,
         "Attention kernel", "auto: FlashAttention-2 when the flash-attn package and the GPU "
-        "support it, else PyTorch's SDPA.", "performance",
-        advanced=True)
+        "support it, else PyTorch's SDPA.", "performance", advanced=True)
     use_liger_kernel: AutoFlag = spec(AUTO,
         "Liger kernels", "Fused Triton kernels for the loss, norms and MLP (less memory, faster). "
         "auto: on with CUDA when liger-kernel is installed (pip install -e '.[gpu]').",
@@ -383,8 +376,7 @@ class CheckpointSettings:
         ge=1, le=MAX_STEPS, advanced=True, arg="logging_steps")
     save_steps: Whole = spec(100,
         "Checkpoint every (steps)", "Write a checkpoint every this many optimizer steps (pausing "
-        "always writes one).", "checkpoints", ge=1, le=MAX_STEPS, advanced=True,
-        arg="save_steps")
+        "always writes one).", "checkpoints", ge=1, le=MAX_STEPS, advanced=True, arg="save_steps")
     save_total_limit: Whole = spec(3,
         "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", "checkpoints",
         ge=0, le=1000, advanced=True)

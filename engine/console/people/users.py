@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from engine.atomic import write_atomic
 from engine.config import ConfigError
-from engine.plain_errors import validated
+from engine.schema import validated
 
 Role = Literal["admin", "user"]
 ROLES = get_args(Role)
@@ -166,7 +166,7 @@ class Users:
         if mode & 0o077:
             log.warning("%s is readable by other accounts on this machine (mode %o): its password "
                         "hashes can be copied and guessed offline; chmod 600 %s", path, mode, path)
-        data = validated(UsersFile, _read(Path(path)), str(path), ConfigError)
+        data = validated(UsersFile, _read(Path(path)), str(path))
         users = {name: (User(name, entry.role, quotas_set(entry.quotas)), entry.password)
                  for name, entry in (data.users or {}).items()}
         defaults = quotas_set(data.defaults)
@@ -234,7 +234,7 @@ def add_user(path: str | os.PathLike, name: str, password: str, role: str = USER
     entry = dict(users.get(name) or {})
     entry.update(role=role, password=hash_password(password))
     if quotas:
-        checked = quotas_set(validated(Quotas, quotas, "quotas", ConfigError))
+        checked = quotas_set(validated(Quotas, quotas, "quotas"))
         entry["quotas"] = {**(entry.get("quotas") or {}), **checked}
     users[name] = entry
     data.setdefault("defaults", {name_: default for name_, (_, default) in QUOTAS.items()})

@@ -22,7 +22,7 @@ from pydantic import (
 
 from engine.config import JobConfig
 from engine.console.records.jsonsafe import made_safe, unsafe_parts
-from engine.plain_errors import describe_errors
+from engine.schema import describe_errors
 
 
 class JobStatus(str, Enum):

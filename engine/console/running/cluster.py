@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import ConfigError
-from engine.plain_errors import validated
+from engine.schema import validated
 
 MAX_EXTRA_LINES = 20
 # A Slurm name (partition, account, QOS): letters, digits and a few marks; nothing a shell or
@@ -57,4 +57,4 @@ class ClusterSettings(BaseModel):
 
     @classmethod
     def checked(cls, data: dict[str, Any], where: str) -> ClusterSettings:
-        return validated(cls, data, where, ConfigError)
+        return validated(cls, data, where)

@@ -1,4 +1,4 @@
-"""engine.plain_errors: validation errors in plain words, each naming the place, the field as
+"""engine.schema: a file's validation errors in plain words, each naming the place, the field as
 a dotted path, the problem and what is allowed (read off the field's type, choices and bounds)."""
 
 from typing import Annotated, Literal
@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.plain_errors import validated
+from engine.schema import ConfigError, validated
 
 
 class Limits(BaseModel):
@@ -32,12 +32,6 @@ class Document(BaseModel):
     entries: dict[str, Entry] = Field(default_factory=dict)
 
 
-class Refused(Exception):
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 @pytest.mark.parametrize("entry, problem", [
     ({"kind": "c"}, "entries.e.kind: must be one of a, b, got 'c'"),
     ({"ratio": 0}, "entries.e.ratio: must be a number > 0 and <= 1, got 0"),
@@ -50,14 +44,14 @@ class Refused(Exception):
     ({"code": 5}, "entries.e.code: must be a code from the manual, got 5"),
 ])
 def test_each_problem_names_the_place_the_field_and_what_is_allowed(entry, problem):
-    with pytest.raises(Refused) as refused:
-        validated(Document, {"entries": {"e": {"code": "x", **entry}}}, "doc.yaml", Refused)
+    with pytest.raises(ConfigError) as refused:
+        validated(Document, {"entries": {"e": {"code": "x", **entry}}}, "doc.yaml")
     assert refused.value.problems == [f"doc.yaml: {problem}"]
 
 
 def test_every_problem_is_listed_and_a_missing_field_says_what_it_takes():
-    with pytest.raises(Refused) as refused:
-        validated(Document, {"entries": {"e": {"steps": 0}, 7: {"code": "x"}}}, "doc.yaml", Refused)
+    with pytest.raises(ConfigError) as refused:
+        validated(Document, {"entries": {"e": {"steps": 0}, 7: {"code": "x"}}}, "doc.yaml")
     assert refused.value.problems == [
         "doc.yaml: entries.e.steps: must be a whole number from 1 to 10, got 0",
         "doc.yaml: entries.e.code: is required: a code from the manual",
