@@ -112,6 +112,10 @@ MAX_NAME_CHARS = 200
 MAX_PATH_CHARS = 1024
 MAX_KEYS = 100  # a config has about 50 fields; more keys than this is not a config
 
+# Counts every field of that kind shares.
+Steps = Annotated[Whole, Field(ge=1, le=MAX_STEPS)]  # an interval, in optimizer steps
+Batch = Annotated[Whole, Field(ge=1, le=MAX_BATCH)]  # examples, or forward passes, per step
+
 # Unknown keys refused; numbers finite; text without surrounding spaces.
 SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True,
                       defer_build=True)
@@ -131,6 +135,20 @@ def spec(default: Any, label: str, help: str, group: str, *, advanced: bool = Fa
         "adapters": adapters, "form": form})
 
 
+def group(name: str, *, advanced: bool = False) -> Callable[..., Any]:
+    """`spec` for the fields of one form group, which is named once; `advanced`: the group's
+    default for its fields."""
+    def field_of_group(default: Any, label: str, help: str, **options: Any) -> Any:
+        return spec(default, label, help, name, **{"advanced": advanced, **options})
+    return field_of_group
+
+
+JOB, DATA, ADAPTER, TRAINING = group("job"), group("data"), group("adapter"), group("training")
+PERFORMANCE = group("performance", advanced=True)
+EVALUATION = group("evaluation")
+CHECKPOINTS = group("checkpoints", advanced=True)
+
+
 Rule = Callable[[Any], Iterator[Problem]]  # a rule between fields: what it finds wrong
 
 
@@ -138,38 +156,37 @@ Rule = Callable[[Any], Iterator[Problem]]  # a rule between fields: what it find
 class JobSettings:
     """Who runs the job, where, and how it is watched."""
 
-    preset: Text = spec("",
-        "Template", "The template the job started from.", "job", max_length=100,
-        form=False)
-    name: Text = spec("",
-        "Job name", "A label for the job. Empty: the preset's name and the submit time.", "job",
+    preset: Text = JOB("",
+        "Template", "The template the job started from.", max_length=100, form=False)
+    name: Text = JOB("",
+        "Job name", "A label for the job. Empty: the preset's name and the submit time.",
         max_length=MAX_NAME_CHARS)
-    priority: Whole = spec(0,
-        "Priority", "Higher starts first; equal priorities start in submit order.", "job",
+    priority: Whole = JOB(0,
+        "Priority", "Higher starts first; equal priorities start in submit order.",
         ge=-MAX_PRIORITY, le=MAX_PRIORITY)
-    gpus: Whole = spec(1,
+    gpus: Whole = JOB(1,
         "GPUs", "GPUs for this job. More than one trains data-parallel (DDP through torchrun, one "
-        "process per GPU; the batch size is per GPU).", "job", ge=1, le=64)
-    nodes: Whole = spec(1,
+        "process per GPU; the batch size is per GPU).", ge=1, le=64)
+    nodes: Whole = JOB(1,
         "Nodes", "Machines for this job, each with `gpus` GPUs (on a Slurm cluster only; one "
-        "torchrun per node).", "job", ge=1, le=64, advanced=True)
-    preempt: Flag = spec(False,
+        "torchrun per node).", ge=1, le=64, advanced=True)
+    preempt: Flag = JOB(False,
         "Preempt lower-priority jobs", "Admins only: when this job cannot start, pause the "
         "lowest-priority running job (exactly, with a checkpoint) to make room; that job resumes "
-        "by itself when room frees up.", "job", advanced=True)
-    timeout_minutes: Real = spec(10.0,
+        "by itself when room frees up.", advanced=True)
+    timeout_minutes: Real = JOB(10.0,
         "Timeout without progress (min)", "Kill the trainer and mark the job failed (resumable) "
-        "after this long without progress.", "job", gt=0, le=7 * 24 * 60, advanced=True)
-    notify_url: Text = spec("",
+        "after this long without progress.", gt=0, le=7 * 24 * 60, advanced=True)
+    notify_url: Text = JOB("",
         "Notify URL", "A webhook this job POSTs to when it completes, fails, is cancelled or "
-        "preempted, or its micro-batch is lowered (besides the console's --notify-url).", "job",
+        "preempted, or its micro-batch is lowered (besides the console's --notify-url).",
         max_length=1000, advanced=True)
-    max_retries: Whole = spec(0,
+    max_retries: Whole = JOB(0,
         "Retries after a crash", "Re-queue a crashed job from its last checkpoint up to this many "
-        "times.", "job", ge=0, le=10, advanced=True)
-    seed: Whole = spec(42,
+        "times.", ge=0, le=10, advanced=True)
+    seed: Whole = JOB(42,
         "Seed", "Seeds weights of new layers, dropout and data order; same seed, same run.",
-        "job", ge=0, le=MAX_SEED, advanced=True, arg="seed")
+        ge=0, le=MAX_SEED, advanced=True, arg="seed")
 
 
 def job_rules(config: JobConfig) -> Iterator[Problem]:
@@ -181,31 +198,30 @@ def job_rules(config: JobConfig) -> Iterator[Problem]:
 class DataSettings:
     """What the job trains on, and how examples are shaped."""
 
-    method: Method = spec("sft",
+    method: Method = DATA("sft",
         "Method", "sft: supervised fine-tuning on examples. dpo: preference alignment on "
-        "chosen/rejected pairs.", "data")
-    model: Text = spec("",
+        "chosen/rejected pairs.")
+    model: Text = DATA("",
         "Model", "A local model folder or a Hugging Face Hub id. Empty: the embedded tiny model.",
-        "data", max_length=MAX_PATH_CHARS)
-    dataset: Text = spec("",
+        max_length=MAX_PATH_CHARS)
+    dataset: Text = DATA("",
         "Dataset", "A local .jsonl/.json/.csv/.parquet file or a Hub dataset id. Empty: the "
-        "preset's shipped sample.", "data", max_length=MAX_PATH_CHARS)
-    dataset_format: DatasetFormat = spec(AUTO,
-        "Dataset format", "How rows are shaped; auto detects it from the columns.", "data")
-    max_length: Whole = spec(512,
-        "Max tokens per example", "Tokens per example; longer examples are truncated.", "data",
+        "preset's shipped sample.", max_length=MAX_PATH_CHARS)
+    dataset_format: DatasetFormat = DATA(AUTO,
+        "Dataset format", "How rows are shaped; auto detects it from the columns.")
+    max_length: Whole = DATA(512,
+        "Max tokens per example", "Tokens per example; longer examples are truncated.",
         ge=8, le=131072, arg="max_length")
-    packing: Flag = spec(False,
+    packing: Flag = DATA(False,
         "Pack short examples", "Pack several short examples into each max_length sequence.",
-        "data", advanced=True, arg="packing", methods=("sft",))
-    packing_strategy: PackingStrategy = spec("bfd",
+        advanced=True, arg="packing", methods=("sft",))
+    packing_strategy: PackingStrategy = DATA("bfd",
         "Packing strategy", "bfd: whole examples, best-fit decreasing into max_length bins, "
         "trained padding-free. wrapped: one stream cut every max_length tokens (examples split "
-        "across sequences).", "data", advanced=True,
-        arg="packing_strategy", methods=("sft",))
-    assistant_only_loss: Flag = spec(False,
+        "across sequences).", advanced=True, arg="packing_strategy", methods=("sft",))
+    assistant_only_loss: Flag = DATA(False,
         "Learn from assistant turns only", "Chat data: the loss counts only the assistant's "
-        "turns.", "data", advanced=True, arg="assistant_only_loss", methods=("sft",))
+        "turns.", advanced=True, arg="assistant_only_loss", methods=("sft",))
 
 
 def data_rules(config: JobConfig) -> Iterator[Problem]:
@@ -225,21 +241,20 @@ def data_rules(config: JobConfig) -> Iterator[Problem]:
 class AdapterSettings:
     """Which weights train: a LoRA adapter, or all of them."""
 
-    adapter: Adapter = spec("lora",
+    adapter: Adapter = ADAPTER("lora",
         "Adapter", "lora: small trainable matrices on a frozen model. qlora: the same on a 4-bit "
-        "frozen model (meant for a GPU). full: train every weight.", "adapter")
-    lora_r: Whole = spec(16,
-        "LoRA rank", "Capacity of the adapter.", "adapter", ge=1, le=1024,
-        adapters=LORA)
-    lora_alpha: Whole = spec(32,
-        "LoRA alpha", "Scale numerator; the update is scaled by lora_alpha / lora_r.", "adapter",
+        "frozen model (meant for a GPU). full: train every weight.")
+    lora_r: Whole = ADAPTER(16,
+        "LoRA rank", "Capacity of the adapter.", ge=1, le=1024, adapters=LORA)
+    lora_alpha: Whole = ADAPTER(32,
+        "LoRA alpha", "Scale numerator; the update is scaled by lora_alpha / lora_r.",
         ge=1, le=8192, adapters=LORA)
-    lora_dropout: Real = spec(0.05,
-        "LoRA dropout", "Dropout on the adapter's input.", "adapter", ge=0, le=0.9,
+    lora_dropout: Real = ADAPTER(0.05,
+        "LoRA dropout", "Dropout on the adapter's input.", ge=0, le=0.9,
         advanced=True, adapters=LORA)
-    lora_target_modules: Text = spec("all-linear",
+    lora_target_modules: Text = ADAPTER("all-linear",
         "LoRA target modules", "Layers that get adapters: all-linear, or comma-separated module "
-        "names (q_proj,v_proj).", "adapter", max_length=1000, advanced=True, adapters=LORA)
+        "names (q_proj,v_proj).", max_length=1000, advanced=True, adapters=LORA)
 
 
 def adapter_rules(config: JobConfig) -> Iterator[Problem]:
@@ -253,45 +268,44 @@ def adapter_rules(config: JobConfig) -> Iterator[Problem]:
 class TrainingSettings:
     """The optimisation: steps, batch, learning rate, precision."""
 
-    learning_rate: Real = spec(2e-4,
-        "Learning rate", "Peak learning rate.", "training", gt=0, le=1, arg="learning_rate")
-    num_train_epochs: Real = spec(1.0,
-        "Epochs", "Passes over the dataset (ignored when max_steps > 0).", "training", gt=0,
+    learning_rate: Real = TRAINING(2e-4,
+        "Learning rate", "Peak learning rate.", gt=0, le=1, arg="learning_rate")
+    num_train_epochs: Real = TRAINING(1.0,
+        "Epochs", "Passes over the dataset (ignored when max_steps > 0).", gt=0,
         le=1000, arg="num_train_epochs")
-    max_steps: Whole = spec(-1,
-        "Max steps", "Optimizer steps to run; -1 runs num_train_epochs.", "training", ge=-1,
+    max_steps: Whole = TRAINING(-1,
+        "Max steps", "Optimizer steps to run; -1 runs num_train_epochs.", ge=-1,
         le=MAX_STEPS, arg="max_steps")
-    per_device_train_batch_size: Whole = spec(8,
-        "Batch size per device", "Examples per forward pass on each device.", "training",
-        ge=1, le=MAX_BATCH, arg="per_device_train_batch_size")
-    gradient_accumulation_steps: Whole = spec(1,
+    per_device_train_batch_size: Batch = TRAINING(8,
+        "Batch size per device", "Examples per forward pass on each device.",
+        arg="per_device_train_batch_size")
+    gradient_accumulation_steps: Batch = TRAINING(1,
         "Gradient accumulation", "Forward passes per optimizer step; effective batch = batch size "
-        "x this x devices.", "training", ge=1, le=MAX_BATCH, arg="gradient_accumulation_steps")
-    lr_scheduler_type: Scheduler = spec("cosine",
-        "LR schedule", "How the learning rate changes over the run.", "training",
+        "x this x devices.", arg="gradient_accumulation_steps")
+    lr_scheduler_type: Scheduler = TRAINING("cosine",
+        "LR schedule", "How the learning rate changes over the run.",
         advanced=True, arg="lr_scheduler_type")
-    warmup_steps: Real = spec(0.03,
+    warmup_steps: Real = TRAINING(0.03,
         "Warm-up", "Linear warm-up: a step count, or a fraction of the run when below 1.",
-        "training", ge=0, le=MAX_STEPS, advanced=True, arg="warmup_steps")
-    weight_decay: Real = spec(0.0,
-        "Weight decay", "AdamW weight decay.", "training", ge=0, le=10, advanced=True,
-        arg="weight_decay")
-    max_grad_norm: Real = spec(1.0,
-        "Gradient clipping", "Clip gradients to this norm; 0 disables clipping.", "training",
+        ge=0, le=MAX_STEPS, advanced=True, arg="warmup_steps")
+    weight_decay: Real = TRAINING(0.0,
+        "Weight decay", "AdamW weight decay.", ge=0, le=10, advanced=True, arg="weight_decay")
+    max_grad_norm: Real = TRAINING(1.0,
+        "Gradient clipping", "Clip gradients to this norm; 0 disables clipping.",
         ge=0, le=1e6, advanced=True, arg="max_grad_norm")
-    optim: Optimizer = spec(AUTO,
-        "Optimizer", "auto picks fused AdamW.", "training", advanced=True, arg="optim")
-    precision: Precision = spec(AUTO,
+    optim: Optimizer = TRAINING(AUTO,
+        "Optimizer", "auto picks fused AdamW.", advanced=True, arg="optim")
+    precision: Precision = TRAINING(AUTO,
         "Precision", "Compute precision; auto picks bf16 on GPUs that support it, fp16 on older "
-        "ones, fp32 on the CPU.", "training", advanced=True)
-    gradient_checkpointing: AutoFlag = spec(AUTO,
+        "ones, fp32 on the CPU.", advanced=True)
+    gradient_checkpointing: AutoFlag = TRAINING(AUTO,
         "Gradient checkpointing", "Recompute activations in the backward pass: less memory, "
         "about 20% slower. auto: on when the model's training memory, estimated from its size, "
-        "batch and length, would not fit the GPU without it; off on a CPU.", "training",
+        "batch and length, would not fit the GPU without it; off on a CPU.",
         advanced=True, arg="activation_checkpointing")
-    beta: Real = spec(0.1,
+    beta: Real = TRAINING(0.1,
         "DPO beta", "How far the policy may move from the reference model (higher = closer).",
-        "training", gt=0, le=100, advanced=True, arg="beta", methods=("dpo",))
+        gt=0, le=100, advanced=True, arg="beta", methods=("dpo",))
 
 
 def training_rules(config: JobConfig) -> Iterator[Problem]:
@@ -305,50 +319,49 @@ class PerformanceSettings:
     """How fast it runs: data loading and kernels (never what it learns)."""
 
     # A number that may be "auto" has its bounds on the number.
-    dataloader_num_workers: Annotated[Whole, Field(ge=0, le=64)] | Auto = spec(AUTO,
+    dataloader_num_workers: Annotated[Whole, Field(ge=0, le=64)] | Auto = PERFORMANCE(AUTO,
         "Data-loader workers", "Processes preparing batches; auto chooses from the CPU count and "
-        "whether there is a GPU.", "performance", advanced=True, arg="dataloader_num_workers")
-    dataloader_prefetch_factor: Annotated[Whole, Field(ge=1, le=64)] | Auto | None = spec(AUTO,
+        "whether there is a GPU.", arg="dataloader_num_workers")
+    dataloader_prefetch_factor: Annotated[Whole, Field(ge=1, le=64)] | Auto | None = PERFORMANCE(
+        AUTO,
         "Prefetch per worker", "Batches each worker prepares ahead; auto: 2 with workers, none "
-        "without.", "performance", advanced=True, arg="dataloader_prefetch_factor")
-    group_by_length: Flag = spec(False,
+        "without.", arg="dataloader_prefetch_factor")
+    group_by_length: Flag = PERFORMANCE(False,
         "Group by length", "Batch examples of similar length together to waste less compute on "
-        "padding.", "performance", advanced=True)
-    padding_free: AutoFlag = spec(AUTO,
+        "padding.")
+    padding_free: AutoFlag = PERFORMANCE(AUTO,
         "Padding-free batches", "Concatenate a batch's examples into one sequence instead of "
         "padding each to the longest: no compute spent on pad tokens. auto: on where every "
         "example provably attends only to itself (FlashAttention, or SDPA/eager in a transformers "
         "that masks packed sequences by their positions) and TRL supports it for the method.",
-        "performance", advanced=True, arg="padding_free")
-    attn_implementation: Attention = spec(AUTO,
+        arg="padding_free")
+    attn_implementation: Attention = PERFORMANCE(AUTO,
         "Attention kernel", "auto: FlashAttention-2 when the flash-attn package and the GPU "
-        "support it, else PyTorch's SDPA.", "performance", advanced=True)
-    use_liger_kernel: AutoFlag = spec(AUTO,
+        "support it, else PyTorch's SDPA.")
+    use_liger_kernel: AutoFlag = PERFORMANCE(AUTO,
         "Liger kernels", "Fused Triton kernels for the loss, norms and MLP (less memory, faster). "
         "auto: on with CUDA when liger-kernel is installed (pip install -e '.[gpu]').",
-        "performance", advanced=True, arg="use_liger_kernel")
+        arg="use_liger_kernel")
 
 
 @dataclass(frozen=True, config=SETTINGS)
 class EvaluationSettings:
     """What the job evaluates on, how often, and when it stops early."""
 
-    eval_dataset: Text = spec("",
+    eval_dataset: Text = EVALUATION("",
         "Evaluation dataset", "Held-out examples to evaluate on: a local file or a Hub dataset id "
-        "in the training data's format. Empty: none (or eval_split).", "evaluation",
-        max_length=MAX_PATH_CHARS)
-    eval_split: Real = spec(0.0,
+        "in the training data's format. Empty: none (or eval_split).", max_length=MAX_PATH_CHARS)
+    eval_split: Real = EVALUATION(0.0,
         "Hold out for evaluation", "Examples kept out of training to evaluate on: a fraction of "
-        "the dataset when below 1, else a row count; chosen by the seed. 0: none.", "evaluation",
+        "the dataset when below 1, else a row count; chosen by the seed. 0: none.",
         ge=0, le=MAX_STEPS)
-    eval_steps: Annotated[Whole, Field(ge=1, le=MAX_STEPS)] | Auto = spec(AUTO,
+    eval_steps: Steps | Auto = EVALUATION(AUTO,
         "Evaluate every (steps)", "Evaluate every this many optimizer steps; auto: at every "
         "checkpoint. Checkpoints are ranked by the evaluation loss, so save_steps must be a "
-        "multiple of it.", "evaluation", advanced=True)
-    early_stopping_patience: Whole = spec(0,
+        "multiple of it.", advanced=True)
+    early_stopping_patience: Whole = EVALUATION(0,
         "Early stopping patience", "Stop the job (completed) when the evaluation loss has not "
-        "improved for this many evaluations in a row. 0: never.", "evaluation", ge=0,
-        le=1000, advanced=True)
+        "improved for this many evaluations in a row. 0: never.", ge=0, le=1000, advanced=True)
 
 
 def evaluation_rules(config: JobConfig) -> Iterator[Problem]:
@@ -371,19 +384,16 @@ def evaluation_rules(config: JobConfig) -> Iterator[Problem]:
 class CheckpointSettings:
     """What the job writes as it goes: metrics, checkpoints, trackers."""
 
-    logging_steps: Whole = spec(1,
-        "Log every (steps)", "Record metrics every this many optimizer steps.", "checkpoints",
-        ge=1, le=MAX_STEPS, advanced=True, arg="logging_steps")
-    save_steps: Whole = spec(100,
+    logging_steps: Steps = CHECKPOINTS(1,
+        "Log every (steps)", "Record metrics every this many optimizer steps.", arg="logging_steps")
+    save_steps: Steps = CHECKPOINTS(100,
         "Checkpoint every (steps)", "Write a checkpoint every this many optimizer steps (pausing "
-        "always writes one).", "checkpoints", ge=1, le=MAX_STEPS, advanced=True, arg="save_steps")
-    save_total_limit: Whole = spec(3,
-        "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", "checkpoints",
-        ge=0, le=1000, advanced=True)
-    report_to: Text = spec("none",
+        "always writes one).", arg="save_steps")
+    save_total_limit: Whole = CHECKPOINTS(3,
+        "Checkpoints kept", "Keep at most this many checkpoints; 0 keeps all.", ge=0, le=1000)
+    report_to: Text = CHECKPOINTS("none",
         "Experiment trackers", "Also log to: none, or any of tensorboard, mlflow, wandb, trackio "
-        "(comma-separated; pip install -e '.[tracking]').", "checkpoints", max_length=100,
-        advanced=True)
+        "(comma-separated; pip install -e '.[tracking]').", max_length=100)
 
 
 def checkpoint_rules(config: JobConfig) -> Iterator[Problem]:

@@ -110,7 +110,7 @@ def test_a_killed_test_run_leaves_no_slurm_daemon(tmp_path, kill):
         assert run.stdout.readline() == "started\n", "the test cluster did not start"
         assert {p.name() for p in processes_of(conf)} >= {"munged", "slurmctld", "slurmd"}
         run.send_signal(kill)
-        run.wait(timeout=60)
+        run.wait(timeout=90)  # stop() is bounded at 10 + 3 x 5 + 30 s
         if kill == signal.SIGKILL:
             assert processes_of(conf)  # left running: what the next run must clean up
             assert stop_stale_clusters(registry) == [conf]
