@@ -214,7 +214,9 @@ class SlurmCluster:
         atexit.register(self.stop)
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(number, self._stop_then(signal.getsignal(number)))
+                previous = signal.getsignal(number)
+                if previous != signal.SIG_IGN:  # ignored (a run started in the background): no end
+                    signal.signal(number, self._stop_then(previous))
 
     def _stop_then(self, previous):
         def on_signal(number, frame):

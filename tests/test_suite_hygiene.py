@@ -84,8 +84,10 @@ def test_a_cluster_whose_run_died_is_stopped_and_one_still_owned_is_left(tmp_pat
             process.wait()
 
 
+# SIGINT as a run in a terminal has it (a shell starts background commands with it ignored).
 CLUSTER_RUN = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from slurm_cluster import SlurmCluster
 SlurmCluster(Path(sys.argv[1]), registry=Path(sys.argv[2])).start()
