@@ -15,7 +15,7 @@ run: setup
 # each trainer on one thread so that two never fight over a core.
 test: setup-test
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} TRAINDECK_REQUIRE_BROWSER=1 $(PY) -m pytest --numprocesses=auto --maxprocesses=4 \
-		--dist=loadfile $(PYTEST_ARGS)
+		--dist=loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The unit tier: no training, no console, no browser (under a minute).
 test-fast: setup-test

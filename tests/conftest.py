@@ -82,6 +82,24 @@ def pytest_pyfunc_call(pyfuncitem):
     return (yield)
 
 
+# Seconds the heavy files took (--durations=0 on a 2-core machine, 2026-12-03; the rest took under
+# 5 s each). xdist hands whole files out in collection order (make test: --no-loadscope-reorder):
+# longest first, so that no long file starts last and runs alone while the other worker idles.
+FILE_SECONDS = {
+    "test_benches.py": 212, "test_buttons.py": 211, "test_slurm_recovery.py": 150,
+    "test_slurm.py": 123, "test_teams.py": 109, "test_resilience.py": 107,
+    "test_security.py": 88, "test_artifacts.py": 84, "test_browser.py": 61,
+    "test_resume_ends.py": 53, "test_check_submit.py": 50, "test_disk_full.py": 47,
+    "test_notify.py": 46, "test_api.py": 44, "test_training.py": 39, "test_warm_start.py": 37,
+    "test_suite_hygiene.py": 31, "test_sweeps.py": 30, "test_levers.py": 23,
+    "test_trackers.py": 18, "test_evaluation.py": 16, "test_store.py": 15, "test_fuzz_api.py": 10,
+}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: files stay whole
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many browser tests ran: a run where they were all skipped must not look green."""
     counts = {}
