@@ -36,8 +36,10 @@ setproctitle.getproctitle()
 
 # Safe before a GPU is assigned: importing these never initialises CUDA.
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
-# Everything the trainer needs; on a machine without CUDA nothing can initialise it.
-ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build")
+# Everything the trainer needs, the method trainers included (TRL imports them lazily, and they pull
+# in the tracker libraries: a second per job); on a machine without CUDA nothing initialises it.
+ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build",
+                                   "trl.trainer.sft_trainer", "trl.trainer.dpo_trainer")
 READY = "ready"
 
 
