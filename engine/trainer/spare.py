@@ -19,6 +19,7 @@ imported here and the trainer imports the rest after the fork.
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import json
 import os
@@ -168,6 +169,9 @@ def serve() -> int:
     say(state)
     if state["status"] != READY:
         return 1
+    # What the imports made lives as long as every copy: out of the collector's reach, a copy's
+    # collections skip it (a full one took 0.36 CPU s per job) and leave its pages shared.
+    gc.freeze()
     for order in orders():
         pid = os.fork()
         if pid == 0:
