@@ -5,6 +5,8 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 from conftest import losses
 from gradio_client import Client
-from harness import start_console, stop_console, wait_until
+from harness import REPO, start_console, stop_console, wait_until
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -258,13 +260,19 @@ def test_rotation_never_removes_the_best_checkpoint(engine):
 
 
 def test_try_it_answers_from_the_base_and_the_trained_model(console):
-    client, _, job_id = console
+    """In a copy of the console's spare trainer, with the answers a fresh process gives."""
+    client, workspace, job_id = console
+    warm_before = client.predict(api_name="/health")["warm_start"]["tools_started_warm"]
     result = client.predict(job_id, "What is the capital of Peru?", "checkpoint-5", 8,
                             api_name="/try_model")
     assert result["source"] == "checkpoint-5" and result["prompt"].endswith("Peru?")
     assert isinstance(result["base"], str) and isinstance(result["tuned"], str)
-    again = client.predict(job_id, "What is the capital of Peru?", "checkpoint-5", 8,
-                           api_name="/try_model")
-    assert again == result  # greedy decoding: the same prompt, the same answers
+    assert client.predict(api_name="/health")["warm_start"]["tools_started_warm"] == \
+        warm_before + 1
+    fresh = subprocess.run([sys.executable, "-m", "engine.trainer.generate",
+                            str(workspace / "jobs" / job_id), "--checkpoint", "checkpoint-5",
+                            "--max-new-tokens", "8"], input="What is the capital of Peru?",
+                           capture_output=True, text=True, cwd=REPO, timeout=300, check=True)
+    assert json.loads(fresh.stdout.splitlines()[-1]) == result  # greedy: the same answers
     with pytest.raises(Exception, match="prompt is required"):
         client.predict(job_id, "  ", None, 8, api_name="/try_model")

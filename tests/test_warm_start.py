@@ -4,9 +4,11 @@ job's command line, the same code and exit code; the job sees exactly the device
 and it trains bitwise like a fresh process."""
 
 import os
+import signal
 import sys
 
 import psutil
+import pytest
 import torch
 from conftest import (
     losses,
@@ -18,14 +20,16 @@ from conftest import (
 )
 from safetensors.torch import load_file
 
+from engine.config import ConfigError
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER
+from engine.console.results.tools import Tools
 from engine.console.running.spares import PER_JOB_ENV, SparePool, Spares
 from engine.console.running.supervisor import trainer_env
 from engine.console.running.trainers import ForkedTrainer
 from engine.jobfiles import EXIT_INVALID, JobPaths
 
-pytestmark = __import__("pytest").mark.slow
+pytestmark = pytest.mark.slow
 
 SHORT = {"max_steps": 15, "save_steps": 100, "learning_rate": 5e-3, "warmup_steps": 0,
          "lora_dropout": 0.1}
@@ -132,5 +136,36 @@ def test_a_trainer_looked_at_the_instant_it_is_handed_off_is_followed_not_report
         assert trainer.poll_exit() is None  # at once: still running
         assert spares.wait_exit(pid, timeout=60) == EXIT_INVALID
         assert trainer.poll_exit() == EXIT_INVALID
+    finally:
+        spares.stop()
+
+
+def test_a_tool_runs_in_a_copy_of_the_spare_with_its_output_exit_code_and_time_limit(tmp_path):
+    """Export, GGUF export and generate run in a copy of the spare as they would fresh: the
+    tool's output and errors come back, a failure is named, and one past its time limit is
+    killed with everything it started."""
+    spares = Spares(tmp_path / "spares")
+    spares.start({k: v for k, v in trainer_env().items() if k not in PER_JOB_ENV})
+    tools = Tools(spares)
+    try:
+        wait_until(lambda: spares.spare.ready, 120, "the spare-trainer process to import")
+        job = tmp_path / "job"
+        job.mkdir()
+        with pytest.raises(ConfigError, match="^generation failed: error: model does not exist"):
+            tools.run("engine.trainer.generate", [str(job)], "generation", stdin="Hello")
+        with pytest.raises(ConfigError, match="argument --max-new-tokens: invalid int value"):
+            tools.run("engine.trainer.generate", [str(job), "--max-new-tokens", "x"], "generation")
+        with pytest.raises(ConfigError, match="json.tool is not one of engine.train"):
+            tools.run("json.tool", [], "a module that is no tool")
+        assert spares.tools_started_warm == 3 and spares.handed_off == 0
+
+        (job / "model").mkdir()
+        os.mkfifo(job / "job.yaml")  # reading the job file blocks: the tool never ends by itself
+        before = set(spares.parents)
+        with pytest.raises(ConfigError, match="took longer than .* minutes and was stopped"):
+            tools.run("engine.trainer.generate", [str(job)], "generation", timeout_s=3)
+        [copy] = set(spares.parents) - before
+        assert spares.exit_code(copy) == -signal.SIGKILL and not psutil.pid_exists(copy)
+        assert not list(spares.folder.glob("tool-*"))  # its input and output files went too
     finally:
         spares.stop()

@@ -36,6 +36,7 @@ from engine.console.records.store import DatabaseDamaged, JobNotFound, JobStore,
 from engine.console.records.workspace import Workspace
 from engine.console.results.artifacts import Artifacts
 from engine.console.results.gates import Gates
+from engine.console.results.tools import Tools
 from engine.console.results.uploads import Retention
 from engine.console.running.cluster import ClusterSettings
 from engine.console.running.devices import ClusterDevices, DevicePool
@@ -147,7 +148,8 @@ class Engine:
         self.listeners.append(notifications.on_status)
         self.supervisor.on_micro_batch_lowered = notifications.on_micro_batch_lowered
         self.artifacts = Artifacts(self.store, self.access, self.workspace, self.gates,
-                                   self.max_upload_bytes, self.upload_retention)
+                                   Tools(self.supervisor.spares), self.max_upload_bytes,
+                                   self.upload_retention)
         self.status = ConsoleStatus(self.store, self.machine, self.system, self.disk,
                                     self.supervisor, self.scheduler)
         self.recover()

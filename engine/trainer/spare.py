@@ -6,9 +6,11 @@ cwd, log) it forks a spare trainer, a copy of itself that already has every libr
 and says which pid took the job. The copy becomes that job's trainer: a session and process
 group of its own, the job's environment (CUDA_VISIBLE_DEVICES included), its output to the job's
 log, the job's command as its process title, and the same `engine.trainer.run.main` that
-`python -m engine.train job.yaml` runs, ending with its exit code. This process reaps its copies
-and reports each one's exit code on stdout. End of input (the console went away) ends it; the
-trainers it started run on, as any trainer outlives its console.
+`python -m engine.train job.yaml` runs, ending with its exit code. The trainer-side tools
+(export, GGUF export, generate) run the same way, with their input and output in files the
+order names. This process reaps its copies and reports each one's exit code on stdout. End of
+input (the console went away) ends it; the trainers it started run on, as any trainer outlives
+its console.
 
 On a machine with CUDA, libraries that probe the GPUs when imported (bitsandbytes, pulled in by
 peft and TRL's trainers) would initialise CUDA with no device assigned yet, and a forked copy of
@@ -28,8 +30,11 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 import setproctitle
+
+from engine.jobfiles import EXIT_FAILED, EXIT_INVALID
 
 # Set up now, while the process's environment is as it started: the title is written over the
 # memory of the command line and the environment, which a later change of the environment moves.
@@ -42,6 +47,9 @@ CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
 ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build",
                                    "trl.trainer.sft_trainer", "trl.trainer.dpo_trainer")
 READY = "ready"
+# What a copy may become: the trainer (`python -m engine.train`) and the trainer-side tools.
+RUNNABLE = ("engine.train", "engine.trainer.export", "engine.trainer.gguf_export",
+            "engine.trainer.generate")
 
 
 def threads() -> dict[int, str]:
@@ -83,28 +91,46 @@ def warm_up() -> dict:
             "seconds": round(time.time() - started, 2)}
 
 
+def redirect(order: dict) -> None:
+    """Standard input from the order's file (else nothing), output to its log (standard output to
+    its own file when it names one)."""
+    log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    stdout = os.open(order["stdout"], os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600) \
+        if order.get("stdout") else log
+    stdin = os.open(order.get("stdin") or os.devnull, os.O_RDONLY)
+    for target, source in ((0, stdin), (1, stdout), (2, log)):
+        os.dup2(source, target)
+    for opened in {log, stdout, stdin}:
+        os.close(opened)
+
+
 def become(order: dict) -> int:
-    """In a forked copy: turn into the trainer of the job `order` describes; its exit code."""
+    """In a forked copy: turn into the process `order` describes (a job's trainer, or a tool);
+    its exit code."""
     os.setsid()  # the job's own session and process group, as a trainer started fresh has
     signal.set_wakeup_fd(-1)  # the spare process's wake-up pipe is not the trainer's
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    for target, source in ((0, null), (1, log), (2, log)):
-        os.dup2(source, target)
-    os.close(log)
-    os.close(null)
+    redirect(order)
     os.chdir(order["cwd"])
     os.environ.clear()
     os.environ.update(order["env"])
     argv = order["argv"]  # [python, -m, engine.train, job.yaml, ...]
     sys.argv = [argv[2], *argv[3:]]
     setproctitle.setproctitle(" ".join(argv))  # `ps` shows the job's command, as a cold start does
-    from engine.trainer.run import EXIT_FAILED, main
-
+    if argv[2] not in RUNNABLE:
+        print(f"spare trainer: {argv[2]} is not one of {', '.join(RUNNABLE)}", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        return main(argv[3:])
+        return importlib.import_module(argv[2]).main(argv[3:]) or 0
+    except SystemExit as ended:  # argparse, or a tool's own sys.exit
+        code = ended.code
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        return code if isinstance(code, int) else 0 if code is None else EXIT_FAILED
     except KeyboardInterrupt:
+        return EXIT_FAILED
+    except Exception:  # a fresh process would print it and end with 1; so does the copy
+        traceback.print_exc()
         return EXIT_FAILED
 
 

@@ -15,7 +15,7 @@ from engine.console.people.users import User
 from engine.console.records.store import JobStore
 from engine.console.records.workspace import Workspace
 from engine.console.results.gates import Gates
-from engine.console.results.tools import run_tool
+from engine.console.results.tools import Tools
 from engine.console.results.uploads import CleanupTimer, Retention, Uploads
 from engine.console.results.zips import Zips, checkpoint_folder
 from engine.jobfiles import GGUF_ARCHITECTURES, GGUF_QUANTIZATIONS
@@ -26,8 +26,10 @@ MAX_PROMPT_CHARS = 8000
 
 class Artifacts:
     def __init__(self, store: JobStore, access: Access, workspace: Workspace, gates: Gates,
-                 max_upload_bytes: int | None = None, retention: Retention | None = None):
+                 tools: Tools, max_upload_bytes: int | None = None,
+                 retention: Retention | None = None):
         self.store, self.access, self.workspace, self.gates = store, access, workspace, gates
+        self.tools = tools
         self.zips = Zips(workspace.exports_dir)
         self.uploads = Uploads(workspace.uploads_dir)
         self.max_upload_bytes = max_upload_bytes
@@ -65,7 +67,7 @@ class Artifacts:
         destination = paths.merged(checkpoint)
         with self.gates.export.slot(user.name):
             if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
-                run_tool("engine.trainer.export",
+                self.tools.run("engine.trainer.export",
                          [str(paths.root)] + (["--checkpoint", checkpoint] if checkpoint else []),
                          f"export of job {job.job_id}")
             suffix = f"_{checkpoint}" if checkpoint else ""
@@ -92,7 +94,7 @@ class Artifacts:
         destination = paths.gguf(checkpoint, quantization)
         with self.gates.export.slot(user.name):
             if not destination.is_dir() or destination.stat().st_mtime < source.stat().st_mtime:
-                run_tool("engine.trainer.gguf_export",
+                self.tools.run("engine.trainer.gguf_export",
                          [str(paths.root), "--quantization", quantization]
                          + (["--checkpoint", checkpoint] if checkpoint else []),
                          f"GGUF export of job {job.job_id}")
@@ -123,7 +125,7 @@ class Artifacts:
             raise ConfigError(f"job {job.job_id} has no final model yet; choose a checkpoint")
         with self.gates.generate.slot(user.name):
             # The prompt travels on stdin: no text a person types is ever read as an option.
-            output = run_tool("engine.trainer.generate", args, "generation", stdin=prompt)
+            output = self.tools.run("engine.trainer.generate", args, "generation", stdin=prompt)
         return json.loads(output.strip().splitlines()[-1])
 
     def upload_dataset(self, user: User, temporary: str | Path,

@@ -4,7 +4,8 @@ it forked for that job, with every library already in memory, in its own process
 group, running the same code as `python -m engine.train`. The copy costs milliseconds where a
 fresh trainer spends seconds importing. Whatever it cannot serve exactly (torchrun jobs, an
 environment that differs in anything read at import time, a spare process still importing or
-gone) starts a fresh process instead."""
+gone) starts a fresh process instead. The console's trainer-side tools (export, generate) run
+in copies the same way (engine.console.results.tools)."""
 
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ class Spares:
         self.pool = pool
         self.spare: SpareProcess | None = None
         self.handed_off = 0
+        self.tools_started_warm = 0
         # Each trainer's parent: only it can wait() on the trainer and report its exit, even
         # after a newer spare process has replaced it for new jobs.
         self.parents: dict[int, SpareProcess] = {}
@@ -187,19 +189,36 @@ class Spares:
             return None
         base = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
         self.start(base)  # the spare for this environment (a new one if it died or differs)
-        spare = self.spare
-        if not spare.ready:
+        if not self.spare.ready:
             return None  # still importing: this job starts fresh, the next one warm
+        pid = self._fork({"argv": argv, "env": env, "log": str(log_path)})
+        if pid is not None:
+            self.handed_off += 1
+        return pid
+
+    def run_tool(self, argv: list[str], stdin: Path | None, stdout: Path,
+                 log_path: Path) -> int | None:
+        """Start a trainer-side tool (`python -m engine.trainer.<tool> ...`) in a copy of the
+        ready spare, in the spare's environment; its pid, or None when it must run as a fresh
+        process (no spare ready: a tool never waits for one)."""
+        if not self.enabled or self.spare is None or not self.spare.ready:
+            return None
+        pid = self._fork({"argv": argv, "env": self.spare.env, "log": str(log_path),
+                          "stdout": str(stdout), "stdin": str(stdin) if stdin else None})
+        if pid is not None:
+            self.tools_started_warm += 1
+        return pid
+
+    def _fork(self, order: dict[str, Any]) -> int | None:
+        spare = self.spare
         try:
-            pid = spare.fork({"argv": argv, "env": env, "cwd": str(REPO_DIR),
-                              "log": str(log_path)})
+            pid = spare.fork({**order, "cwd": str(REPO_DIR)})
         except OSError:
             pid = None
         if pid is None:
-            log.error("the spare trainer did not start job %s; starting it afresh", argv)
+            log.error("the spare trainer did not start %s; starting it afresh", order["argv"])
             self.pool.discard(spare)
             return None
-        self.handed_off += 1
         self.parents[pid] = spare
         return pid
 
@@ -211,7 +230,7 @@ class Spares:
                  else "importing" if spare.alive and spare.status is None
                  else (spare.status or {}).get("status", "ended"))  # e.g. "unusable: ..."
         return {"state": state, "pid": spare.popen.pid if spare else None,
-                "jobs_started_warm": self.handed_off}
+                "jobs_started_warm": self.handed_off, "tools_started_warm": self.tools_started_warm}
 
     def exit_code(self, pid: int) -> int | None:
         """How a trainer started by a spare process ended (None: not known to have)."""
