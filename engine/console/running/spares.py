@@ -189,9 +189,10 @@ class Spares:
             return None
         base = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
         self.start(base)  # the spare for this environment (a new one if it died or differs)
-        if not self.spare.ready:
+        spare = self.spare
+        if not spare.ready:
             return None  # still importing: this job starts fresh, the next one warm
-        pid = self._fork({"argv": argv, "env": env, "log": str(log_path)})
+        pid = self._fork(spare, {"argv": argv, "env": env, "log": str(log_path)})
         if pid is not None:
             self.handed_off += 1
         return pid
@@ -201,16 +202,16 @@ class Spares:
         """Start a trainer-side tool (`python -m engine.trainer.<tool> ...`) in a copy of the
         ready spare, in the spare's environment; its pid, or None when it must run as a fresh
         process (no spare ready: a tool never waits for one)."""
-        if not self.enabled or self.spare is None or not self.spare.ready:
+        spare = self.spare  # read once: the engine closing sets it to None meanwhile
+        if not self.enabled or spare is None or not spare.ready:
             return None
-        pid = self._fork({"argv": argv, "env": self.spare.env, "log": str(log_path),
+        pid = self._fork(spare, {"argv": argv, "env": spare.env, "log": str(log_path),
                           "stdout": str(stdout), "stdin": str(stdin) if stdin else None})
         if pid is not None:
             self.tools_started_warm += 1
         return pid
 
-    def _fork(self, order: dict[str, Any]) -> int | None:
-        spare = self.spare
+    def _fork(self, spare: SpareProcess, order: dict[str, Any]) -> int | None:
         try:
             pid = spare.fork({**order, "cwd": str(REPO_DIR)})
         except OSError:
