@@ -93,29 +93,44 @@ def test_one_users_streams_are_capped_and_the_oldest_says_why_it_stopped():
     assert live.count() == 3
 
 
-def test_changes_closer_than_the_interval_are_drawn_together():
+def sent_while_bumped(render, bumps: int, every_s: float, settle_s: float,
+                      min_interval_s: float) -> list:
+    """What a job view's stream sends while its job changes `bumps` times, `every_s` apart."""
     changes = Changes()
     live = LiveStreams(changes)
-    renders = []
 
     async def scenario():
-        stream = live.begin("tab-1", "job", "bob")
-        drawn = []
+        stream, sent = live.begin("tab-1", "job", "bob"), []
 
         async def follow():
-            async for item in live.follow(stream, lambda: ["job:a"], lambda: renders.append(1)
-                                          or len(renders), lambda: 10.0, min_interval_s=0.5):
-                drawn.append(item)
+            async for item in live.follow(stream, lambda: ["job:a"], render, lambda: 10.0,
+                                          min_interval_s=min_interval_s):
+                sent.append(item)
         task = asyncio.create_task(follow())
-        for _ in range(20):  # twenty metrics records in 0.2 s
-            await asyncio.sleep(0.01)
+        for _ in range(bumps):
+            await asyncio.sleep(every_s)
             changes.bump("job:a")
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(settle_s)
         live.end("tab-1", "job")
         await asyncio.wait_for(task, 5)
-        return drawn
+        return sent
 
-    assert asyncio.run(scenario()) == [1, 2]  # the first drawing, then one for all twenty
+    return asyncio.run(scenario())
+
+
+def test_changes_closer_than_the_interval_are_drawn_together():
+    renders = []
+    # Twenty metrics records in 0.2 s: the first drawing, then one for all twenty.
+    assert sent_while_bumped(lambda: renders.append(1) or len(renders), 20, 0.01, 0.7,
+                             min_interval_s=0.5) == [1, 2]
+
+
+def test_a_drawing_with_nothing_new_is_not_sent():
+    """A job view sends only what changed; with nothing changed it is {}, which Gradio would
+    take for the value of one output (and log a traceback)."""
+    drawings = iter([{"header": "job a"}, {}, {"status": "running"}])
+    assert sent_while_bumped(lambda: next(drawings), 2, 0.05, 0.1, min_interval_s=0.0) == \
+        [{"header": "job a"}, {"status": "running"}]
 
 
 def test_leaving_the_tab_ends_its_stream():

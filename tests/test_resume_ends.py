@@ -66,14 +66,16 @@ def test_killed_at_its_end_then_resumed_equals_a_straight_run(exact_engine, poin
 
 @pytest.mark.slow
 def test_a_cluster_notice_at_a_step_end_is_never_taken_for_a_pause(exact_engine):
-    """Slurm's SIGTERM (a requeue or preemption) landing exactly as step 3 ends: the trainer
-    checkpoints there and records that the cluster stopped it, so the console, which asked for
+    """Slurm's SIGTERM (a requeue or preemption) landing as the trainer starts, before it has
+    imported the training libraries: it is noted, not fatal; the trainer checkpoints at the
+    first step's end and records that the cluster stopped it, so the console, which asked for
     nothing, fails the job with that cause (resumable, and resumed exactly) instead of calling
-    it paused. A person's pause request at the same step end wins and stays a pause."""
+    it paused. A SIGTERM and a person's pause request meeting at one step's end: the pause wins
+    and stays a pause."""
     engine = exact_engine
     straight = straight_run(engine, EVALUATED)  # the one test_resilience compares with
     slurm = {"SLURM_JOB_ID": "4242"}  # the trainer listens for the cluster's notices
-    engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS": "sigterm-at-step:3"}
+    engine.supervisor.extra_env = {**slurm, "TRAINDECK_FAULTS": "sigterm-at-start"}
     noticed = engine.jobs.submit(LOCAL_USER, {**EVALUATED, "name": "noticed"})["job_id"]
     job = wait_for_status(engine, noticed)
     # Micro-batch 12 is step 3's last: its pause request and the SIGTERM meet at that step's end.
@@ -82,7 +84,7 @@ def test_a_cluster_notice_at_a_step_end_is_never_taken_for_a_pause(exact_engine)
     both = engine.jobs.submit(LOCAL_USER, {**EVALUATED, "name": "both"})["job_id"]
     paused = wait_for_status(engine, both)
     engine.supervisor.extra_env = slurm  # resumed as the cluster would (and by the same spare)
-    assert job["status"] == "failed" and job["last_checkpoint"] == "checkpoint-3", job["error"]
+    assert job["status"] == "failed" and job["last_checkpoint"] == "checkpoint-1", job["error"]
     assert job["error"].startswith("the cluster stopped the job (SIGTERM) and did not queue it")
     record = json.loads(engine.workspace.job_paths(noticed).exit_record.read_text())
     assert (record["code"], record["stopped_for"], record["notice"]) == (

@@ -252,8 +252,7 @@ def _job_stream(engine: Engine, view: JobView, live: LiveStreams):
 
         async for update in live.follow(stream, lambda: [job_key(job_id)] if job_id else [],
                                         render, heartbeat_s, ended):
-            if update:  # nothing new to show; Gradio takes an empty dict for a missing output
-                yield update
+            yield update
 
     return follow_job
 

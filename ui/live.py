@@ -156,7 +156,8 @@ class LiveStreams:
                 if not self.is_current(stream):
                     break  # replaced while drawing: the newer stream's view must not be overdrawn
                 sent_at = loop.time()
-                yield drawing
+                if drawing != {}:  # nothing new: Gradio would take {} for the value of one output
+                    yield drawing
                 # Resumed once the drawing was encoded and queued for the tab. Its cost: the CPU
                 # time of drawing (wall time would count waiting for other views' drawings),
                 # and the encoding.

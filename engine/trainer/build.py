@@ -23,13 +23,13 @@ from transformers.trainer_callback import PrinterCallback
 from engine.config import JobConfig
 from engine.data import DatasetError, load_local, load_rows, split_rows
 from engine.jobfiles import JobPaths
+from engine.trainer.faults import faults
 from engine.trainer.heartbeat import Heartbeat
 from engine.trainer.hooks import (
     ControlRequests,
     EarlyStopping,
     MetricsWriter,
     TrainDeckTrainerMixin,
-    faults,
     injected_faults,
 )
 from engine.trainer.models import torch_dtype

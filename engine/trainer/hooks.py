@@ -30,7 +30,9 @@ from engine.jobfiles import (
     request,
     requested,
 )
+from engine.trainer.faults import FAULTS_ENV, faults
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.preemption import PREEMPTION
 from engine.trainer.trackers import remember_mlflow_run
 
 _process: dict[int, psutil.Process] = {}
@@ -186,34 +188,6 @@ class MetricsWriter(TrainerCallback):
             self._file = None
 
 
-FAULTS_ENV = "TRAINDECK_FAULTS"
-
-
-def faults() -> dict[str, int]:
-    """Fault injection for the resilience tests, e.g. TRAINDECK_FAULTS=pause-at-microstep:10.
-
-    pause-at-microstep:N  request a pause (as a user would) right after micro-batch N
-    sigterm-at-step:N     SIGTERM this process as optimizer step N ends, just before the step's
-                          requests are read (a cluster's notice landing on a step boundary)
-    kill-in-save:STEP     SIGKILL this process while checkpoint-STEP is half written
-    kill-before-model     SIGKILL a run that trained to its end before it saves model/
-    kill-in-model-save    SIGKILL it with model/ written but not yet put in place
-    kill-before-exit      SIGKILL it with model/ in place, before exit.json and its exit
-    resume-without-state  resume weights and optimizer only: no RNG state, no data position
-                          (the negative control of the exactness tests)
-    oom-at-step:N         run out of GPU memory in step N, once (as a too-big micro-batch does)
-    oom-always            run out of GPU memory in every first step, at any micro-batch
-    hold-at-step:N        once step N is done and its metrics written, wait until the job
-                          folder's release-hold file appears (or a pause or cancel is asked), at
-                          most HOLD_LIMIT_S: a test looks at a running job without racing it
-    """
-    found = {}
-    for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
-        name, _, value = item.partition(":")
-        found[name.strip()] = int(value) if value.strip() else 1
-    return found
-
-
 HOLD_LIMIT_S = 600.0
 
 
@@ -335,36 +309,6 @@ class EarlyStopping(TrainerCallback):
             print(f"early stopping at step {state.global_step}: {self.reason}", flush=True)
             control.should_training_stop = True
         return control
-
-
-class Preemption:
-    """A cluster's notice that the job must give its node back (Slurm: SIGTERM before a requeue
-    or cancel, or the --signal sent ahead of the time limit). Training stops at the next step
-    boundary with a complete checkpoint, as for a pause; a requeued job resumes from it."""
-
-    def __init__(self):
-        self.number: int | None = None
-
-    @property
-    def signalled(self) -> str | None:
-        return signal.Signals(self.number).name if self.number else None
-
-    def install(self) -> None:
-        if "SLURM_JOB_ID" not in os.environ:
-            return  # locally SIGTERM keeps its meaning
-        for number in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(number, self._note)
-
-    def _note(self, number, _frame) -> None:
-        # Recorded before any call: Slurm may signal twice at once, and Python runs a pending
-        # handler at the next call, inside this one.
-        if self.number is None:
-            self.number = number
-            print(f"{self.signalled} from the cluster: checkpointing at the end of this step",
-                  flush=True)
-
-
-PREEMPTION = Preemption()
 
 
 class OutOfMemoryFaults(TrainerCallback):

@@ -45,7 +45,9 @@ from engine.machine import detect
 from engine.presets import PresetLibrary
 from engine.resolve import resolve
 from engine.trainer.errors import TrainingGaveUp
+from engine.trainer.faults import faults
 from engine.trainer.heartbeat import Heartbeat
+from engine.trainer.preemption import PREEMPTION
 from engine.trainer.trackers import run_name
 
 
@@ -213,13 +215,14 @@ def train(args: argparse.Namespace, paths: JobPaths, stop: dict[str, str]) -> in
 def start_job(args: argparse.Namespace, paths: JobPaths) -> tuple[JobFile, str | None]:
     """The job file read and checked, and the checkpoint it resumes from; only then the heavy
     libraries, so a bad job fails in a second."""
+    PREEMPTION.install()  # again for a trainer copied from a spare (engine.train is not __main__)
+    if "sigterm-at-start" in faults():
+        os.kill(os.getpid(), signal.SIGTERM)
     job = read_job_file(args.job_file, paths)
     resume_from = resume_point(args.resume_from or job.resume_from, paths)
     announce(job)
     from engine.trainer import build
-    from engine.trainer.hooks import PREEMPTION
 
-    PREEMPTION.install()
     build.announce_rank()
     start_reporting(job, paths)
     return job, resume_from
