@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,6 +43,18 @@ def wait_until(predicate, timeout: float, what: str | Callable[[], str],
             awaited = what() if callable(what) else what
             raise AssertionError(f"waited {timeout:g} s for {awaited}")
         time.sleep(interval)
+
+
+# gradio_client makes two httpx clients for each call, and each would load the CA bundle anew:
+# some 55 ms of CPU a call, most of a test's own CPU while it polls a job. One context for all.
+TLS = ssl.create_default_context()
+
+
+def console_client(url: str, **kwargs):
+    """A gradio_client Client of a console, as a script makes one (`auth=...` and the rest)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, ssl_verify=TLS, **kwargs)
 
 
 def call(client, api_name: str, *args, **kwargs):

@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 
-from harness import start_console, stop_console, wait_until
+from harness import console_client, start_console, stop_console, wait_until
 
 EXACT = {"max_steps": 60, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4,
          "learning_rate": 5e-3, "warmup_steps": 0, "lora_dropout": 0.1, "save_steps": 100}
@@ -14,13 +14,12 @@ def open_cluster_console(cluster, workspace, cluster_yaml: str = "partition: deb
                          "time_limit: '30'\n", env: dict[str, str] | None = None):
     """`app.py --cluster slurm` on a fresh workspace (`env`: more of the console's environment);
     a gradio_client Client that knows it."""
-    from gradio_client import Client
 
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "cluster.yaml").write_text(cluster_yaml)
     process, url = start_console(workspace, "--cluster", "slurm",
                                  env={**cluster.env, **(env or {})})
-    client = Client(url, verbose=False)
+    client = console_client(url)
     client.workspace = workspace
     return process, client
 

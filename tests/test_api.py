@@ -5,8 +5,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
-from harness import call, stop_console, wait_until
+from harness import call, console_client, stop_console, wait_until
 from harness import start_console as launch_console
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
@@ -20,7 +19,7 @@ CONTRACT = {"/health", "/list_presets", "/get_preset", "/submit_job", "/list_job
 def console(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("api") / "workspace"
     process, url = launch_console(workspace)
-    yield Client(url, verbose=False), workspace
+    yield console_client(url), workspace
     stop_console(process)
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import losses
-from gradio_client import Client
-from harness import REPO, start_console, stop_console, wait_until
+from harness import REPO, console_client, start_console, stop_console, wait_until
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,7 +29,7 @@ PROBE = "What is the capital of Norway?"
 def console(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("artifacts") / "workspace"
     process, url = start_console(workspace)
-    client = Client(url, verbose=False)
+    client = console_client(url)
     job_id = client.predict({"max_steps": 10, "save_steps": 5, "learning_rate": 5e-3,
                              "warmup_steps": 0}, api_name="/submit_job")["job_id"]
     wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"]

@@ -4,8 +4,14 @@ import os
 
 import pytest
 from conftest import REPO
-from gradio_client import Client
-from harness import BROWSER_REQUIRED, CHROMIUM, browser_page, stop_console, wait_until
+from harness import (
+    BROWSER_REQUIRED,
+    CHROMIUM,
+    browser_page,
+    console_client,
+    stop_console,
+    wait_until,
+)
 from harness import start_console as launch_console
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -132,7 +138,7 @@ def test_user_text_is_shown_as_text_never_as_links_or_images(page, console):
     fetched from elsewhere, in the job header and in the Compare legend."""
     name = ("Bob's [click](http://evil.example/x) ![pixel](http://127.0.0.1:9/x.png) "
             '<a href="http://evil.example">link</a>')
-    client = Client(console, verbose=False)
+    client = console_client(console)
     job_id = client.predict({"max_steps": 2, "name": name}, api_name="/submit_job")["job_id"]
     wait_until(lambda: client.predict(job_id, api_name="/get_job")["status"] == "completed", 120,
                "the job with the hostile name to complete")
@@ -170,7 +176,7 @@ def log_scrolled_to_end(page) -> bool:
 def test_switching_jobs_resets_the_job_view_and_downloads_follow_the_new_job(page, console):
     """What belongs to one job (its message, download, checkpoint choice, Try-it answers) is gone
     when another is selected, and a download then is the new job's. The log shows its last line."""
-    client = Client(console, verbose=False)
+    client = console_client(console)
     with_checkpoints = client.predict(
         {"max_steps": 30, "save_steps": 10, "name": "has checkpoints"},
         api_name="/submit_job")["job_id"]
@@ -229,7 +235,7 @@ def drawn(page, chart: str, what: str):
 def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, console):
     """The DPO job evaluates on held-out pairs at steps 2 and 4: its eval loss and eval reward
     accuracy are drawn beside the training curves, and the API reports them."""
-    client = Client(console, verbose=False)
+    client = console_client(console)
     dpo = client.predict({"preset": "dpo-preference", "max_steps": 4, "name": "dpo run",
                           "eval_split": 0.2, "save_steps": 2}, api_name="/submit_job")["job_id"]
     sft = client.predict({"max_steps": 4, "name": "sft run"}, api_name="/submit_job")["job_id"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import REPO
-from gradio_client import Client
 from harness import (
     BROWSER_REQUIRED,
     CHROMIUM,
     browser_page,
+    console_client,
     start_console,
     stop_console,
     wait_until,
@@ -59,7 +59,7 @@ def jobs(console) -> dict[str, str]:
     missing (found out by the trainer), one long run that holds the CPU, and jobs queued
     behind it that are cancelled or paused before they start."""
     url, _, folder = console
-    client = Client(url, verbose=False)
+    client = console_client(url)
     broken = folder / "model-without-weights"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -265,7 +265,7 @@ def test_every_button_on_every_job_answers_without_an_internal_error(console, jo
     sweep.look("System tab", page.locator(f"#system-summary {PROSE}").inner_text())
     # One template per form the console draws (its fields follow the method and the adapter);
     # every template's own check is tested through the API (test_check_submit.py).
-    client = Client(console[0], verbose=False)
+    client = console_client(console[0])
     forms = {}
     for preset in client.predict(api_name="/list_presets"):
         values = client.predict(preset["name"], api_name="/get_preset")

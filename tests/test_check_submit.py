@@ -7,9 +7,8 @@ The unit tier checks the same agreement on an engine that schedules nothing."""
 import re
 
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
-from harness import call, refused, start_console, stop_console, wait_until
+from harness import call, console_client, refused, start_console, stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import add_user
@@ -72,7 +71,7 @@ def clients(tmp_path_factory):
     add_user(users, "dave", "dave-secret", "user", {"max_jobs": 1})
     process, url = start_console(folder / "workspace", "--auth-file", str(users))
     try:
-        yield {name: Client(url, auth=(name, f"{name}-secret"), verbose=False)
+        yield {name: console_client(url, auth=(name, f"{name}-secret"))
                for name in ("alice", "bob", "dave")}
     finally:
         stop_console(process)

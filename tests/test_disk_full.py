@@ -14,11 +14,11 @@ import subprocess
 import pytest
 import yaml
 from conftest import processes_of
-from gradio_client import Client
 from harness import (
     BROWSER_REQUIRED,
     CHROMIUM,
     browser_page,
+    console_client,
     start_console,
     stop_console,
     wait_until,
@@ -61,7 +61,7 @@ def test_a_full_disk_fails_the_job_with_its_cause_and_it_resumes(small_disk, tmp
     workspace = small_disk / "workspace"
     process, url = start_console(workspace, "--disk-floor-gb", FLOOR_GB, log_dir=tmp_path)
     try:
-        client = Client(url, verbose=False)
+        client = console_client(url)
 
         def job() -> dict:
             return client.predict(job_id, api_name="/get_job")
@@ -124,7 +124,7 @@ def console_over_its_floor(tmp_path):
     """A console whose floor is far above any disk's free space: nothing may start."""
     process, url = start_console(tmp_path / "workspace", "--disk-floor-gb", "1000000",
                                  "--no-warm-start", log_dir=tmp_path)  # no job starts here
-    yield Client(url, verbose=False), url
+    yield console_client(url), url
     stop_console(process)
 
 

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
-from gradio_client import Client
-from harness import free_port, stop_console, wait_until
+from harness import console_client, free_port, stop_console, wait_until
 from harness import start_console as launch_console
 
 from engine.config import ConfigError
@@ -283,7 +282,7 @@ def test_the_console_flag_notifies_each_end_once_and_shows_a_dead_endpoint(tmp_p
                                   "--notify-url", dead,
                                   env={"TRAINDECK_NOTIFY_BACKOFF_S": "0.1"})
     try:
-        client = Client(url, verbose=False)
+        client = console_client(url)
 
         def status(job_id):
             return client.predict(job_id, api_name="/get_job")["status"]

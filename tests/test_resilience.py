@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import losses, processes_of, wait_for_status, wait_for_step
 from exact_runs import EVALUATED, EXACT, final_tensors, straight_run
+from harness import console_client, stop_console, wait_until
 from harness import start_console as launch_console
-from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.people.users import LOCAL_USER
@@ -200,7 +200,6 @@ def test_resume_refuses_changes_that_break_exactness(engine):
 
 @pytest.mark.slow
 def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
-    from gradio_client import Client
 
     def job_of(job_id):
         return client.predict(job_id, api_name="/get_job")
@@ -212,7 +211,7 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
     # The survivor waits after step 2 (not training on through the restart, which would only
     # slow the new console down) until the test lets it go on.
     console, url = launch_console(workspace, env={"TRAINDECK_FAULTS": "hold-at-step:2"})
-    client = Client(url, verbose=False)
+    client = console_client(url)
     survivor = client.predict({"max_steps": 100000, "save_steps": 100000, "name": "survivor"},
                               api_name="/submit_job")["job_id"]
     # Queued behind the survivor; later the trainer lost while no console watches.
@@ -227,7 +226,7 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
 
     console, url = launch_console(workspace)  # whose trainers are held nowhere
     try:
-        client = Client(url, verbose=False)
+        client = console_client(url)
         job = job_of(survivor)
         assert job["status"] == "running" and job["pid"] == trainer_pid  # re-attached
         step = job["progress"]["step"]
@@ -252,7 +251,7 @@ def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
         console.wait()
         os.killpg(lost_pid, signal.SIGKILL)
         console, url = launch_console(workspace)
-        client = Client(url, verbose=False)
+        client = console_client(url)
         job = wait_until(lambda: ended(lost), 10, "the lost job to be reaped after the restart")
         assert job["status"] == "failed"
         assert job["error"].startswith(

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from conftest import shutdown, wait_for_status
 from gradio_client import Client, handle_file
-from harness import REPO, refused, start_console, stop_console, wait_until
+from harness import REPO, console_client, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
@@ -65,7 +65,7 @@ def shared(tmp_path_factory):
         folder / "workspace", "--auth-file", str(users), "--auth", f"@{logins}",
         "--data-root", str(data_root), "--max-upload-mb", "160",
         env={"TRAINDECK_AUTH": "dave:dave-secret-1", "GRADIO_TEMP_DIR": str(gradio_tmp)})
-    clients = {name: Client(url, verbose=False,
+    clients = {name: console_client(url,
                             auth=(name, f"{name}-secret" + ("-1" if name in "dave erin" else "")))
                for name in ("alice", "bob", "carol", "dave", "erin")}
     bobs = call(clients["bob"], "/submit_job", {**QUICK_RUN, "name": "bob's model"})["job_id"]
@@ -423,7 +423,7 @@ def test_a_damaged_record_is_listed_as_damaged_and_never_started(finished_worksp
     (workspace / "jobs.json").write_text(json.dumps(database))
     process, url = start_console(workspace, "--no-warm-start")  # it starts no job
     try:
-        client = Client(url, verbose=False)
+        client = console_client(url)
         listed = {j["job_id"]: j for j in client.predict(None, api_name="/list_jobs")}
         assert listed[done]["status"] == "completed" and not listed[done]["damaged"]
         assert "priority" in listed[never]["damaged"]

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import REPO, call, start_console, started_by, stop_console, wait_until, wait_warm
+from harness import (
+    REPO,
+    call,
+    console_client,
+    start_console,
+    started_by,
+    stop_console,
+    wait_until,
+    wait_warm,
+)
 from slurm_cluster import missing, processes_of, stop_processes_of, stop_stale_clusters
 
 
@@ -29,11 +38,10 @@ def test_a_unit_test_that_starts_a_process_fails_saying_so():
 def test_stopping_a_console_stops_its_spare_and_its_warm_started_trainer(tmp_path, ending):
     """Trainers outlive a console by design; a test's console must leave none behind, even one
     that died (SIGKILL) before the test stopped it, its trainers orphaned."""
-    from gradio_client import Client
 
     process, url = start_console(tmp_path / "workspace")
     try:
-        client = Client(url, verbose=False)
+        client = console_client(url)
         wait_warm(client)
         job_id = call(client, "/submit_job", {"max_steps": 100000, "save_steps": 100000})["job_id"]
         job = wait_until(lambda: (j := call(client, "/get_job", job_id))["pid"] and j, 120,

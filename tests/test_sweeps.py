@@ -3,9 +3,8 @@ whose scheduler does not run), and a real sweep through gradio_client against th
 runs: the grid's combinations are the unit tests' to cover)."""
 
 import pytest
-from gradio_client import Client
+from harness import console_client, stop_console, wait_until
 from harness import start_console as launch_console
-from harness import stop_console, wait_until
 
 from engine.config import ConfigError
 from engine.console.jobs.sweep_spec import MAX_RUNS, parse_sweep
@@ -76,7 +75,7 @@ def test_a_sweep_is_queued_whole_or_not_at_all(idle_engine):
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     process, url = launch_console(tmp_path_factory.mktemp("sweeps") / "workspace")
-    yield Client(url, verbose=False)
+    yield console_client(url)
     stop_console(process)
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import losses, processes_of, shutdown, wait_for_status, wait_for_step
-from gradio_client import Client
 from gradio_client.exceptions import AuthenticationError
-from harness import REPO, call, refused, start_console, stop_console, wait_until
+from harness import REPO, call, console_client, refused, start_console, stop_console, wait_until
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
@@ -30,7 +29,7 @@ def team_console(tmp_path_factory):
     add_user(users, "bob", "bob-secret", "user", {"max_queued_jobs": 6, "max_steps": 1000})
     add_user(users, "carol", "carol-secret", "user")
     process, url = start_console(folder / "workspace", "--auth-file", str(users))
-    clients = {name: Client(url, auth=(name, f"{name}-secret"), verbose=False)
+    clients = {name: console_client(url, auth=(name, f"{name}-secret"))
                for name in ("alice", "bob", "carol")}
     yield clients, url, folder / "workspace"
     stop_console(process)
@@ -45,7 +44,7 @@ def test_share_needs_logins():
 def test_unauthenticated_calls_are_refused(team_console):
     _, url, _ = team_console
     with pytest.raises((AuthenticationError, ValueError)):
-        Client(url, verbose=False)  # cannot even read the API description
+        console_client(url)  # cannot even read the API description
     response = httpx.post(f"{url}gradio_api/call/list_jobs", json={"data": [None]}, timeout=10)
     assert response.status_code in (401, 403)
     assert httpx.get(f"{url}config", timeout=10).status_code in (401, 403)
