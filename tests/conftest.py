@@ -86,7 +86,7 @@ def pytest_pyfunc_call(pyfuncitem):
 # 5 s each). xdist hands whole files out in collection order (make test: --no-loadscope-reorder):
 # longest first, so that no long file starts last and runs alone while the other worker idles.
 FILE_SECONDS = {
-    "test_benches.py": 212, "test_buttons.py": 211, "test_slurm_recovery.py": 150,
+    "test_benches.py": 212, "test_buttons.py": 211, "test_slurm_recovery.py": 145,
     "test_slurm.py": 123, "test_teams.py": 109, "test_resilience.py": 107,
     "test_security.py": 88, "test_artifacts.py": 84, "test_browser.py": 61,
     "test_resume_ends.py": 53, "test_check_submit.py": 50, "test_disk_full.py": 47,

@@ -34,8 +34,8 @@ def console(slurm_cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def straight_run(console):
-    """One uninterrupted run of EXACT, the reference of the exact tests: submitted as the first
-    of them starts, it trains beside that test's own job."""
+    """One uninterrupted run of EXACT, the reference of the exact test: submitted as it starts,
+    it trains beside that test's own job."""
     return console.client.predict({**EXACT, "name": "straight"},
                                   api_name="/submit_job")["job_id"]
 
@@ -45,23 +45,6 @@ def straight_losses(console, straight_run: str) -> list[float]:
     job = settled(console.client, straight_run)
     assert job["status"] == "completed", job["error"]
     return losses(console.client.predict(straight_run, 0, api_name="/get_metrics"))
-
-
-def test_pause_then_resume_on_slurm_equals_a_straight_run(console, straight_run):
-    client = console.client
-    paused = client.predict({**EXACT, "name": "paused"},
-                            api_name="/submit_job")["job_id"]
-    wait_until(lambda: job_of(client, paused)["progress"]["step"] >= 3, 180,
-               "the job to reach step 3")
-    client.predict(paused, api_name="/pause_job")
-    job = settled(client, paused)
-    assert job["status"] == "paused", job["error"]
-    client.predict(paused, None, None, False, api_name="/resume_job")
-    job = settled(client, paused)
-    assert job["status"] == "completed", job["error"]
-    assert job["attempt"] == 2
-    assert losses(client.predict(paused, 0, api_name="/get_metrics")) == \
-        straight_losses(console, straight_run)
 
 
 def preempt(cluster, slurm_id: str):
@@ -75,29 +58,41 @@ def preempt(cluster, slurm_id: str):
                    capture_output=True, env=env)
 
 
+def trained_after(log, marker: str) -> bool:
+    """Whether the job's log shows a step trained after `marker` (the progress alone may be the
+    checkpoint's, from before it)."""
+    text = log.read_text()
+    return marker in text and re.search(r"\nstep \d+/", text.split(marker, 1)[1]) is not None
+
+
 # Its own deadlines (with the straight run and the time-limited job it may set up first) add up
 # to more than the default 300 s: each wait, not pytest's timeout, says what did not happen.
 @pytest.mark.timeout(1200)
-def test_a_job_requeued_twice_by_slurm_resumes_by_itself_and_ends_exact(console, straight_run):
+def test_requeued_twice_then_paused_and_resumed_a_slurm_job_ends_exact(console, straight_run):
     """Preemption: `scontrol requeue` signals the running job, which checkpoints at the step's
-    end; Slurm queues it again and it resumes from that checkpoint by itself. Twice, ending
+    end; Slurm queues it again and it resumes from that checkpoint by itself. Twice; then its
+    owner pauses it (the allocation is released) and resumes it (submitted again), and it ends
     bitwise like a straight run."""
     client, cluster = console.client, console.cluster
-    requeued = client.predict({**EXACT, "name": "preempted"}, api_name="/submit_job")["job_id"]
-    job = wait_until(lambda: (j := job_of(client, requeued))["progress"]["step"] >= 3 and j, 180,
+    job_id = client.predict({**EXACT, "name": "preempted"}, api_name="/submit_job")["job_id"]
+    job = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 3 and j, 180,
                      "the job to reach step 3")
     slurm_id = job["cluster_job"]["id"]
-    log = client.workspace / "jobs" / requeued / "training.log"
-    preempt(cluster, slurm_id)
-    # Trained again: a step logged after the restart (the progress alone may be the checkpoint's).
-    wait_until(lambda: re.search(r"\(restart 1\)[\s\S]*\nstep \d+/", log.read_text()), 180,
-               "the requeued job to resume and train a step")
-    preempt(cluster, slurm_id)
-    job = settled(client, requeued, 300)
+    log = client.workspace / "jobs" / job_id / "training.log"
+    for restart in (1, 2):
+        preempt(cluster, slurm_id)
+        wait_until(lambda restart=restart: trained_after(log, f"(restart {restart})"), 180,
+                   f"the requeued job to resume (restart {restart}) and train a step")
+    client.predict(job_id, api_name="/pause_job")
+    job = settled(client, job_id)
+    assert job["status"] == "paused", job["error"]
+    assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run three times
+    client.predict(job_id, None, None, False, api_name="/resume_job")
+    job = settled(client, job_id, 300)
     assert job["status"] == "completed", job["error"]
-    assert losses(client.predict(requeued, 0, api_name="/get_metrics")) == \
+    assert job["attempt"] == 2 and job["cluster_job"]["id"] != slurm_id  # submitted again
+    assert losses(client.predict(job_id, 0, api_name="/get_metrics")) == \
         straight_losses(console, straight_run)
-    assert job["cluster_job"]["id"] == slurm_id  # the same Slurm job, run again
     text = log.read_text()
     assert text.count("SIGTERM from the cluster: checkpointing") == 2, text
     assert "requeued by Slurm (restart 2)" in text
