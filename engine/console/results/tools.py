@@ -58,8 +58,9 @@ class Tools:
                   timeout_s: float) -> Finished | None:
         """Run in a copy of the spare trainer; None when none is ready."""
         spares = self.spares
-        if spares is None or spares.spare is None:
-            return None
+        spare = spares.spare if spares is not None else None  # read once: a close clears it
+        if spare is None or not spare.ready:
+            return None  # no folder made for a tool that runs afresh
         spares.folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="tool-", dir=spares.folder) as scratch:
             files = Path(scratch)
