@@ -94,22 +94,39 @@ def test_one_users_streams_are_capped_and_the_oldest_says_why_it_stopped():
 
 
 def sent_while_bumped(render, bumps: int, every_s: float, settle_s: float,
-                      min_interval_s: float) -> list:
-    """What a job view's stream sends while its job changes `bumps` times, `every_s` apart."""
+                      min_interval_s: float, each_drawn: bool = False) -> list:
+    """What a job view's stream sends while its job changes `bumps` times, `every_s` apart
+    (`each_drawn`: each change only once the previous one was drawn, however slow the
+    machine)."""
     changes = Changes()
     live = LiveStreams(changes)
+    drawn = []
+
+    def counted():
+        drawn.append(1)
+        return render()
+
+    async def until_drawn(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(drawn) < count:
+            assert time.monotonic() < deadline, f"waited 5 s for drawing {count}"
+            await asyncio.sleep(0.005)
 
     async def scenario():
         stream, sent = live.begin("tab-1", "job", "bob"), []
 
         async def follow():
-            async for item in live.follow(stream, lambda: ["job:a"], render, lambda: 10.0,
+            async for item in live.follow(stream, lambda: ["job:a"], counted, lambda: 10.0,
                                           min_interval_s=min_interval_s):
                 sent.append(item)
         task = asyncio.create_task(follow())
-        for _ in range(bumps):
+        for bumped in range(bumps):
             await asyncio.sleep(every_s)
+            if each_drawn:
+                await until_drawn(bumped + 1)
             changes.bump("job:a")
+        if each_drawn:
+            await until_drawn(bumps + 1)
         await asyncio.sleep(settle_s)
         live.end("tab-1", "job")
         await asyncio.wait_for(task, 5)
@@ -129,8 +146,8 @@ def test_a_drawing_with_nothing_new_is_not_sent():
     """A job view sends only what changed; with nothing changed it is {}, which Gradio would
     take for the value of one output (and log a traceback)."""
     drawings = iter([{"header": "job a"}, {}, {"status": "running"}])
-    assert sent_while_bumped(lambda: next(drawings), 2, 0.05, 0.1, min_interval_s=0.0) == \
-        [{"header": "job a"}, {"status": "running"}]
+    assert sent_while_bumped(lambda: next(drawings), 2, 0.0, 0.1, min_interval_s=0.0,
+                             each_drawn=True) == [{"header": "job a"}, {"status": "running"}]
 
 
 def test_leaving_the_tab_ends_its_stream():
