@@ -51,10 +51,13 @@ def test_tensorboard_event_files_hold_the_losses_and_go_in_the_logs_zip(reported
                    for name in archive.namelist())
 
 
-def test_mlflow_keeps_the_losses_in_the_workspace_store_tagged_with_the_job(reported):
+def test_mlflow_keeps_the_losses_in_the_workspace_store_tagged_with_the_job(reported,
+                                                                            monkeypatch):
     engine, job_id, losses = reported
     uri = (engine.workspace.root / "tracking" / "mlruns").as_uri()
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # the store the console chose, read back
+    # The store the console chose, read back. For this test only: the trainers' environment is
+    # this process's, and a spare trainer serves only the environment it imported under.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     same(mlflow_losses(uri, job_id), losses)
     _, run = mlflow_run(uri, job_id)
     assert run.data.tags["traindeck.owner"] == "local"
