@@ -200,7 +200,6 @@ def test_resume_refuses_changes_that_break_exactness(engine):
 
 @pytest.mark.slow
 def test_console_killed_and_restarted_reattaches_its_trainers(tmp_path):
-
     def job_of(job_id):
         return client.predict(job_id, api_name="/get_job")
 

@@ -38,7 +38,6 @@ def test_a_unit_test_that_starts_a_process_fails_saying_so():
 def test_stopping_a_console_stops_its_spare_and_its_warm_started_trainer(tmp_path, ending):
     """Trainers outlive a console by design; a test's console must leave none behind, even one
     that died (SIGKILL) before the test stopped it, its trainers orphaned."""
-
     process, url = start_console(tmp_path / "workspace")
     try:
         client = console_client(url)
