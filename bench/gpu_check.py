@@ -20,6 +20,7 @@ weights, so its real work is nearer 4 x) and peak GPU memory.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0,
                     "L4": 121.0, "A10G": 70.0, "A10": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0,
                     "V100": 125.0, "T4": 65.0}
 BATCH, MAX_LENGTH = 8, 1024
+GPU_DEVICE_NODES = {"nvidia0", "kfd"}  # NVIDIA's driver; AMD's (ROCm PyTorch speaks CUDA)
 SIZES = {  # name -> Llama shape
     "0.5B": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                  num_attention_heads=16, num_key_value_heads=16),
@@ -106,18 +108,24 @@ def run_stock(folder: Path, model: Path, data: Path, adapter: str, steps: int,
     return rates([line for line in lines if "step" in line])[0], memory
 
 
+def no_gpu(why: str) -> None:
+    print(f"gpu_check: no GPU: {why}; run with --self-check to check the script on the CPU",
+          file=sys.stderr)
+    sys.exit(NO_DEVICE_EXIT)
+
+
 def main() -> None:
     parser = command_line(__doc__, steps=30)
     parser.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s")
     parser.add_argument("--self-check", "--allow-cpu", action="store_true", dest="self_check",
                         help="tiny models on the CPU, a few steps: checks this script end to end")
     args = parser.parse_args()
+    if not args.self_check and not GPU_DEVICE_NODES.intersection(os.listdir("/dev")):
+        no_gpu("no GPU device node (/dev/nvidia0 or /dev/kfd)")  # without importing torch (2 s)
     import torch
 
     if not torch.cuda.is_available() and not args.self_check:
-        print("gpu_check: no GPU: no CUDA device visible to PyTorch (torch.cuda.is_available() "
-              "is False); run with --self-check to check the script on the CPU", file=sys.stderr)
-        sys.exit(NO_DEVICE_EXIT)
+        no_gpu("no CUDA device visible to PyTorch (torch.cuda.is_available() is False)")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU self-check)"
     steps = min(args.steps, 6) if args.self_check else args.steps
     folder = scratch("gpu")

@@ -17,31 +17,6 @@ from engine.jobfiles import JobPaths
 pytestmark = pytest.mark.slow
 
 
-def test_a_default_job_runs_as_a_slurm_job_and_streams_its_metrics(slurm_cluster, tmp_path):
-    """Looked at while it runs: its trainer holds after step 2 until the test lets it go on."""
-    process, client = open_cluster_console(slurm_cluster, tmp_path / "workspace",
-                                           env={"TRAINDECK_FAULTS": "hold-at-step:2"})
-    try:
-        job_id = client.predict({"max_steps": 8, "save_steps": 100},
-                                api_name="/submit_job")["job_id"]
-        running = wait_until(lambda: (j := job_of(client, job_id))["progress"]["step"] >= 2
-                             and j, 120, "the Slurm job's second step to reach the console")
-        slurm_id = running["cluster_job"]["id"]
-        assert running["status"] == "running"
-        assert running["progress"]["cluster"]["state"] == "RUNNING"
-        assert f"traindeck-{job_id}" in squeue(slurm_cluster, "-j", slurm_id, "-o", "%j")
-        live = client.predict(job_id, 0, api_name="/get_metrics")
-        assert [m["step"] for m in live] == [1, 2]  # streamed while the job runs
-        JobPaths(client.workspace / "jobs" / job_id).hold_release.touch()
-        job = settled(client, job_id)
-        assert job["status"] == "completed", job["error"]
-        metrics = client.predict(job_id, 0, api_name="/get_metrics")
-        assert [m["step"] for m in metrics] == list(range(1, 9))
-        assert job["cluster_job"]["id"] == slurm_id
-    finally:
-        close_cluster_console(process)
-
-
 def test_jobs_wanting_both_gpus_wait_in_slurm_and_cancel_there(cluster_console):
     """Three jobs that each want both GPUs: the first trains until the test has seen the others
     wait in Slurm for resources (a job of fixed length could end before the console looks). A
@@ -95,17 +70,21 @@ def gated_sbatch(folder):
 GATE_OPENS_ITSELF_S = 15.0
 
 
-def test_a_slow_sbatch_holds_up_no_other_call(slurm_cluster, tmp_path):
+def test_a_slow_sbatch_holds_up_no_call_and_each_job_then_streams_its_metrics_from_slurm(
+        slurm_cluster, tmp_path):
     """The store lock is not held while the scheduler runs sbatch: with an sbatch held until
-    the test lets it go, listing, submitting and reading a job all answer, and both jobs then
-    run. A call that waited for sbatch would answer only once the gate opened."""
+    the test lets it go, listing, submitting and reading a job all answer (a call that waited
+    for sbatch would answer only once the gate opened). Then the default job runs as a Slurm
+    job, looked at while it runs (its trainer holds after step 2 until the test lets it go on),
+    and so does the job submitted meanwhile: one sbatch each."""
     called, gate = gated_sbatch(tmp_path / "slow-bin")
     process, client = open_cluster_console(
         slurm_cluster, tmp_path / "workspace",
-        env={"PATH": f"{tmp_path / 'slow-bin'}{os.pathsep}{os.environ['PATH']}"})
+        env={"PATH": f"{tmp_path / 'slow-bin'}{os.pathsep}{os.environ['PATH']}",
+             "TRAINDECK_FAULTS": "hold-at-step:2"})
     opener = threading.Timer(GATE_OPENS_ITSELF_S, gate.touch)
     try:
-        first = client.predict({"max_steps": 3, "save_steps": 100, "name": "first"},
+        first = client.predict({"max_steps": 8, "save_steps": 100, "name": "first"},
                                api_name="/submit_job")["job_id"]
         wait_until(called.exists, 30, "the console to call the held sbatch")
         opener.start()
@@ -117,10 +96,25 @@ def test_a_slow_sbatch_holds_up_no_other_call(slurm_cluster, tmp_path):
         gate.touch()
         assert [j["job_id"] for j in listed] == [first] and second["status"] == "queued"
         assert shown["status"] == "queued" and shown["waiting"] == "starting"
-        for job_id in (first, second["job_id"]):
-            job = settled(client, job_id, 240)
-            assert job["status"] == "completed", job["error"]
-            assert job["cluster_job"]["id"]
+        JobPaths(client.workspace / "jobs" / second["job_id"]).hold_release.touch()  # runs on
+
+        running = wait_until(lambda: (j := job_of(client, first))["progress"]["step"] >= 2
+                             and j, 120, "the Slurm job's second step to reach the console")
+        slurm_id = running["cluster_job"]["id"]
+        assert running["status"] == "running"
+        assert running["progress"]["cluster"]["state"] == "RUNNING"
+        assert f"traindeck-{first}" in squeue(slurm_cluster, "-j", slurm_id, "-o", "%j")
+        live = client.predict(first, 0, api_name="/get_metrics")
+        assert [m["step"] for m in live] == [1, 2]  # streamed while the job runs
+        JobPaths(client.workspace / "jobs" / first).hold_release.touch()
+        job = settled(client, first, 240)
+        assert job["status"] == "completed", job["error"]
+        assert [m["step"] for m in client.predict(first, 0, api_name="/get_metrics")] == \
+            list(range(1, 9))
+        assert job["cluster_job"]["id"] == slurm_id
+        job = settled(client, second["job_id"], 240)
+        assert job["status"] == "completed", job["error"]
+        assert job["cluster_job"]["id"] not in ("", None, slurm_id)
         assert len(called.read_text().split()) == 2  # one sbatch each, none repeated
     finally:
         opener.cancel()
