@@ -84,10 +84,10 @@ def test_trackio_local_store_holds_the_losses(reported):
     same(found, losses)
 
 
-def test_an_unknown_or_missing_tracker_is_refused_at_submit(engine, monkeypatch):
+def test_an_unknown_or_missing_tracker_is_refused_at_submit(local_engine, monkeypatch):
     with pytest.raises(ConfigError, match="report_to: 'neptune' is not a tracker"):
-        engine.jobs.check(LOCAL_USER, {"report_to": "tensorboard,neptune"})
+        local_engine.jobs.check(LOCAL_USER, {"report_to": "tensorboard,neptune"})
     monkeypatch.setattr(capabilities, "installed", lambda name: name != "wandb")
     with pytest.raises(ConfigError, match=r"report_to wandb: the package is not installed.*"
                                           r"\.\[tracking\]"):
-        engine.jobs.check(LOCAL_USER, {"report_to": "wandb"})
+        local_engine.jobs.check(LOCAL_USER, {"report_to": "wandb"})
