@@ -26,7 +26,7 @@ from engine.console.people.users import LOCAL_USER
 from engine.console.results.tools import Tools
 from engine.console.running.spares import PER_JOB_ENV, SparePool, Spares
 from engine.console.running.supervisor import trainer_env
-from engine.console.running.trainers import ForkedTrainer
+from engine.console.running.trainers import ForkedTrainer, kill_group
 from engine.jobfiles import EXIT_INVALID, JobPaths
 
 pytestmark = pytest.mark.slow
@@ -136,6 +136,27 @@ def test_a_trainer_looked_at_the_instant_it_is_handed_off_is_followed_not_report
         assert trainer.poll_exit() is None  # at once: still running
         assert spares.wait_exit(pid, timeout=60) == EXIT_INVALID
         assert trainer.poll_exit() == EXIT_INVALID
+    finally:
+        spares.stop()
+
+
+def test_a_trainer_killed_the_instant_it_is_handed_off_is_gone(tmp_path):
+    """A job cancelled as it starts has its trainer killed at once, by process group. The copy's
+    pid comes back only once the copy leads its own group, so that kill reaches it: a copy not
+    yet past its setsid() was once missed, and trained on unseen for a job shown cancelled."""
+    spares = Spares(tmp_path / "spares")
+    spares.start({k: v for k, v in trainer_env().items() if k not in PER_JOB_ENV})
+    try:
+        wait_until(lambda: spares.spare.ready, 120, "the spare-trainer process to import")
+        for attempt in range(5):
+            paths = JobPaths(tmp_path / f"job-{attempt}")
+            paths.root.mkdir()
+            os.mkfifo(paths.job_file)  # no writer: the trainer waits on it, alive, at its start
+            command = [sys.executable, "-m", "engine.train", str(paths.job_file)]
+            pid = spares.take(command, trainer_env(), paths.log)
+            assert os.getpgid(pid) == pid, "the copy's pid was told before it led its group"
+            kill_group(pid)
+            assert spares.wait_exit(pid, timeout=30) == -signal.SIGKILL
     finally:
         spares.stop()
 

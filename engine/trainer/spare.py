@@ -104,10 +104,11 @@ def redirect(order: dict) -> None:
         os.close(opened)
 
 
-def become(order: dict) -> int:
+def become(order: dict, led: int) -> int:
     """In a forked copy: turn into the process `order` describes (a job's trainer, or a tool);
-    its exit code."""
+    its exit code. `led`: a pipe's end to close once this copy leads its own process group."""
     os.setsid()  # the job's own session and process group, as a trainer started fresh has
+    os.close(led)
     signal.set_wakeup_fd(-1)  # the spare process's wake-up pipe is not the trainer's
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     redirect(order)
@@ -199,9 +200,17 @@ def serve() -> int:
     # collections skip it (a full one took 0.36 CPU s per job) and leave its pages shared.
     gc.freeze()
     for order in orders():
+        leads, led = os.pipe()
         pid = os.fork()
         if pid == 0:
-            end_copy(become(order))  # the copy ends as the job's trainer ends
+            os.close(leads)
+            end_copy(become(order, led))  # the copy ends as the job's trainer ends
+        os.close(led)
+        # The pid is told once the copy leads its own group: a group kill sent at once (a job
+        # cancelled as it starts) would otherwise miss a copy not yet past setsid, which then
+        # trained on unseen.
+        os.read(leads, 1)  # end of file: the copy closed its end (or ended)
+        os.close(leads)
         say({"id": order["id"], "pid": pid})
     return 0
 
