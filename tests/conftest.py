@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import wait_until
+from harness import outliving, wait_until
 
 from engine.config import JobConfig
 from engine.console.engine import Engine
@@ -100,8 +100,25 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: files stay whole
 
 
+OUTLIVED: list[str] = []  # what the last check found still running (and killed)
+
+
+def pytest_sessionfinish(session):
+    """Nothing a test started may outlive the suite: the controller (or a run without workers)
+    looks, once every test is done, for processes still working in the session's temporary
+    folder (a trainer nobody followed), kills them, and fails the run naming them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    OUTLIVED.extend(outliving(session.config._tmp_path_factory.getbasetemp()))
+    if OUTLIVED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Say how many browser tests ran: a run where they were all skipped must not look green."""
+    """Say how many browser tests ran (a run where they were all skipped must not look green),
+    and what outlived the tests."""
+    for described in OUTLIVED:
+        terminalreporter.write_line(f"OUTLIVED THE TESTS (killed): {described}", red=True)
     counts = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):

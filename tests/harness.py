@@ -197,6 +197,33 @@ def kill_with_group(pid: int) -> None:
         pass
 
 
+def outliving(folder: Path, grace_s: float = 10.0) -> list[str]:
+    """The processes still running, `grace_s` on, with a path inside `folder` in their command
+    line (a trainer whose job file is there, a console on a workspace there), each killed with
+    its group and described. The suite's last check: nothing a test started outlives it."""
+    inside = str(folder.resolve()) + os.sep
+
+    def running() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline", "status"]):
+            if process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE \
+                    and any(part.startswith(inside) for part in process.info["cmdline"] or []):
+                found.append(process)
+        return found
+
+    deadline = time.monotonic() + grace_s
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    described = []
+    for process in left:
+        try:
+            described.append(f"pid {process.pid}: {' '.join(process.cmdline())[:300]}")
+        except psutil.Error:
+            continue
+        kill_with_group(process.pid)
+    return described
+
+
 def wait_warm(client, timeout: float = 180) -> None:
     """Until the console's spare trainer has imported its libraries (/health says ready)."""
     wait_until(lambda: client.predict(api_name="/health")["warm_start"]["state"] == "ready",

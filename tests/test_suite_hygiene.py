@@ -14,6 +14,7 @@ from harness import (
     REPO,
     call,
     console_client,
+    outliving,
     start_console,
     started_by,
     stop_console,
@@ -28,6 +29,28 @@ def test_a_unit_test_that_starts_a_process_fails_saying_so():
         subprocess.run(["true"])
     with pytest.raises(AssertionError, match="a unit test started a process"):
         subprocess.Popen([sys.executable, "-c", "pass"])
+
+
+@pytest.mark.slow
+def test_the_last_check_kills_and_names_what_outlived_the_tests(tmp_path):
+    """The session's last check (conftest's pytest_sessionfinish) finds a process still working
+    in the session's folder, such as a trainer nobody followed, kills it with its group and
+    names it; a process elsewhere is left alone."""
+    job_file = tmp_path / "jobs" / "lost" / "job.yaml"
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
+                              str(job_file)], start_new_session=True)
+    elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        found = outliving(tmp_path, grace_s=0.5)
+        assert len(found) == 1 and found[0].startswith(f"pid {stray.pid}: ") \
+            and str(job_file) in found[0], found
+        assert stray.wait(timeout=10) == -signal.SIGKILL
+        assert elsewhere.poll() is None
+        assert outliving(tmp_path, grace_s=0) == []
+    finally:
+        for process in (stray, elsewhere):
+            process.kill()
+            process.wait()
 
 
 # ---- consoles stop everything they started ------------------------------------------------------
