@@ -18,19 +18,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_jobs_wanting_both_gpus_wait_in_slurm_and_cancel_there(cluster_console):
-    """Three jobs that each want both GPUs: the first trains until the test has seen the others
-    wait in Slurm for resources (a job of fixed length could end before the console looks). A
-    pending job is cancelled in Slurm's queue, the running one where it runs, and the third then
-    gets the GPUs and runs as two ranks: one allocation after the other, nothing left behind."""
+    """A one-GPU job trains until the test has seen two jobs that each want both GPUs wait in
+    Slurm for resources (a job of fixed length could end before the console looks). A pending
+    job is cancelled in Slurm's queue, the running one where it runs, and the third then gets
+    the GPUs and runs as two ranks: one allocation after the other, nothing left behind."""
     client, cluster = cluster_console
-    running = client.predict({**EXACT, "gpus": 2, "max_steps": 100000, "name": "long"},
+    running = client.predict({**EXACT, "gpus": 1, "max_steps": 100000, "name": "long"},
                              api_name="/submit_job")["job_id"]
     waiting = client.predict({**EXACT, "gpus": 2, "name": "waits"},
                              api_name="/submit_job")["job_id"]
     after = client.predict({**EXACT, "gpus": 2, "max_steps": 2, "name": "after"},
                            api_name="/submit_job")["job_id"]
     wait_until(lambda: job_of(client, running)["progress"]["step"] >= 1, 180,
-               "the long 2-GPU job to train")
+               "the long one-GPU job to train")
     pending = wait_until(lambda: (j := job_of(client, waiting))["progress"].get("cluster", {})
                          .get("reason") == "Resources" and j, 60,
                          "the second job to wait in Slurm for resources")
