@@ -18,6 +18,7 @@ from conftest import (
     wait_for_step,
     wait_until,
 )
+from harness import kill_with_group
 from safetensors.torch import load_file
 
 from engine.config import ConfigError
@@ -144,7 +145,7 @@ def test_a_trainer_killed_the_instant_it_is_handed_off_is_gone(tmp_path):
     """A job cancelled as it starts has its trainer killed at once, by process group. The copy's
     pid comes back only once the copy leads its own group, so that kill reaches it: a copy not
     yet past its setsid() was once missed, and trained on unseen for a job shown cancelled."""
-    spares = Spares(tmp_path / "spares")
+    spares, copies = Spares(tmp_path / "spares"), []
     spares.start({k: v for k, v in trainer_env().items() if k not in PER_JOB_ENV})
     try:
         wait_until(lambda: spares.spare.ready, 120, "the spare-trainer process to import")
@@ -154,10 +155,13 @@ def test_a_trainer_killed_the_instant_it_is_handed_off_is_gone(tmp_path):
             os.mkfifo(paths.job_file)  # no writer: the trainer waits on it, alive, at its start
             command = [sys.executable, "-m", "engine.train", str(paths.job_file)]
             pid = spares.take(command, trainer_env(), paths.log)
+            copies.append(pid)
             assert os.getpgid(pid) == pid, "the copy's pid was told before it led its group"
             kill_group(pid)
             assert spares.wait_exit(pid, timeout=30) == -signal.SIGKILL
     finally:
+        for pid in copies:  # a failed check leaves no copy waiting on its FIFO
+            kill_with_group(pid)
         spares.stop()
 
 
