@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -140,16 +141,19 @@ def console_answers(process: subprocess.Popen, url: str) -> bool:
 
 
 def started_by(tag: str) -> list[psutil.Process]:
-    """The live processes that a console on the workspace `tag` started (the console included)."""
+    """The live processes that a console on the workspace `tag` started (the console included),
+    or, `tag` being any folder, that work in it."""
     return [process for process in psutil.process_iter() if carries(process, tag)]
 
 
 def carries(process: psutil.Process, tag: str) -> bool:
+    # The folder itself or a path in it, not a sibling whose name it begins (workspace2).
+    in_folder = re.compile(re.escape(tag) + r"(?![^/])")
     try:
         if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
             return False
         return (process.environ().get(CONSOLE_TAG) == tag
-                or any(tag in part for part in process.cmdline())
+                or any(in_folder.search(part) for part in process.cmdline())
                 or any(f.path.startswith(tag + os.sep) for f in process.open_files()))
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
@@ -198,21 +202,12 @@ def kill_with_group(pid: int) -> None:
 
 
 def outliving(folder: Path, grace_s: float = 10.0) -> list[str]:
-    """The processes still running, `grace_s` on, with a path inside `folder` in their command
-    line (a trainer whose job file is there, a console on a workspace there), each killed with
-    its group and described. The suite's last check: nothing a test started outlives it."""
-    inside = str(folder.resolve()) + os.sep
-
-    def running() -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter(["cmdline", "status"]):
-            if process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE \
-                    and any(part.startswith(inside) for part in process.info["cmdline"] or []):
-                found.append(process)
-        return found
-
+    """The processes still working in `folder` (`started_by`: a trainer whose job file is there,
+    a console on a workspace there, a process with a file open there) `grace_s` on, each killed
+    with its group and described. The suite's last check: nothing a test started outlives it."""
+    tag = str(folder.resolve())
     deadline = time.monotonic() + grace_s
-    while (left := running()) and time.monotonic() < deadline:
+    while (left := started_by(tag)) and time.monotonic() < deadline:
         time.sleep(0.2)
     described = []
     for process in left:

@@ -35,11 +35,12 @@ def test_a_unit_test_that_starts_a_process_fails_saying_so():
 def test_the_last_check_kills_and_names_what_outlived_the_tests(tmp_path):
     """The session's last check (conftest's pytest_sessionfinish) finds a process still working
     in the session's folder, such as a trainer nobody followed, kills it with its group and
-    names it; a process elsewhere is left alone."""
+    names it; a process elsewhere (a sibling folder whose name begins with its) is left alone."""
     job_file = tmp_path / "jobs" / "lost" / "job.yaml"
     stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
                               str(job_file)], start_new_session=True)
-    elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
+                                  f"{tmp_path}-sibling/job.yaml"])  # a folder it only begins
     try:
         found = outliving(tmp_path, grace_s=0.5)
         assert len(found) == 1 and found[0].startswith(f"pid {stray.pid}: ") \
