@@ -25,6 +25,7 @@ from engine.console.records.job import Job, JobStatus
 from engine.console.records.store import MemoryJobStore
 from engine.console.records.workspace import Workspace
 from engine.console.running.devices import DevicePool
+from engine.console.running.spares import POOL
 from engine.console.scheduling.scheduler import Scheduler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,8 @@ def pytest_sessionfinish(session):
     looks, once every test is done, for processes still working in the session's temporary
     folder (a trainer nobody followed), kills them, and fails the run naming them."""
     if hasattr(session.config, "workerinput"):
-        return
+        return  # a worker's spares end with it: their input closes
+    POOL.end_all()  # this process's spares, which would end with it, a moment later
     OUTLIVED.extend(outliving(session.config._tmp_path_factory.getbasetemp()))
     if OUTLIVED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -142,15 +142,18 @@ def console_answers(process: subprocess.Popen, url: str) -> bool:
 
 def started_by(tag: str) -> list[psutil.Process]:
     """The live processes that a console on the workspace `tag` started (the console included),
-    or, `tag` being any folder, that work in it."""
-    return [process for process in psutil.process_iter() if carries(process, tag)]
+    or, `tag` being any folder, that work in it. Never this process or what runs it (pytest
+    under `timeout` or `time` carries --basetemp in its command line too)."""
+    ours = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
+    return [process for process in psutil.process_iter()
+            if process.pid not in ours and carries(process, tag)]
 
 
 def carries(process: psutil.Process, tag: str) -> bool:
     # The folder itself or a path in it, not a sibling whose name it begins (workspace2).
     in_folder = re.compile(re.escape(tag) + r"(?![^/])")
     try:
-        if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+        if process.status() == psutil.STATUS_ZOMBIE:
             return False
         return (process.environ().get(CONSOLE_TAG) == tag
                 or any(in_folder.search(part) for part in process.cmdline())

@@ -54,6 +54,18 @@ def test_the_last_check_kills_and_names_what_outlived_the_tests(tmp_path):
             process.wait()
 
 
+@pytest.mark.slow
+def test_the_last_check_leaves_alone_what_runs_the_tests(tmp_path):
+    """pytest under a wrapper (`timeout 900 pytest --basetemp=FOLDER`): the wrapper names the
+    folder in its command line, yet it runs the suite; the check must not kill it."""
+    check = ("import pathlib, sys; sys.path.insert(0, sys.argv[1]); from harness import outliving;"
+             " print(outliving(pathlib.Path(sys.argv[2]), grace_s=0))")
+    wrapper = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run("
+               "sys.argv[1:], capture_output=True, text=True).stdout.strip() != '[]')",
+               sys.executable, "-c", check, str(REPO / "tests"), str(tmp_path)]
+    assert subprocess.run(wrapper, timeout=60).returncode == 0  # the check found nothing
+
+
 # ---- consoles stop everything they started ------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from harness import REPO, call, console_client, refused, start_console, stop_con
 
 from engine.console.engine import Engine
 from engine.console.people.users import LOCAL_USER, add_user
-from engine.console.running.following import CANCEL_GRACE_S
 
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
@@ -153,7 +152,9 @@ def test_jobs_start_in_the_order_the_queue_shows_and_preemption_makes_room(team_
 @pytest.mark.slow
 def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_path):
     """Four faked GPUs: two 2-GPU jobs run at once while a third waits; each runs as two torchrun
-    ranks on gloo; one is paused by its owner and resumed, and trains exactly like the other."""
+    ranks on gloo; one is paused by its owner (every rank stops at the same step) and resumed,
+    and trains exactly like the other. (A waiting job taking a freed GPU only once its holder let
+    go is the preemption test's; here the third is withdrawn while it waits, to spare a launch.)"""
     engine = Engine(tmp_path / "workspace", gpu_indices=[0, 1, 2, 3]).start()
     engine.scheduler.tick_s = 0.1
     config = {"gpus": 2, "max_steps": 8, "gradient_accumulation_steps": 2,
@@ -169,37 +170,26 @@ def test_two_gpu_jobs_share_four_gpus_run_as_gloo_ranks_and_resume_exactly(tmp_p
         assert [s["status"] for s in states] == ["running", "running", "queued"]
         assert states[2]["waiting"] == "waiting for 2 free GPUs"
         assert sorted(s["attempts"][-1]["devices"] for s in states[:2]) == [[0, 1], [2, 3]]
+        engine.jobs.cancel(LOCAL_USER, third)
+        assert engine.views.get_job(LOCAL_USER, third)["attempts"] == []  # it never started
 
+        # The pause reaches every rank at the same step boundary: both ranks honour it at one
+        # step (each says so in the log; a rank killed after the grace would not), and torchrun
+        # and both ranks are gone.
         job = wait_for_status(engine, paused)
         assert job["status"] == "paused", job["error"]
         step = int(job["last_checkpoint"].split("-")[1])
         assert 2 <= step < config["max_steps"]
-        assert processes_of(engine.workspace.job_paths(paused).job_file) == []  # every rank
-        third_job = wait_for_status(engine, third, statuses={"running"}, timeout=60)
-        # It took the pair of whichever job ended first (the paused one, or the straight one if
-        # that finished sooner), and only once that job had let go of it.
-        taken = third_job["attempts"][-1]
-        holder = next(engine.views.get_job(LOCAL_USER, s["job_id"]) for s in states[:2]
-                      if s["attempts"][-1]["devices"] == taken["devices"])
-        assert holder["attempts"][0]["finished_at"] <= taken["started_at"]
+        honoured = re.findall(r"pause honoured at step (\d+)",
+                              engine.workspace.job_paths(paused).log.read_text())
+        assert honoured == [str(step)] * 2, honoured
+        assert processes_of(engine.workspace.job_paths(paused).job_file) == []
 
         assert wait_for_status(engine, straight)["status"] == "completed"
         log = engine.workspace.job_paths(straight).log.read_text()
         assert "rank 0 of 2" in log and "rank 1 of 2" in log and "CPU (gloo)" in log
         straight_losses = losses(engine.views.get_metrics(LOCAL_USER, straight, 0))
         assert len(straight_losses) == config["max_steps"]  # rank 0's, a record a step
-
-        # Cancel reaches every rank at the same step boundary: both ranks honour it at one step
-        # (each says so in the log; a rank killed after the grace would not), and torchrun and
-        # both ranks are gone.
-        wait_for_step(engine, third, step=1)
-        engine.jobs.cancel(LOCAL_USER, third)
-        cancelled = wait_for_status(engine, third, timeout=CANCEL_GRACE_S + 60)
-        assert cancelled["status"] == "cancelled", cancelled["error"]
-        honoured = re.findall(r"cancel honoured at step (\d+)",
-                              engine.workspace.job_paths(third).log.read_text())
-        assert len(honoured) == 2 and len(set(honoured)) == 1, honoured
-        assert processes_of(engine.workspace.job_paths(third).job_file) == []
 
         engine.jobs.resume(LOCAL_USER, paused)
         assert wait_for_status(engine, paused)["status"] == "completed"

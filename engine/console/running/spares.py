@@ -132,6 +132,14 @@ class SparePool:
         threading.Thread(target=spare.listen, name="spare-trainers", daemon=True).start()
         return spare
 
+    def end_all(self) -> None:
+        """End every spare now rather than when this process exits (a test session does, before
+        it looks for processes that outlived its tests)."""
+        with self._lock:
+            spares, self._spares = list(self._spares.values()), {}
+        for spare in spares:
+            spare.end()
+
     def discard(self, spare: SpareProcess) -> None:
         """End a spare that misbehaved, so the next request starts a new one."""
         with self._lock:
@@ -139,12 +147,6 @@ class SparePool:
                 if known is spare:
                     del self._spares[key]
         spare.end()
-
-    def end_all(self) -> None:
-        with self._lock:
-            spares, self._spares = list(self._spares.values()), {}
-        for spare in spares:
-            spare.end()
 
 
 POOL = SparePool()
