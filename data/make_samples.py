@@ -80,6 +80,12 @@ def main() -> None:
     write_jsonl("preference.jsonl", [
         {"prompt": q, "chosen": a, "rejected": poor} for q, a, poor in rows
     ])
+    # Each question once, with its good answer (desirable) or its poor one, alternately: KTO
+    # learns from single labelled answers, and a balanced sample needs no weights.
+    write_jsonl("unpaired_preference.jsonl", [
+        {"prompt": q, "completion": a if i % 2 == 0 else poor, "label": i % 2 == 0}
+        for i, (q, a, poor) in enumerate(rows)
+    ])
     print(f"wrote {len(rows)} rows per format to {SAMPLES}")
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from engine.methods import METHOD_FORMATS, METHOD_NAMES, methods_help
 from engine.schema import (
     AUTO,
     ConfigError,
@@ -78,8 +79,9 @@ Real = Annotated[float, BeforeValidator(_number)]
 Flag = Annotated[bool, BeforeValidator(_word)]
 Auto = Annotated[Literal["auto"], BeforeValidator(_word)]
 AutoFlag = Flag | Auto
-Method = Annotated[Literal["sft", "dpo"], BeforeValidator(_word)]
-Format = Literal["messages", "instruction", "prompt_completion", "text", "preference"]
+Method = Annotated[Literal[METHOD_NAMES], BeforeValidator(_word)]
+Format = Literal["messages", "instruction", "prompt_completion", "text", "preference",
+                 "unpaired_preference"]
 DatasetFormat = Annotated[Literal["auto"] | Format, BeforeValidator(_word)]
 PackingStrategy = Annotated[Literal["bfd", "wrapped"], BeforeValidator(_word)]
 Adapter = Annotated[Literal["lora", "qlora", "full"], BeforeValidator(_word)]
@@ -93,10 +95,6 @@ Attention = Annotated[Literal["auto", "sdpa", "eager", "flash_attention_2", "fla
                       BeforeValidator(_word)]
 
 FORMATS: tuple[str, ...] = get_args(Format)
-METHOD_FORMATS = {
-    "sft": ("messages", "instruction", "prompt_completion", "text"),
-    "dpo": ("preference",),
-}
 OPTIMIZERS = choices_of(Optimizer)
 SCHEDULERS = choices_of(Scheduler)
 ADAPTERS = choices_of(Adapter)
@@ -198,9 +196,7 @@ def job_rules(config: JobConfig) -> Iterator[Problem]:
 class DataSettings:
     """What the job trains on, and how examples are shaped."""
 
-    method: Method = DATA("sft",
-        "Method", "sft: supervised fine-tuning on examples. dpo: preference alignment on "
-        "chosen/rejected pairs.")
+    method: Method = DATA("sft", "Method", methods_help())
     model: Text = DATA("",
         "Model", "A local model folder or a Hugging Face Hub id. Empty: the embedded tiny model.",
         max_length=MAX_PATH_CHARS)
@@ -230,8 +226,8 @@ def data_rules(config: JobConfig) -> Iterator[Problem]:
         yield Problem(f"dataset_format {fmt} does not suit method {method} "
                       f"(allowed: {', '.join(METHOD_FORMATS[method])})",
                       ("dataset_format", "method"))
-    if method == "dpo" and config.packing:
-        yield Problem("packing applies to SFT only; set packing: false for dpo",
+    if method != "sft" and config.packing:
+        yield Problem(f"packing applies to SFT only; set packing: false for {method}",
                       ("packing", "method"))
     if config.assistant_only_loss and method != "sft":
         yield Problem("assistant_only_loss applies to SFT only", ("assistant_only_loss", "method"))
@@ -304,8 +300,16 @@ class TrainingSettings:
         "batch and length, would not fit the GPU without it; off on a CPU.",
         advanced=True, arg="activation_checkpointing")
     beta: Real = TRAINING(0.1,
-        "DPO beta", "How far the policy may move from the reference model (higher = closer).",
-        gt=0, le=100, advanced=True, arg="beta", methods=("dpo",))
+        "Beta", "How far the policy may move from the reference model (higher = closer).",
+        gt=0, le=100, advanced=True, arg="beta", methods=("dpo", "kto"))
+    desirable_weight: Real = TRAINING(1.0,
+        "Desirable weight", "KTO: weight of the loss on desirable answers. With fewer desirable "
+        "than undesirable answers, raise it so that desirable x this is about undesirable x "
+        "undesirable_weight (TRL's advice: a ratio within 1 to 4/3).",
+        gt=0, le=100, advanced=True, arg="desirable_weight", methods=("kto",))
+    undesirable_weight: Real = TRAINING(1.0,
+        "Undesirable weight", "KTO: weight of the loss on undesirable answers.",
+        gt=0, le=100, advanced=True, arg="undesirable_weight", methods=("kto",))
 
 
 def training_rules(config: JobConfig) -> Iterator[Problem]:
@@ -328,13 +332,14 @@ class PerformanceSettings:
         "without.", arg="dataloader_prefetch_factor")
     group_by_length: Flag = PERFORMANCE(False,
         "Group by length", "Batch examples of similar length together to waste less compute on "
-        "padding.")
+        "padding (not for kto, whose batches keep the dataset's order).",
+        methods=("sft", "dpo", "reward"))
     padding_free: AutoFlag = PERFORMANCE(AUTO,
         "Padding-free batches", "Concatenate a batch's examples into one sequence instead of "
         "padding each to the longest: no compute spent on pad tokens. auto: on where every "
         "example provably attends only to itself (FlashAttention, or SDPA/eager in a transformers "
         "that masks packed sequences by their positions) and TRL supports it for the method.",
-        arg="padding_free")
+        arg="padding_free", methods=("sft", "dpo"))
     attn_implementation: Attention = PERFORMANCE(AUTO,
         "Attention kernel", "auto: FlashAttention-2 when the flash-attn package and the GPU "
         "support it, else PyTorch's SDPA.")

@@ -6,7 +6,8 @@ Formats, by their columns:
 - instruction: `instruction`, optional `input`, `output` (Alpaca style)
 - prompt_completion: `prompt`, `completion`
 - text: `text` (plain language modelling)
-- preference: `prompt`, `chosen`, `rejected` (DPO pairs)
+- preference: `prompt`, `chosen`, `rejected` (pairs: DPO, KTO, reward models)
+- unpaired_preference: `prompt`, `completion`, `label` (true: a desirable answer; KTO)
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import AUTO, METHOD_FORMATS
+from engine.schema import shorten
 
 EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 ROLES = ("system", "user", "assistant", "tool")
-# Columns that identify each format, most specific first: preference rows also have `prompt`.
+# Columns that identify each format, most specific first: preference rows also have `prompt`,
+# unpaired preference rows `prompt` and `completion`.
 SIGNATURES = (
     ("preference", ("prompt", "chosen", "rejected")),
+    ("unpaired_preference", ("prompt", "completion", "label")),
     ("messages", ("messages",)),
     ("instruction", ("instruction", "output")),
     ("prompt_completion", ("prompt", "completion")),
@@ -187,7 +191,23 @@ def check_row(fmt: str, record: Any) -> str | None:
         return _check_text(record, "text")
     if fmt == "preference":
         return _check_text_or_messages(record, ("prompt", "chosen", "rejected"))
+    if fmt == "unpaired_preference":
+        return _check_text_or_messages(record, ("prompt", "completion")) or _check_label(record)
     raise ValueError(f"unknown format {fmt}")
+
+
+# A label as JSON writes it (true/false) or as a CSV cell holds it (text).
+LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}
+
+
+def _check_label(record: dict) -> str | None:
+    value = record.get("label")
+    if value is None:
+        return "label: missing"
+    key = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(key, bool | str) and key in LABELS:
+        return None
+    return f"label: expected true (a desirable answer) or false, got {shorten(value)}"
 
 
 def _check_text(record: dict, name: str) -> str | None:
@@ -262,15 +282,20 @@ def to_trainer_row(fmt: str, record: dict) -> dict[str, Any]:
         return {"text": record["text"]}
     if fmt == "preference":
         return {key: record[key] for key in ("prompt", "chosen", "rejected")}
+    if fmt == "unpaired_preference":
+        label = record["label"]
+        return {"prompt": record["prompt"], "completion": record["completion"],
+                "label": LABELS[label.strip().lower() if isinstance(label, str) else label]}
     raise ValueError(f"unknown format {fmt}")
 
 
 def check_format_for_method(path: str, fmt: str, method: str) -> None:
     if fmt not in METHOD_FORMATS[method]:
-        wanted = " or ".join(METHOD_FORMATS[method])
-        fields = " (prompt, chosen, rejected)" if method == "dpo" else ""
+        columns = dict(SIGNATURES)
+        wanted = " or ".join(f"{name} ({', '.join(columns[name])})"
+                             for name in METHOD_FORMATS[method])
         raise DatasetError(f"dataset {path}: its format is {fmt}, but method {method} needs "
-                           f"{wanted}{fields}")
+                           f"{wanted}")
 
 
 def load_rows(records: Iterator[tuple[str, Any]], source: str, fmt: str,

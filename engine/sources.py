@@ -27,6 +27,7 @@ SAMPLE_FILES = {
     "prompt_completion": "prompt_completion.jsonl",
     "text": "text.jsonl",
     "preference": "preference.jsonl",
+    "unpaired_preference": "unpaired_preference.jsonl",
 }
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

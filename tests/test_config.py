@@ -29,8 +29,8 @@ def test_every_field_has_help_and_a_group():
                                        "evaluation", "checkpoints"}, name
 
 
-def test_the_nine_presets_load_and_resolve_offline(presets):
-    assert len(presets.names()) == 9
+def test_the_eleven_presets_load_and_resolve_offline(presets):
+    assert len(presets.names()) == 11
     assert presets.default_name == "basic-fine-tune"
     for name in presets.names():
         resolution = resolve({"preset": name}, presets, CPU)
@@ -38,10 +38,15 @@ def test_the_nine_presets_load_and_resolve_offline(presets):
         assert config.model == str(TINY_MODEL)
         assert Path(config.dataset).exists()
         assert config.dataset_format in ("messages", "instruction", "prompt_completion", "text",
-                                            "preference")
+                                         "preference", "unpaired_preference")
         assert resolution.dataset.rows > 50
     dpo = resolve({"preset": "dpo-preference"}, presets, CPU).config
     assert dpo.method == "dpo" and dpo.dataset == str(sample_dataset("preference"))
+    kto = resolve({"preset": "kto-feedback"}, presets, CPU).config
+    assert kto.dataset == str(sample_dataset("unpaired_preference"))
+    assert kto.padding_free is False and not kto.applies("padding_free")  # KTO's TRL has none
+    reward = resolve({"preset": "reward-model"}, presets, CPU).config
+    assert reward.method == "reward" and reward.dataset == str(sample_dataset("preference"))
 
 
 def test_presets_list_only_what_differs_and_explain_it():
@@ -79,7 +84,7 @@ def test_auto_settings_follow_the_machine(presets):
     ({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
     ({"lerning_rate": 1e-4}, "unknown field 'lerning_rate' (did you mean learning_rate?)"),
     ({"adapter": "prefix"}, "adapter must be one of lora, qlora, full; got 'prefix'"),
-    ({"method": "ppo"}, "method must be one of sft, dpo; got 'ppo'"),
+    ({"method": "ppo"}, "method must be one of sft, dpo, kto, reward; got 'ppo'"),
     ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1, got 0"),
     ({"per_device_train_batch_size": 2.5}, "per_device_train_batch_size must be a whole number"),
     ({"packing": "maybe"}, "packing must be true or false"),

@@ -16,7 +16,7 @@ def write_jsonl(path, rows):
 
 @pytest.mark.parametrize("fmt", list(SAMPLE_FILES))
 def test_shipped_samples_are_detected(fmt):
-    method = "dpo" if fmt == "preference" else "sft"
+    method = {"preference": "dpo", "unpaired_preference": "kto"}.get(fmt, "sft")
     summary = validate_local(sample_dataset(fmt), method=method)
     assert summary.format == fmt
     assert summary.rows == 85 and len(summary.preview) == 5
@@ -59,7 +59,17 @@ def test_csv_parquet_and_json_files(tmp_path):
      "dpo",
      "its format is messages, but method dpo needs preference (prompt, chosen, rejected)"),
     ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n', "sft",
-     "its format is preference, but method sft needs messages or instruction"),
+     "its format is preference, but method sft needs messages (messages) or instruction"),
+    ('{"prompt": "p", "completion": "a"}\n', "kto",
+     "its format is prompt_completion, but method kto needs unpaired_preference (prompt, "
+     "completion, label) or preference (prompt, chosen, rejected)"),
+    ('{"prompt": "p", "completion": "a", "label": true}\n{"prompt": "p", "completion": "b", '
+     '"label": "maybe"}\n', "kto",
+     "line 2: label: expected true (a desirable answer) or false, got 'maybe'"),
+    ('{"prompt": "p", "completion": "a", "label": 1}\n', "kto",
+     "line 1: label: expected true (a desirable answer) or false, got 1"),
+    ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n', "sft",
+     "its format is preference, but method sft needs"),
     ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n', "dpo",
      "line 2: rejected: missing"),
     ("[1, 2]\n", "sft", "line 1: expected an object with fields, got list"),
@@ -71,6 +81,18 @@ def test_bad_rows_name_file_line_and_field(tmp_path, content, method, message):
         validate_local(path, method=method)
     assert f"dataset {path}" in str(err.value)
     assert message in str(err.value)
+
+
+def test_kto_labels_come_as_flags_from_json_and_as_words_from_csv(tmp_path):
+    path = tmp_path / "feedback.csv"
+    path.write_text("prompt,completion,label\nq1,good,true\nq2,bad,False\nq3,fine,1\n")
+    summary, rows = load_local(path, method="kto")
+    assert summary.format == "unpaired_preference"
+    assert [row["label"] for row in rows] == [True, False, True]
+    # Pairs train KTO too (TRL splits each into a desirable and an undesirable answer).
+    assert validate_local(sample_dataset("preference"), method="kto").format == "preference"
+    with pytest.raises(DatasetError, match="method reward needs preference"):
+        validate_local(sample_dataset("unpaired_preference"), method="reward")
 
 
 def test_empty_files_and_wrong_types(tmp_path):

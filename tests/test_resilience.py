@@ -20,10 +20,13 @@ pytestmark = pytest.mark.slow  # real trainers and consoles
 
 # One per mechanism: LoRA SFT with its dropout's RNG and evaluations on both sides of the pause
 # (a plain LoRA SFT run takes the same path with no evaluation), full weights in the checkpoint,
-# and the preference trainer with its own collator.
+# and each preference trainer with its own collator (KTO's batches also hold answers to other
+# prompts, for its KL term; the reward model trains a score head beside its adapter).
 KINDS = {"sft-lora-evaluated": EVALUATED,
          "sft-full": {**EXACT, "adapter": "full", "learning_rate": 1e-3},
-         "dpo-lora": {**EXACT, "preset": "dpo-preference"}}
+         "dpo-lora": {**EXACT, "preset": "dpo-preference"},
+         "kto-lora": {**EXACT, "preset": "kto-feedback"},
+         "reward-lora": {**EXACT, "preset": "reward-model"}}
 LONG = {"max_steps": 100000, "save_steps": 5, "learning_rate": 1e-3}
 
 

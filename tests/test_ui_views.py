@@ -167,12 +167,35 @@ def test_a_preference_run_gets_reward_charts_and_an_sft_run_does_not():
     assert job_charts([{"step": 1, "loss": 6.0}])[4:] == (None, None)
 
 
+def test_kto_and_a_reward_model_chart_what_each_logs():
+    kto = [{"step": s, "loss": 0.5, "rewards/chosen": s / 10, "rewards/rejected": -s / 10,
+            "rewards/margins": s / 5, "kl": 0.1} for s in range(1, 6)]
+    rewards, accuracy = job_charts(kto)[4:]
+    assert {t.name for t in rewards.data} >= {"chosen", "rejected", "margin"}
+    assert accuracy is None  # KTO logs no accuracy: no empty chart
+    reward_model = [{"step": s, "loss": 0.6, "accuracy": 0.5 + s / 20, "margin": s / 4,
+                     "mean_reward": 0.1, "min_reward": -1.0, "max_reward": 1.0}
+                    for s in range(1, 6)]
+    scores, accuracy = job_charts(reward_model)[4:]
+    assert {t.name for t in scores.data} >= {"mean score", "lowest", "highest", "margin"}
+    raw = next(t for t in accuracy.data if t.name == "accuracy (raw)")
+    assert [round(float(y), 2) for y in raw.y] == [0.55, 0.6, 0.65, 0.7, 0.75]
+
+
 def test_compare_gives_each_method_its_own_loss_axis():
     figure = compare_chart({"sft1": ("a", [{"step": 1, "loss": 6.0}]),
                             "dpo1": ("b", [{"step": 1, "loss": 0.69}]),
                             "sft2": ("c", [{"step": 1, "loss": 5.0}])},
                            {"sft1": "sft", "dpo1": "dpo", "sft2": "sft"})
     assert [t.yaxis for t in figure.data] == ["y", "y2", "y"]
+    methods = ("sft", "dpo", "kto", "reward")
+    four = compare_chart({m: (m, [{"step": 1, "loss": 1.0}]) for m in methods},
+                         {m: m for m in methods})
+    assert [t.yaxis for t in four.data] == ["y", "y2", "y3", "y4"]
+    layout = four.layout
+    positions = [layout.xaxis.domain[1], layout.yaxis3.position, layout.yaxis4.position]
+    assert positions == sorted(positions) and positions[-1] <= 1  # side by side, none off the plot
+    assert four.layout.yaxis4.title.text == "REWARD loss"
     assert figure.layout.yaxis.title.text == "SFT loss"
     assert figure.layout.yaxis2.title.text == "DPO loss"
 

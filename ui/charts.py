@@ -163,7 +163,8 @@ def throughput_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figur
 
 
 def rewards_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
-    """DPO: the implicit rewards of the chosen and rejected answers and their margin."""
+    """DPO and KTO: the implicit rewards of the chosen (desirable) and rejected (undesirable)
+    answers and their margin."""
     figure = _figure("Rewards", "step", "reward")
     for key, name, rgb in (("rewards/chosen", "chosen", "0,150,110"),
                            ("rewards/rejected", "rejected", "239,85,59"),
@@ -172,18 +173,47 @@ def rewards_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
     return figure
 
 
+def scores_chart(records: list[dict[str, Any]], stride: int = 1) -> go.Figure:
+    """A reward model: the mean, lowest and highest score it gave in the batch, and the mean
+    margin of chosen over rejected."""
+    figure = _figure("Scores", "step", "score")
+    for key, name, rgb in (("mean_reward", "mean score", "0,150,110"),
+                           ("min_reward", "lowest", "239,85,59"),
+                           ("max_reward", "highest", "171,99,250"),
+                           ("margin", "margin", "99,110,250")):
+        _raw_and_smoothed(figure, *series(records, key), name, stride, rgb=rgb)
+    return figure
+
+
 def reward_accuracy_chart(records: list[dict[str, Any]], stride: int = 1,
-                          evaluations: list[dict[str, Any]] = ()) -> go.Figure:
-    """DPO: how often the chosen answer out-scores the rejected one (held-out pairs too)."""
+                          evaluations: list[dict[str, Any]] = (),
+                          key: str = "rewards/accuracies") -> go.Figure:
+    """How often the chosen answer out-scores the rejected one (held-out pairs too): DPO's
+    implicit rewards (`rewards/accuracies`), or a reward model's scores (`accuracy`)."""
     figure = _figure("Reward accuracy", "step", "accuracy")
-    _raw_and_smoothed(figure, *series(records, "rewards/accuracies"), "accuracy", stride)
-    _add_evaluated(figure, evaluations, "eval_rewards/accuracies", "eval accuracy")
+    _raw_and_smoothed(figure, *series(records, key), "accuracy", stride)
+    _add_evaluated(figure, evaluations, f"eval_{key}", "eval accuracy")
     figure.update_layout(yaxis=dict(range=[-0.02, 1.02]))
     return figure
 
 
-def is_preference_run(records: list[dict[str, Any]]) -> bool:
-    return any("rewards/chosen" in r for r in records[-5:])
+def method_charts(records: list[dict[str, Any]], stride: int,
+                  evaluations: list[dict[str, Any]]) -> tuple[go.Figure | None, go.Figure | None]:
+    """The two charts of what the method logs beside its loss (None: hidden): rewards and
+    accuracy for DPO, rewards for KTO (it logs no accuracy), scores and accuracy for a reward
+    model, nothing for SFT."""
+    latest = records[-5:]
+
+    def logs(key: str) -> bool:
+        return any(key in r for r in latest)
+    if logs("rewards/chosen"):
+        return (rewards_chart(records, stride),
+                reward_accuracy_chart(records, stride, evaluations)
+                if logs("rewards/accuracies") else None)
+    if logs("mean_reward"):
+        return (scores_chart(records, stride),
+                reward_accuracy_chart(records, stride, evaluations, key="accuracy"))
+    return None, None
 
 
 def device_chart(records: list[dict[str, Any]]) -> go.Figure:
@@ -232,18 +262,27 @@ def system_chart(samples: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
+AXIS_GAP = 0.08  # of the plot's width, between two loss axes on its right
+
+
 def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]],
                   methods: dict[str, str] | None = None) -> go.Figure:
     """Smoothed loss of several jobs: {job_id: (name, records)}. Losses of different methods
-    (SFT ~6, DPO ~0.69) mean different things, so each method gets its own y axis."""
+    (SFT ~6, DPO ~0.69, KTO ~0.5) mean different things, so each method gets its own y axis."""
     methods = methods or {}
     order = list(dict.fromkeys(methods.get(job_id, "sft") for job_id in runs)) or ["sft"]
     figure = _figure("Loss, smoothed", "step", f"{order[0].upper()} loss")
     figure.update_layout(showlegend=True)  # the names matter even for one run
+    # The second method's axis on the plot's right edge; each further one beside it, the plot
+    # narrowed to make room.
+    end = 1 - AXIS_GAP * max(0, len(order) - 2)
+    figure.update_layout(xaxis=dict(domain=[0, end]))
     for index, method in enumerate(order[1:], start=2):
-        figure.update_layout({f"yaxis{index}": dict(
-            title=dict(text=f"{method.upper()} loss", standoff=8), overlaying="y",
-            side="right", automargin=True, showgrid=False)})
+        axis = dict(title=dict(text=f"{method.upper()} loss", standoff=8), overlaying="y",
+                    side="right", automargin=True, showgrid=False)
+        if index > 2:
+            axis.update(anchor="free", position=end + AXIS_GAP * (index - 2))
+        figure.update_layout({f"yaxis{index}": axis})
     for job_id, (name, records) in runs.items():
         shown, stride = sample_records(records)
         xs, ys = series(shown, "loss")
@@ -257,18 +296,16 @@ def compare_chart(runs: dict[str, tuple[str, list[dict[str, Any]]]],
 
 def job_charts(records: list[dict[str, Any]],
                events: list[tuple[int, str]] = ()) -> tuple[go.Figure, ...]:
-    """Loss, optimizer, throughput, device; then rewards and reward accuracy, or None for a run
-    that is not a preference run (those charts are hidden)."""
+    """Loss, optimizer, throughput, device; then the method's two (`method_charts`), None where
+    it has none (those charts are hidden)."""
     if not records:
         return (*(waiting_figure(t) for t in ("Loss", "Learning rate and gradient norm",
                                                "Throughput", "Device")), None, None)
     shown, stride = sample_records(records)
-    preference = is_preference_run(shown)
     evaluations = [r for r in records if "eval_loss" in r]  # few: every one is drawn
     return (loss_chart(shown, stride, events, evaluations), optimizer_chart(shown),
             throughput_chart(shown, stride), device_chart(shown),
-            rewards_chart(shown, stride) if preference else None,
-            reward_accuracy_chart(shown, stride, evaluations) if preference else None)
+            *method_charts(shown, stride, evaluations))
 
 
 def run_events(job: dict[str, Any]) -> list[tuple[int, str]]:

@@ -23,6 +23,7 @@ from transformers.trainer_callback import PrinterCallback
 from engine.config import JobConfig
 from engine.data import DatasetError, load_local, load_rows, split_rows
 from engine.jobfiles import JobPaths
+from engine.methods import METHODS
 from engine.trainer.faults import faults
 from engine.trainer.heartbeat import Heartbeat
 from engine.trainer.hooks import (
@@ -86,7 +87,8 @@ def model_and_adapter(config: JobConfig) -> ModelSetup:
 
         targets = config.lora_target_modules
         peft = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                          lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
+                          lora_dropout=config.lora_dropout,
+                          task_type=METHODS[config.method].task_type,
                           target_modules=targets if targets == "all-linear"
                           else [t.strip() for t in targets.split(",")])
     return ModelSetup(tokenizer, init_kwargs, quantization, peft)
@@ -164,7 +166,8 @@ def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup,
         and torch.cuda.get_device_capability()[0] >= 8 else None,
         dataloader_persistent_workers=config.dataloader_num_workers > 0,
         dataloader_pin_memory=has_cuda,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        train_sampling_strategy=METHODS[config.method].sampling
+        or ("group_by_length" if config.group_by_length else "random"),
         logging_strategy="steps",
         save_strategy="steps",
         eval_strategy="steps" if config.evaluates else "no",
@@ -185,7 +188,7 @@ def training_arguments(config: JobConfig, paths: JobPaths, model: ModelSetup,
     )
     if cut_by_traindeck(config):
         settings["max_length"] = None  # the examples are cut in TrainDeckTrainerMixin instead
-    return (trl.DPOConfig if config.method == "dpo" else trl.SFTConfig)(**settings)
+    return getattr(trl, METHODS[config.method].config_class)(**settings)
 
 
 def cut_by_traindeck(config: JobConfig) -> bool:
@@ -201,7 +204,7 @@ def build_trainer(config: JobConfig, paths: JobPaths, cache_dir: Path, model: Mo
     samples_per_step = (config.per_device_train_batch_size * config.gradient_accumulation_steps
                         * world_size)
     metrics = MetricsWriter(paths, heartbeat, samples_per_step)
-    base = trl.DPOTrainer if config.method == "dpo" else trl.SFTTrainer
+    base = getattr(trl, METHODS[config.method].trainer)
     trainer_class = type(f"TrainDeck{base.__name__}", (TrainDeckTrainerMixin, base), {})
     stopping = [EarlyStopping(config.early_stopping_patience)] if config.early_stopping_patience \
         else []

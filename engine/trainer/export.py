@@ -1,6 +1,7 @@
 """Merge a job's LoRA/QLoRA adapter into its base model:
 `python -m engine.trainer.export <job folder> [--checkpoint checkpoint-N]` writes a standalone
-model (safetensors, tokenizer, chat template) that loads with plain transformers.
+model (safetensors, tokenizer, chat template) that loads with plain transformers: a causal
+language model, or for a reward model a sequence classifier with one output (the score).
 
 It runs as its own process, so the console never loads a model or holds GPU memory. A QLoRA
 adapter is merged into the base model loaded in 16/32-bit, not into 4-bit weights, which would
@@ -18,6 +19,7 @@ import yaml
 from engine.atomic import fresh_folder, publish_folder
 from engine.config import JobConfig
 from engine.jobfiles import EXIT_COMPLETED, EXIT_INVALID, JobPaths
+from engine.methods import METHODS
 from engine.trainer.models import has_adapter, merged_model, torch_dtype
 
 
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    merged = merged_model(source, config.model, torch_dtype(config.precision))
+    merged = merged_model(source, config.model, torch_dtype(config.precision),
+                          METHODS[config.method].head)
     destination = paths.merged(args.checkpoint)
     tmp = fresh_folder(destination)
     merged.save_pretrained(tmp, safe_serialization=True)

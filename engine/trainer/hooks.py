@@ -365,7 +365,7 @@ def agreed_action(action: str | None) -> str | None:
 
 
 class TrainDeckTrainerMixin:
-    """Mixed into SFTTrainer and DPOTrainer.
+    """Mixed into the TRL trainer of every method (engine.methods).
 
     - A checkpoint folder carries INCOMPLETE_MARKER while it is written, so a trainer killed
       mid-save leaves a folder that resume skips.

@@ -20,12 +20,19 @@ def has_adapter(folder: Path) -> bool:
     return (folder / "adapter_config.json").exists()
 
 
-def merged_model(adapter: Path, base_model: str, dtype: Any) -> Any:
+def merged_model(adapter: Path, base_model: str, dtype: Any, head: str = "causal") -> Any:
     """The base model with the adapter in folder `adapter` merged into its weights: a plain
     transformers model. The base is loaded in `dtype`, never in 4 bits (a QLoRA adapter merged
-    into 4-bit weights would be rounded away)."""
+    into 4-bit weights would be rounded away). `head` (engine.methods): "score" loads it as a
+    one-output sequence classifier, whose score head the adapter folder holds in full."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    if head == "score":
+        base = AutoModelForSequenceClassification.from_pretrained(base_model, dtype=dtype,
+                                                                  num_labels=1)
+        # The score is read at each sequence's last token, found by the padding after it.
+        base.config.pad_token_id = AutoTokenizer.from_pretrained(adapter).pad_token_id
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     return PeftModel.from_pretrained(base, adapter).merge_and_unload()

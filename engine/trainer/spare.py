@@ -35,6 +35,7 @@ import traceback
 import setproctitle
 
 from engine.jobfiles import EXIT_FAILED, EXIT_INVALID
+from engine.methods import METHODS
 
 # Set up now, while the process's environment is as it started: the title is written over the
 # memory of the command line and the environment, which a later change of the environment moves.
@@ -45,7 +46,7 @@ CUDA_SAFE_IMPORTS = ("torch", "transformers", "datasets", "safetensors")
 # Everything the trainer needs, the method trainers included (TRL imports them lazily, and they pull
 # in the tracker libraries: a second per job); on a machine without CUDA nothing initialises it.
 ALL_IMPORTS = CUDA_SAFE_IMPORTS + ("peft", "trl", "engine.trainer.build",
-                                   "trl.trainer.sft_trainer", "trl.trainer.dpo_trainer")
+                                   *(method.trainer_module for method in METHODS.values()))
 READY = "ready"
 # What a copy may become: the trainer (`python -m engine.train`) and the trainer-side tools.
 RUNNABLE = ("engine.train", "engine.trainer.export", "engine.trainer.gguf_export",
