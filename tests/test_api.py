@@ -8,6 +8,9 @@ import pytest
 from harness import call, console_client, stop_console, wait_until
 from harness import start_console as launch_console
 
+from engine.methods import METHODS
+from engine.presets import PresetLibrary
+
 pytestmark = pytest.mark.slow  # real trainers and consoles
 
 CONTRACT = {"/health", "/list_presets", "/get_preset", "/submit_job", "/list_jobs", "/get_job",
@@ -40,7 +43,8 @@ def test_a_job_through_the_whole_contract(console, tmp_path):
     presets = call(client, "/list_presets")
     assert presets[0] == {"name": "basic-fine-tune", "title": "Basic fine-tune",
                           "description": presets[0]["description"], "method": "sft"}
-    assert len(presets) == 9
+    assert [p["name"] for p in presets] == PresetLibrary().names()
+    assert {p["method"] for p in presets} == set(METHODS)  # a template for every method
     assert call(client, "/get_preset", "dpo-preference")["method"] == "dpo"
 
     submitted = call(client, "/submit_job", {"max_steps": 15})

@@ -307,12 +307,12 @@ def _build_header_and_charts() -> dict[str, Any]:
     charts = ((("loss_plot", "Loss", "loss-chart"),
                ("optimizer_plot", "Learning rate / grad norm", None)),
               (("throughput_plot", "Throughput", None), ("device_plot", "Device", None)),
-              (("rewards_plot", "Rewards (DPO)", "rewards-chart"),
-               ("reward_accuracy_plot", "Reward accuracy (DPO)", "reward-accuracy-chart")))
+              (("rewards_plot", "Rewards or scores", "rewards-chart"),
+               ("reward_accuracy_plot", "Reward accuracy", "reward-accuracy-chart")))
     for row in charts:
         with gr.Row():
             for name, label, elem_id in row:
-                # The preference charts show only for a preference (DPO) run.
+                # The method's own charts show only where it logs them (charts.method_charts).
                 parts[name] = gr.Plot(label=label, elem_id=elem_id,
                                       visible=not name.startswith("reward"))
     parts["analytics"] = gr.Markdown()
