@@ -232,6 +232,44 @@ def drawn(page, chart: str, what: str):
     }""", [chart, what])
 
 
+def test_kto_and_reward_templates_train_from_the_form_and_chart_their_own_metrics(page, console):
+    """Each new method's template, picked and submitted in the browser, trains to completed; the
+    job view draws what the method logs: KTO's rewards (no accuracy: it logs none), a reward
+    model's scores and accuracy."""
+    client = console_client(console)
+
+    def jobs_by_name() -> dict[str, str]:
+        return {job["name"]: job["job_id"] for job in client.predict(api_name="/list_jobs")}
+    page.get_by_role("tab", name="New job").click()
+    for title, preset, name in (("KTO from thumbs up/down", "kto-feedback", "kto run"),
+                                ("Reward model", "reward-model", "reward run")):
+        page.get_by_label("Template").click()
+        page.get_by_role("option", name=title).click()
+        page.locator("#preset-details").get_by_text(preset).wait_for()
+        field(page, "max_steps").fill("4")
+        field(page, "name").fill(name)
+        page.get_by_role("button", name="Submit job").click()
+        wait_until(lambda name=name: name in jobs_by_name(), 30, f"{name} to be queued")
+    ids = jobs_by_name()
+    for name in ("kto run", "reward run"):
+        wait_until(lambda name=name: client.predict(ids[name], api_name="/get_job")["status"]
+                   == "completed", 120, f"{name} to complete")
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#selected-job textarea").fill(ids["kto run"])
+    page.locator("#job-header").get_by_text("kto run").wait_for()
+    wait_until(lambda: drawn(page, "rewards-chart", "points") == [4] * 6, 30,
+               "KTO's rewards chart: chosen, rejected and margin (raw and smoothed)")
+    assert not page.locator("#reward-accuracy-chart").is_visible()
+    page.locator("#selected-job textarea").fill(ids["reward run"])
+    page.locator("#job-header").get_by_text("reward run").wait_for()
+    wait_until(lambda: drawn(page, "rewards-chart", "points") == [4] * 8, 30,
+               "the reward model's scores chart: mean, lowest, highest and margin")
+    assert "mean score" in drawn(page, "rewards-chart", "names")
+    wait_until(lambda: drawn(page, "reward-accuracy-chart", "points") == [4, 4], 30,
+               "the reward model's accuracy chart")
+    page.screenshot(path=str(ARTIFACTS / "reward-model-job.png"), full_page=True)
+
+
 def test_a_dpo_job_charts_its_rewards_and_compare_keeps_methods_apart(page, console):
     """The DPO job evaluates on held-out pairs at steps 2 and 4: its eval loss and eval reward
     accuracy are drawn beside the training curves, and the API reports them."""
