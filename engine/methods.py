@@ -50,5 +50,12 @@ METHOD_NAMES = tuple(METHODS)
 METHOD_FORMATS = {name: method.formats for name, method in METHODS.items()}
 
 
+def makes_reward_model(method: str) -> bool:
+    """Whether a job of `method` trains a score head (a stored record may name a method this
+    version lacks: not a reward model, and no error)."""
+    known = METHODS.get(method)
+    return known is not None and known.head == "score"
+
+
 def methods_help() -> str:
     return " ".join(f"{m.name}: {m.summary}." for m in METHODS.values())

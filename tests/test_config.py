@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import SCHEMA, ConfigError, default_config, validate_fields
+from engine.config import FORMATS, SCHEMA, ConfigError, default_config, validate_fields
 from engine.data import split_rows
 from engine.machine import GPU, Machine, auto_num_workers
+from engine.methods import METHODS, makes_reward_model
 from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
 from engine.resolve import resolve
 from engine.sources import TINY_MODEL, sample_dataset
@@ -168,3 +169,11 @@ def test_a_held_out_split_is_the_same_for_the_same_seed_and_never_overlaps():
     assert split_rows(rows, 0.1, seed=42) == (train, held)
     assert split_rows(rows, 0.1, seed=7)[1] != held
     assert len(split_rows(rows, 3, seed=1)[1]) == 3
+
+
+def test_each_method_names_its_trainer_formats_and_model_kind():
+    for name, method in METHODS.items():
+        assert method.formats and set(method.formats) <= set(FORMATS), name
+        assert method.config_class == method.trainer.removesuffix("Trainer") + "Config"
+    assert [m for m in METHODS if makes_reward_model(m)] == ["reward"]
+    assert not makes_reward_model("grpo")  # a record from a newer version: no error

@@ -19,7 +19,7 @@ from engine.console.results.tools import Tools
 from engine.console.results.uploads import CleanupTimer, Retention, Uploads
 from engine.console.results.zips import Zips, checkpoint_folder
 from engine.jobfiles import GGUF_ARCHITECTURES, GGUF_QUANTIZATIONS
-from engine.methods import METHODS
+from engine.methods import makes_reward_model
 
 log = logging.getLogger("traindeck.artifacts")
 MAX_PROMPT_CHARS = 8000
@@ -88,7 +88,7 @@ class Artifacts:
         source = checkpoint_folder(paths, checkpoint) if checkpoint else paths.final_model
         if not source.is_dir():
             raise ConfigError(f"job {job.job_id} has no final model yet; export a checkpoint")
-        if METHODS[job.config.method].head == "score":
+        if makes_reward_model(job.config.method):
             raise ConfigError(f"job {job.job_id} trained a reward model (a score head, not a "
                               f"language model head): GGUF runtimes such as llama.cpp and Ollama "
                               f"generate text and cannot run it; export it with /export_model")
@@ -122,7 +122,7 @@ class Artifacts:
                 or not 1 <= max_new_tokens <= 1024:
             raise ConfigError(f"max_new_tokens must be between 1 and 1024, got "
                               f"{shorten(max_new_tokens)}")
-        if METHODS[job.config.method].head == "score":
+        if makes_reward_model(job.config.method):
             raise ConfigError(f"job {job.job_id} trained a reward model: it scores answers and "
                               f"does not write them, so there is nothing to try here; export it "
                               f"with /export_model and score with it")
