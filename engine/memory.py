@@ -12,6 +12,7 @@ from typing import Any
 from huggingface_hub import try_to_load_from_cache
 
 from engine.config import JobConfig
+from engine.methods import METHODS
 
 HEADROOM = 0.85  # of the GPU's memory; the rest for the CUDA context, allocator slack, kernels
 
@@ -27,7 +28,9 @@ def model_shape(model: str) -> dict[str, Any] | None:
 
 
 def training_bytes(config: JobConfig, shape: dict[str, Any], checkpointing: bool) -> float:
-    """Weights, gradients and optimizer state of what trains, activations and logits."""
+    """Weights, gradients and optimizer state of what trains (and a full fine-tune's reference
+    model where the method has one), activations and logits of every sequence an example
+    sends through the model."""
     hidden = shape.get("hidden_size", 0)
     layers = shape.get("num_hidden_layers", 0)
     inner = shape.get("intermediate_size", 4 * hidden)
@@ -35,18 +38,22 @@ def training_bytes(config: JobConfig, shape: dict[str, Any], checkpointing: bool
     params = layers * (4 * hidden * hidden + 3 * hidden * inner) + vocab * hidden * (
         1 if shape.get("tie_word_embeddings") else 2)
     half = config.precision in ("bf16", "fp16")
+    method = METHODS[config.method]
+    width = 2 if half else 4
     if config.adapter == "full":
         state = params * 16  # fp32 weights, gradients and two AdamW moments
+        if method.reference:
+            state += params * width  # the frozen reference model
     else:
         weights = params * (0.55 if config.adapter == "qlora" else 2 if half else 4)
         adapter = layers * 7 * config.lora_r * 2 * hidden  # seven projections a layer
         state = weights + adapter * 16
-    tokens = config.per_device_train_batch_size * config.max_length
-    width = 2 if half else 4
+    tokens = config.per_device_train_batch_size * config.max_length * method.sequences
     # Per layer, ~34 values of width `hidden` per token are kept for the backward pass (with a
     # fused attention); with checkpointing only each layer's input is.
     activations = layers * tokens * hidden * width * (1 if checkpointing else 17)
-    logits = tokens * vocab * 4 * 2  # fp32 logits and their gradient
+    # fp32 logits and their gradient; a score head has one output, not the vocabulary.
+    logits = tokens * (1 if method.head == "score" else vocab) * 4 * 2
     return state + activations + logits
 
 

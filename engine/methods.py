@@ -16,6 +16,11 @@ class Method:
     head: str = "causal"  # "causal": a language model; "score": one reward per sequence
     # The batch order its trainer requires (None: random, or grouped by length if asked).
     sampling: str | None = None
+    # Memory: sequences through the model per example (a pair's two answers; KTO's answer and
+    # the mismatched one of its KL term), and whether a frozen reference model is loaded beside
+    # it when every weight trains (with an adapter the reference is the base, adapter off).
+    sequences: int = 1
+    reference: bool = False
 
     @property
     def config_class(self) -> str:
@@ -36,14 +41,14 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     Method("sft", "supervised fine-tuning on examples",
            ("messages", "instruction", "prompt_completion", "text"), "SFTTrainer"),
     Method("dpo", "preference alignment on chosen/rejected pairs", ("preference",),
-           "DPOTrainer"),
+           "DPOTrainer", sequences=2, reference=True),
     Method("kto", "preference alignment on single answers, each labelled desirable or not "
            "(chosen/rejected pairs are split into such answers)",
            ("unpaired_preference", "preference"), "KTOTrainer",
            # Its KL term pairs each answer with its neighbours' prompts in a fixed-order batch.
-           sampling="sequential"),
+           sampling="sequential", sequences=2, reference=True),
     Method("reward", "a reward model: a score head trained to rank chosen above rejected",
-           ("preference",), "RewardTrainer", head="score"),
+           ("preference",), "RewardTrainer", head="score", sequences=2),
 )}
 METHOD_NAMES = tuple(METHODS)
 # Formats by method: what the config's rules and the dataset checks allow.

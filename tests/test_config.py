@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import FORMATS, SCHEMA, ConfigError, default_config, validate_fields
+from engine.config import FORMATS, SCHEMA, ConfigError, JobConfig, default_config, validate_fields
 from engine.data import split_rows
 from engine.machine import GPU, Machine, auto_num_workers
+from engine.memory import HEADROOM, model_shape, training_bytes
 from engine.methods import METHODS, makes_reward_model
 from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
 from engine.resolve import resolve
@@ -177,3 +178,21 @@ def test_each_method_names_its_trainer_formats_and_model_kind():
         assert method.config_class == method.trainer.removesuffix("Trainer") + "Config"
     assert [m for m in METHODS if makes_reward_model(m)] == ["reward"]
     assert not makes_reward_model("grpo")  # a record from a newer version: no error
+
+
+def test_the_memory_estimate_counts_each_methods_sequences_reference_and_head(presets):
+    shape = model_shape(str(TINY_MODEL))
+
+    def need(**values) -> float:
+        return training_bytes(JobConfig(max_length=1024, **values), shape, checkpointing=False)
+    sft, dpo, reward = need(method="sft"), need(method="dpo"), need(method="reward")
+    assert dpo > 1.9 * sft  # chosen and rejected: twice the activations and logits
+    assert reward < dpo  # the same pairs, but one score per token, not the vocabulary
+    reference = need(method="dpo", adapter="full") - need(method="sft", adapter="full")
+    assert reference > dpo - sft  # a full fine-tune's frozen reference copy on top
+    # A GPU the SFT job fits without checkpointing, and the DPO job of the same size does not.
+    gpu = Machine(cpu_count=8, gpus=(GPU(0, "small", sft / HEADROOM / 2**20 * 1.5, (8, 0)),))
+    same = {"max_length": 1024, "precision": "fp32"}  # as estimated above
+    assert resolve(same, presets, gpu).resolved["gradient_checkpointing"] is False
+    assert resolve({**same, "preset": "dpo-preference", "per_device_train_batch_size": 8},
+                   presets, gpu).resolved["gradient_checkpointing"] is True
