@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from engine.methods import METHOD_FORMATS, METHOD_NAMES, methods_help
+from engine.methods import METHOD_FORMATS, METHOD_NAMES, METHODS, methods_help
 from engine.schema import (
     AUTO,
     ConfigError,
@@ -316,6 +316,11 @@ def training_rules(config: JobConfig) -> Iterator[Problem]:
     if config.max_steps == 0:
         yield Problem("max_steps must be -1 (train num_train_epochs) or a positive number",
                       ("max_steps",))
+    least = METHODS[config.method].min_batch
+    if config.per_device_train_batch_size < least:
+        yield Problem(f"{config.method} needs per_device_train_batch_size {least} or more (kto: "
+                      f"its KL term pairs each answer with another prompt of the same batch)",
+                      ("per_device_train_batch_size", "method"))
 
 
 @dataclass(frozen=True, config=SETTINGS)

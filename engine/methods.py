@@ -21,6 +21,7 @@ class Method:
     # it when every weight trains (with an adapter the reference is the base, adapter off).
     sequences: int = 1
     reference: bool = False
+    min_batch: int = 1  # the smallest per-device batch its loss is defined for
 
     @property
     def config_class(self) -> str:
@@ -46,7 +47,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            "(chosen/rejected pairs are split into such answers)",
            ("unpaired_preference", "preference"), "KTOTrainer",
            # Its KL term pairs each answer with its neighbours' prompts in a fixed-order batch.
-           sampling="sequential", sequences=2, reference=True),
+           sampling="sequential", sequences=2, reference=True, min_batch=2),
     Method("reward", "a reward model: a score head trained to rank chosen above rejected",
            ("preference",), "RewardTrainer", head="score", sequences=2),
 )}

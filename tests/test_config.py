@@ -13,6 +13,7 @@ from engine.methods import METHODS, makes_reward_model
 from engine.presets import PRESETS_DIR, PresetLibrary, load_preset
 from engine.resolve import resolve
 from engine.sources import TINY_MODEL, sample_dataset
+from engine.trainer.fallback import smaller
 
 CPU = Machine(cpu_count=2)
 GPU_BOX = Machine(cpu_count=32, gpus=(GPU(0, "A100", 81920, (8, 0)), GPU(1, "A100", 81920, (8, 0))))
@@ -92,6 +93,8 @@ def test_auto_settings_follow_the_machine(presets):
     ({"packing": "maybe"}, "packing must be true or false"),
     ({"max_steps": 0}, "max_steps must be -1"),
     ({"method": "dpo", "packing": True}, "packing applies to SFT only"),
+    ({"preset": "kto-feedback", "per_device_train_batch_size": 1},
+     "kto needs per_device_train_batch_size 2 or more"),
     ({"dataloader_num_workers": "many"}, 'dataloader_num_workers must be a whole number or "auto"'),
     ({"dataloader_num_workers": 0, "dataloader_prefetch_factor": 2},
      "needs dataloader_num_workers > 0"),
@@ -196,3 +199,14 @@ def test_the_memory_estimate_counts_each_methods_sequences_reference_and_head(pr
     assert resolve(same, presets, gpu).resolved["gradient_checkpointing"] is False
     assert resolve({**same, "preset": "dpo-preference", "per_device_train_batch_size": 8},
                    presets, gpu).resolved["gradient_checkpointing"] is True
+
+
+def test_the_micro_batch_steps_down_no_lower_than_the_method_allows():
+    sft = JobConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert [smaller(sft).per_device_train_batch_size, smaller(sft).gradient_accumulation_steps] \
+        == [2, 4]
+    assert smaller(JobConfig(per_device_train_batch_size=1)) is None
+    kto = JobConfig(method="kto", per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert smaller(kto).per_device_train_batch_size == 2
+    assert smaller(smaller(kto)) is None  # KTO's KL term needs two answers in a batch
+    assert smaller(JobConfig(method="kto", per_device_train_batch_size=3)) is None

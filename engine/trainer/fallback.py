@@ -14,16 +14,19 @@ import torch
 from engine.atomic import write_json_atomic
 from engine.config import JobConfig
 from engine.jobfiles import JobPaths, checkpoint_step, read_json, truncate_after
+from engine.methods import METHODS
 from engine.trainer.errors import TrainingGaveUp
 
 
 def smaller(config: JobConfig) -> JobConfig | None:
-    """The next micro-batch down, the effective batch kept (None: already 1). A size that does
-    not halve steps to its largest divisor (6 -> 3, 5 -> 1)."""
+    """The next micro-batch down, the effective batch kept (None: already the smallest the method
+    allows, 1 but for KTO's 2). A size that does not halve steps to its largest divisor (6 -> 3,
+    5 -> 1)."""
     batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
-    if batch <= 1:
+    least = METHODS[config.method].min_batch
+    lower = next((d for d in range(batch // 2, least - 1, -1) if batch % d == 0), None)
+    if lower is None:
         return None
-    lower = next(d for d in range(batch // 2, 0, -1) if batch % d == 0)
     return config.replace(per_device_train_batch_size=lower,
                           gradient_accumulation_steps=accumulation * (batch // lower))
 
@@ -49,9 +52,11 @@ def train(build: Callable[[JobConfig], tuple], config: JobConfig, paths: JobPath
             lower = smaller(config)
             if lower is None:
                 raise TrainingGaveUp(
-                    f"out of GPU memory at step {step} even with a micro-batch of 1 (gradient "
-                    f"accumulation {config.gradient_accumulation_steps}): use a smaller "
-                    f"max_length, gradient_checkpointing, qlora, or a bigger GPU") from exc
+                    f"out of GPU memory at step {step} even with a micro-batch of "
+                    f"{config.per_device_train_batch_size} (as low as it goes for "
+                    f"{config.method}; gradient accumulation "
+                    f"{config.gradient_accumulation_steps}): use a smaller max_length, "
+                    f"gradient_checkpointing, qlora, or a bigger GPU") from exc
             latest = paths.latest_checkpoint()
             resume_from = latest.name if latest else None
             truncate_after(paths.metrics, checkpoint_step(latest.name) if latest else 0)
