@@ -37,8 +37,8 @@ def packed_sequences_isolated() -> bool:
 @cache
 def trl_padding_free(method: str) -> bool:
     """Whether TRL's trainer for `method` honours padding_free (TRL 1.16's DPOTrainer warns and
-    falls back to padding: "temporarily unavailable after a refactor"; KTO's and the reward
-    trainer's configs have no such setting)."""
+    falls back to padding: "temporarily unavailable after a refactor"). Which methods have the
+    setting at all is the schema's (the field's `methods`)."""
     if method == "dpo":
         return "temporarily unavailable" not in _module_text("trl.trainer.dpo_trainer")
-    return method == "sft"  # the others' configs have no padding_free
+    return True

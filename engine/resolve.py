@@ -192,7 +192,7 @@ def _resolve_kernels(config: JobConfig, machine: machines.Machine) -> dict[str, 
         raise ConfigError("use_liger_kernel needs the liger-kernel package: pip install -e "
                           "'.[gpu]' (or set it to auto)", ("use_liger_kernel",))
     isolated = attention.startswith("flash_attention") or capabilities.packed_sequences_isolated()
-    supported = capabilities.trl_padding_free(config.method)
+    supported = config.applies("padding_free") and capabilities.trl_padding_free(config.method)
     if config.padding_free == AUTO:
         chosen["padding_free"] = isolated and supported
     elif config.padding_free and not supported:
